@@ -1,0 +1,113 @@
+// Package cli builds the enqueuer and worker command trees. Each subcommand lives in its own
+// file; they share configuration loading, logging and the exit-code mapping here.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/etlexec/etlexec/internal/config"
+)
+
+// ExitError carries a specific process exit code (e.g. 2 for PARTIAL_SUCCESS).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Main runs cmd and returns the process exit code; mains call os.Exit with it.
+func Main(ctx context.Context, cmd *cobra.Command, args []string) int {
+	cmd.SetArgs(args)
+	cmd.SilenceUsage = true
+	cmd.SilenceErrors = true
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "error:", ee.Err)
+		}
+		return ee.Code
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), "error:", err)
+	return 1
+}
+
+// env is the configuration shared by enqueuer subcommands.
+type env struct {
+	cfg config.Common
+	log zerolog.Logger
+}
+
+func newEnv() *env {
+	e := &env{}
+	_ = config.Load(&e.cfg) // errors surface in Validate with the variable's name
+	e.cfg.WithDefaults()
+	return e
+}
+
+// setup validates the configuration and builds the logger; call it from PersistentPreRunE.
+func (e *env) setup(cmd *cobra.Command) error {
+	if err := e.cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	e.log = NewLogger(cmd.ErrOrStderr(), e.cfg.LogLevel, e.cfg.LogFormat)
+	return nil
+}
+
+// NewLogger builds the process logger: JSON lines (stable snake_case keys) or console.
+func NewLogger(w io.Writer, level, format string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// Enqueuer is the root of `enqueuer`: triggering and operating runs, migrations, serving.
+func Enqueuer() *cobra.Command {
+	e := newEnv()
+	root := &cobra.Command{
+		Use:   "enqueuer",
+		Short: "Start and operate etlexec runs; migrate the database",
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return e.setup(cmd)
+		},
+	}
+	config.BindCommon(root.PersistentFlags(), &e.cfg)
+	for _, add := range enqueuerCommands {
+		root.AddCommand(add(e))
+	}
+	return root
+}
+
+// enqueuerCommands is filled by each subcommand file's init, so files stay independent.
+var enqueuerCommands []func(*env) *cobra.Command
+
+func register(f func(*env) *cobra.Command) { enqueuerCommands = append(enqueuerCommands, f) }
+
+// Stdout is where results go (logs go to stderr).
+func stdout(cmd *cobra.Command) io.Writer { return cmd.OutOrStdout() }
+
+var _ = os.Stdout

@@ -1,0 +1,89 @@
+// Package store owns every SQL statement etlexec runs against its own database. Queries live
+// in queries/*.sql and are compiled by sqlc into the sqlcdb package, whose types stay inside
+// store; bulk writes use COPY. pgx.ErrNoRows is mapped to ErrNotFound here and nowhere else.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/etlexec/etlexec/internal/store/sqlcdb"
+)
+
+var (
+	// ErrNotFound is returned when the row asked for does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrLostClaim is returned when an attempt tries to record its end after another attempt
+	// took the item (its lease expired or the task was delivered elsewhere).
+	ErrLostClaim = errors.New("attempt no longer holds the item")
+)
+
+// Store is the handle to etlexec's database. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	q    *sqlcdb.Queries
+}
+
+// New wraps a pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, q: sqlcdb.New(pool)}
+}
+
+// Connect opens a pool on url and checks that the database answers.
+func Connect(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to postgres at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	return New(pool), nil
+}
+
+// Pool exposes the underlying pool, for the executor's default target and for tests.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Tx is a store bound to one transaction.
+type Tx struct {
+	tx pgx.Tx
+	q  *sqlcdb.Queries
+}
+
+// InTx runs fn in a transaction, committing when it returns nil.
+func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return fn(&Tx{tx: tx, q: s.q.WithTx(tx)})
+	})
+}
+
+// mapErr maps pgx.ErrNoRows to ErrNotFound, once, for every caller.
+func mapErr(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// IsUniqueViolation reports whether err is a unique violation of the named constraint or index
+// (any, when name is empty).
+func IsUniqueViolation(err error, name string) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" {
+		return false
+	}
+	return name == "" || pe.ConstraintName == name
+}
