@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -86,4 +87,13 @@ func IsUniqueViolation(err error, name string) bool {
 		return false
 	}
 	return name == "" || pe.ConstraintName == name
+}
+
+// Now is the database clock; every recorded time comes from it, never a worker's clock.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT now()`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("read database clock: %w", err)
+	}
+	return t, nil
 }

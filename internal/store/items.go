@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/etlexec/etlexec/internal/store/sqlcdb"
+)
+
+// ErrNotClaimable is returned by Claim when the item is terminal, held by a live attempt, or
+// out of attempts.
+var ErrNotClaimable = errors.New("item cannot be claimed")
+
+// GetItemContext loads an item with the run and job fields a worker needs.
+func (s *Store) GetItemContext(ctx context.Context, runID uuid.UUID, itemNo int32) (ItemContext, error) {
+	ic, err := s.q.GetItemContext(ctx, sqlcdb.GetItemContextParams{RunID: runID, ItemNo: itemNo})
+	if err != nil {
+		return ItemContext{}, fmt.Errorf("load item %d of run %s: %w", itemNo, runID, mapErr(err))
+	}
+	return ic, nil
+}
+
+// ClaimRequest asks for an item's next attempt.
+type ClaimRequest struct {
+	RunID       uuid.UUID
+	ItemNo      int32
+	AttemptID   uuid.UUID
+	MaxAttempts int32
+	Lease       time.Duration
+	WorkerID    string
+	ScheduledAt *time.Time
+}
+
+// Claim is a granted attempt.
+type Claim struct {
+	ItemAttempt int32
+	AttemptNo   int64
+	StartedAt   time.Time
+	// LostAttempts is 1 when the claim took over from an attempt whose worker stopped
+	// heartbeating; that attempt was closed FAILED/SYSTEM "worker lost".
+	LostAttempts int32
+}
+
+// ClaimItem takes the item for one attempt and inserts the attempt row, in one statement.
+func (s *Store) ClaimItem(ctx context.Context, r ClaimRequest) (Claim, error) {
+	id := r.AttemptID
+	worker := r.WorkerID
+	row, err := s.q.ClaimItem(ctx, sqlcdb.ClaimItemParams{
+		RunID: r.RunID, ItemNo: r.ItemNo, AttemptID: &id, MaxAttempts: r.MaxAttempts,
+		LeaseSeconds: r.Lease.Seconds(), ScheduledAt: r.ScheduledAt, WorkerID: &worker,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Claim{}, ErrNotClaimable
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("claim item %d of run %s: %w", r.ItemNo, r.RunID, err)
+	}
+	return Claim{ItemAttempt: row.ItemAttempt, AttemptNo: row.AttemptNo, StartedAt: row.StartedAt, LostAttempts: row.LostAttempts}, nil
+}
+
+// AttemptEnd is how an attempt ended and what the item becomes.
+type AttemptEnd struct {
+	RunID     uuid.UUID
+	ItemNo    int32
+	ItemCount int32
+	AttemptID uuid.UUID
+	// AttemptStatus is SUCCESS, FAILED or CANCELLED.
+	AttemptStatus string
+	// ItemStatus is SUCCESS, FAILED or CANCELLED when terminal, PENDING when a retry follows.
+	ItemStatus    string
+	Terminal      bool
+	ErrorCategory string
+	ErrorMessage  *string
+	ErrorDetail   json.RawMessage
+	// Backoff is set when a retry follows: recorded as backoff_ms and next_retry_at.
+	Backoff        *time.Duration
+	RecordsRead    int64
+	RecordsWritten int64
+	Pages          int64
+	// CursorEnd is the watermark the item observed (modified_date); nil keeps the stored end.
+	CursorEnd  *time.Time
+	CursorNote *string
+	// Cursor, when set, is advanced in the same transaction (cursor_policy item).
+	Cursor *CursorAdvance
+}
+
+// CursorAdvance moves one (job, param_hash) cursor forward.
+type CursorAdvance struct {
+	JobID     string
+	ParamHash string
+	Params    json.RawMessage
+	Strategy  string
+	Value     time.Time
+	RunID     uuid.UUID
+}
+
+// FinishAttemptTx records an attempt's end inside tx. It returns ErrLostClaim, changing
+// nothing, when another attempt took the item meanwhile.
+func (tx *Tx) FinishAttempt(ctx context.Context, e AttemptEnd) error {
+	var backoff *int64
+	if e.Backoff != nil {
+		ms := e.Backoff.Milliseconds()
+		backoff = &ms
+	}
+	n, err := tx.q.FinishItem(ctx, sqlcdb.FinishItemParams{
+		Status: e.ItemStatus, ErrorCategory: e.ErrorCategory, ErrorMessage: e.ErrorMessage, Terminal: e.Terminal,
+		RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
+		CursorEnd: e.CursorEnd, CursorNote: e.CursorNote, RunID: e.RunID, ItemNo: e.ItemNo, AttemptID: &e.AttemptID,
+	})
+	if err != nil {
+		return fmt.Errorf("finish item %d of run %s: %w", e.ItemNo, e.RunID, err)
+	}
+	if n == 0 {
+		return ErrLostClaim
+	}
+	if _, err := tx.q.FinishAttempt(ctx, sqlcdb.FinishAttemptParams{
+		Status: e.AttemptStatus, ErrorCategory: e.ErrorCategory, ErrorMessage: e.ErrorMessage, ErrorDetail: e.ErrorDetail,
+		BackoffMs: backoff, RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
+		AttemptID: e.AttemptID,
+	}); err != nil {
+		return fmt.Errorf("finish attempt %s: %w", e.AttemptID, err)
+	}
+	if e.Cursor != nil {
+		c := e.Cursor
+		if err := tx.q.AdvanceCursors(ctx, sqlcdb.AdvanceCursorsParams{
+			JobID: c.JobID, ParamHashes: []string{c.ParamHash}, Params: []json.RawMessage{c.Params},
+			Strategy: c.Strategy, CursorValues: []time.Time{c.Value}, RunID: c.RunID,
+		}); err != nil {
+			return fmt.Errorf("advance cursor of item %d: %w", e.ItemNo, err)
+		}
+	}
+	if e.Terminal {
+		if err := tx.q.BumpProgress(ctx, sqlcdb.BumpProgressParams{RunID: e.RunID, Shard: ShardOf(e.ItemNo, e.ItemCount)}); err != nil {
+			return fmt.Errorf("count item %d of run %s terminal: %w", e.ItemNo, e.RunID, err)
+		}
+	}
+	return nil
+}
+
+// FinishAttempt records an attempt's end in its own transaction.
+func (s *Store) FinishAttempt(ctx context.Context, e AttemptEnd) error {
+	return s.InTx(ctx, func(tx *Tx) error { return tx.FinishAttempt(ctx, e) })
+}
+
+// RunComplete reports whether every item of the run is terminal, from the progress shards
+// (at most ProgressShards rows, never the items).
+func (s *Store) RunComplete(ctx context.Context, runID uuid.UUID) (bool, error) {
+	p, err := s.q.RunProgress(ctx, runID)
+	if err != nil {
+		return false, fmt.Errorf("read progress of run %s: %w", runID, err)
+	}
+	return p.Terminal >= p.Items, nil
+}
+
+// Heartbeat refreshes the lease of the given live attempts; it returns how many items still
+// belonged to them.
+func (s *Store) Heartbeat(ctx context.Context, attemptIDs []uuid.UUID) (int64, error) {
+	if len(attemptIDs) == 0 {
+		return 0, nil
+	}
+	n, err := s.q.HeartbeatItems(ctx, attemptIDs)
+	if err != nil {
+		return 0, fmt.Errorf("heartbeat %d attempts: %w", len(attemptIDs), err)
+	}
+	if err := s.q.HeartbeatAttempts(ctx, attemptIDs); err != nil {
+		return 0, fmt.Errorf("heartbeat %d attempts: %w", len(attemptIDs), err)
+	}
+	return n, nil
+}
+
+// CancelPendingItem cancels an item that has not started; it reports whether it did.
+func (s *Store) CancelPendingItem(ctx context.Context, runID uuid.UUID, itemNo, itemCount int32) (bool, error) {
+	var done bool
+	err := s.InTx(ctx, func(tx *Tx) error {
+		n, err := tx.q.CancelPendingItem(ctx, sqlcdb.CancelPendingItemParams{RunID: runID, ItemNo: itemNo})
+		if err != nil || n == 0 {
+			return err
+		}
+		done = true
+		return tx.q.BumpProgress(ctx, sqlcdb.BumpProgressParams{RunID: runID, Shard: ShardOf(itemNo, itemCount)})
+	})
+	if err != nil {
+		return false, fmt.Errorf("cancel item %d of run %s: %w", itemNo, runID, err)
+	}
+	return done, nil
+}
+
+// FailLostItem fails an item whose last attempt stopped heartbeating for longer than lease.
+func (s *Store) FailLostItem(ctx context.Context, runID uuid.UUID, itemNo, itemCount int32, lease time.Duration) (bool, error) {
+	var done bool
+	err := s.InTx(ctx, func(tx *Tx) error {
+		n, err := tx.q.FailLostItem(ctx, sqlcdb.FailLostItemParams{RunID: runID, ItemNo: itemNo, LeaseSeconds: lease.Seconds()})
+		if err != nil {
+			return err
+		}
+		// The item update is the CTE; n counts attempts closed. Check the item itself.
+		var status string
+		if err := tx.tx.QueryRow(ctx, `SELECT status FROM dw_etl_run_items WHERE run_id = $1 AND item_no = $2`, runID, itemNo).Scan(&status); err != nil {
+			return err
+		}
+		if status != "FAILED" || n == 0 {
+			return nil
+		}
+		done = true
+		return tx.q.BumpProgress(ctx, sqlcdb.BumpProgressParams{RunID: runID, Shard: ShardOf(itemNo, itemCount)})
+	})
+	if err != nil {
+		return false, fmt.Errorf("fail lost item %d of run %s: %w", itemNo, runID, err)
+	}
+	return done, nil
+}

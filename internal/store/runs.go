@@ -1,0 +1,254 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/etlexec/etlexec/internal/store/sqlcdb"
+)
+
+// Row types are sqlc's, re-exported so callers never import sqlcdb.
+type (
+	Job         = sqlcdb.DwEtlJob
+	JobSummary  = sqlcdb.ListJobsRow
+	Run         = sqlcdb.DwEtlRun
+	ItemContext = sqlcdb.GetItemContextRow
+	Cursor      = sqlcdb.DwEtlIncrementalCursor
+	UpsertJob   = sqlcdb.UpsertJobParams
+)
+
+// ErrActiveRun is returned by CreateRun when the job already has an exclusive run that is
+// PENDING or RUNNING; the database's partial unique index decides, so two enqueuers racing
+// still create one active run.
+var ErrActiveRun = errors.New("job has an active run")
+
+const oneActiveIndex = "dw_etl_runs_one_active_idx"
+
+// ProgressShards caps how many counter rows a run spreads its completions over.
+const ProgressShards = 16
+
+// ShardOf is the progress shard of an item in a run of n items.
+func ShardOf(itemNo int32, itemCount int32) int16 {
+	n := shardCount(itemCount)
+	return int16((itemNo - 1) % n)
+}
+
+func shardCount(itemCount int32) int32 {
+	if itemCount < ProgressShards {
+		return max(itemCount, 1)
+	}
+	return ProgressShards
+}
+
+// NewRun describes a run to create.
+type NewRun struct {
+	RunID        uuid.UUID
+	JobID        string
+	DryRun       bool
+	Trigger      string
+	Params       json.RawMessage
+	LogicalStart *time.Time
+	ScheduledFor *time.Time
+	Exclusive    bool
+	// Strategy of the job: last_run items get the logical start as their window end.
+	Strategy string
+}
+
+// NewItem is one deduplicated param set of a new run.
+type NewItem struct {
+	Params    json.RawMessage
+	ParamHash string
+	TaskID    string
+}
+
+// CreatedItem is an item as written, for the enqueuer to build its task.
+type CreatedItem struct {
+	ItemNo    int32
+	ParamHash string
+	TaskID    string
+}
+
+// CreateRun writes the run, its items (COPY) with each item's cursor_start taken from the stored
+// cursor, and its progress shards, in one transaction: a run is either fully expanded in
+// Postgres or absent.
+func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, deduplicated int) (Run, []CreatedItem, error) {
+	var (
+		run     Run
+		created []CreatedItem
+	)
+	if nr.Params == nil {
+		nr.Params = json.RawMessage(`{}`)
+	}
+	err := s.InTx(ctx, func(tx *Tx) error {
+		var err error
+		run, err = tx.q.InsertRun(ctx, sqlcdb.InsertRunParams{
+			RunID: nr.RunID, JobID: nr.JobID, Status: "PENDING", DryRun: nr.DryRun, Trigger: nr.Trigger,
+			Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: nr.Exclusive,
+		})
+		if IsUniqueViolation(err, oneActiveIndex) {
+			return ErrActiveRun
+		}
+		if err != nil {
+			return fmt.Errorf("insert run: %w", err)
+		}
+		hashes := make([]string, len(items))
+		for i, it := range items {
+			hashes[i] = it.ParamHash
+		}
+		cursors := map[string]*time.Time{}
+		if nr.Strategy == "modified_date" || nr.Strategy == "last_run" {
+			rows, err := tx.q.CursorsForHashes(ctx, sqlcdb.CursorsForHashesParams{JobID: nr.JobID, ParamHashes: hashes})
+			if err != nil {
+				return fmt.Errorf("read cursors: %w", err)
+			}
+			for _, r := range rows {
+				cursors[r.ParamHash] = r.CursorValue
+			}
+		}
+		var windowEnd *time.Time
+		if nr.Strategy == "last_run" {
+			windowEnd = nr.LogicalStart
+		}
+		copyRows := make([]sqlcdb.CopyItemsParams, len(items))
+		created = make([]CreatedItem, len(items))
+		for i, it := range items {
+			no := int32(i + 1)
+			copyRows[i] = sqlcdb.CopyItemsParams{
+				RunID: nr.RunID, ItemNo: no, Params: it.Params, ParamHash: it.ParamHash, TaskID: it.TaskID,
+				CursorStart: cursors[it.ParamHash], CursorEnd: windowEnd,
+			}
+			created[i] = CreatedItem{ItemNo: no, ParamHash: it.ParamHash, TaskID: it.TaskID}
+		}
+		if _, err := tx.q.CopyItems(ctx, copyRows); err != nil {
+			return fmt.Errorf("copy %d items: %w", len(items), err)
+		}
+		n := shardCount(int32(len(items)))
+		shards := make([]int16, n)
+		counts := make([]int32, n)
+		for i := range items {
+			counts[ShardOf(int32(i+1), int32(len(items)))]++
+		}
+		for i := range shards {
+			shards[i] = int16(i)
+		}
+		if err := tx.q.InsertProgressShards(ctx, sqlcdb.InsertProgressShardsParams{RunID: nr.RunID, Shards: shards, Items: counts}); err != nil {
+			return fmt.Errorf("insert progress shards: %w", err)
+		}
+		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(len(items)), ItemsDeduplicated: int32(deduplicated)}); err != nil {
+			return err
+		}
+		run.ItemCount = int32(len(items))
+		run.ItemsDeduplicated = int32(deduplicated)
+		return nil
+	})
+	if err != nil {
+		return Run{}, nil, err
+	}
+	return run, created, nil
+}
+
+// CreateSkippedRun records a trigger that the overlap policy skipped, with the reason.
+func (s *Store) CreateSkippedRun(ctx context.Context, nr NewRun, reason string) (Run, error) {
+	if nr.Params == nil {
+		nr.Params = json.RawMessage(`{}`)
+	}
+	run, err := s.q.InsertRun(ctx, sqlcdb.InsertRunParams{
+		RunID: nr.RunID, JobID: nr.JobID, Status: "SKIPPED", DryRun: nr.DryRun, Trigger: nr.Trigger,
+		Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: false,
+		ErrorMessage: &reason,
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("insert skipped run: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE dw_etl_runs SET ended_at = now(), duration_ms = 0 WHERE run_id = $1`, run.RunID); err != nil {
+		return Run{}, err
+	}
+	return s.GetRun(ctx, run.RunID)
+}
+
+// MarkRunEnqueued records that every task was handed to Redis and the run is RUNNING.
+func (s *Store) MarkRunEnqueued(ctx context.Context, runID uuid.UUID) error {
+	if err := s.q.MarkRunEnqueued(ctx, runID); err != nil {
+		return fmt.Errorf("mark run %s enqueued: %w", runID, err)
+	}
+	return nil
+}
+
+// GetRun loads one run.
+func (s *Store) GetRun(ctx context.Context, runID uuid.UUID) (Run, error) {
+	r, err := s.q.GetRun(ctx, runID)
+	if err != nil {
+		return Run{}, fmt.Errorf("get run %s: %w", runID, mapErr(err))
+	}
+	return r, nil
+}
+
+// ActiveRun returns the job's exclusive PENDING/RUNNING run, or ErrNotFound.
+func (s *Store) ActiveRun(ctx context.Context, jobID string) (uuid.UUID, error) {
+	r, err := s.q.ActiveRun(ctx, jobID)
+	if err != nil {
+		return uuid.Nil, mapErr(err)
+	}
+	return r.RunID, nil
+}
+
+// GetJob loads one job.
+func (s *Store) GetJob(ctx context.Context, jobID string) (Job, error) {
+	j, err := s.q.GetJob(ctx, jobID)
+	if err != nil {
+		return Job{}, fmt.Errorf("get job %q: %w", jobID, mapErr(err))
+	}
+	return j, nil
+}
+
+// ListJobs lists jobs with their last run.
+func (s *Store) ListJobs(ctx context.Context) ([]JobSummary, error) {
+	return s.q.ListJobs(ctx)
+}
+
+// ListScheduledJobs lists enabled jobs that have a cron schedule.
+func (s *Store) ListScheduledJobs(ctx context.Context) ([]Job, error) {
+	return s.q.ListScheduledJobs(ctx)
+}
+
+// UpsertJobs writes job definitions all-or-nothing; it reports which were new.
+func (s *Store) UpsertJobs(ctx context.Context, jobs []UpsertJob) (inserted []bool, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		inserted = inserted[:0]
+		for _, j := range jobs {
+			ins, err := tx.q.UpsertJob(ctx, j)
+			if err != nil {
+				return fmt.Errorf("upsert job %q: %w", j.JobID, err)
+			}
+			inserted = append(inserted, ins)
+		}
+		return nil
+	})
+	return inserted, err
+}
+
+// ListCursors lists a job's cursors, newest first.
+func (s *Store) ListCursors(ctx context.Context, jobID string) ([]Cursor, error) {
+	return s.q.ListCursors(ctx, jobID)
+}
+
+// PendingItemTasks lists the items of a run still PENDING, for (re-)enqueueing.
+func (s *Store) PendingItemTasks(ctx context.Context, runID uuid.UUID) ([]CreatedItem, error) {
+	rows, err := s.q.PendingItemTasks(ctx, runID)
+	if err != nil {
+		return nil, fmt.Errorf("list pending items of run %s: %w", runID, err)
+	}
+	out := make([]CreatedItem, len(rows))
+	for i, r := range rows {
+		out[i] = CreatedItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, TaskID: r.TaskID}
+	}
+	return out, nil
+}
+
+var _ = pgx.ErrNoRows

@@ -1,0 +1,288 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/dbtest"
+	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/redistest"
+	"github.com/etlexec/etlexec/internal/runstate"
+	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/worker"
+)
+
+// testKind behaves as its params say, so one job can mix outcomes.
+type testParams struct {
+	N           int    `json:"n"`
+	Records     int64  `json:"records"`
+	Fail        string `json:"fail"`         // category of a permanent failure
+	FailAttempt int    `json:"fail_attempt"` // fail (API) the first N attempts
+	Panic       bool   `json:"panic"`
+	Watermark   string `json:"watermark"`
+}
+
+func testKind(ctx context.Context, it *etl.Item) error {
+	var p testParams
+	if err := it.Params(&p); err != nil {
+		return err
+	}
+	if p.Panic {
+		panic("boom")
+	}
+	if it.ItemAttempt() <= p.FailAttempt {
+		return etl.APIError(fmt.Errorf("flaky source, attempt %d", it.ItemAttempt()))
+	}
+	switch p.Fail {
+	case "DATA":
+		return etl.DataError(errors.New("bad row"))
+	case "API":
+		return etl.APIError(errors.New("source down"))
+	}
+	it.AddRead(p.Records)
+	it.AddPages(1)
+	if it.Target() != nil {
+		tag, err := it.Target().Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS t_probe (x int)`)
+		_ = tag
+		if err != nil {
+			return err
+		}
+	}
+	it.AddWritten(p.Records)
+	if p.Watermark != "" {
+		ts, err := time.Parse(time.RFC3339, p.Watermark)
+		if err != nil {
+			return etl.DataError(err)
+		}
+		it.ObserveWatermark(ts)
+	}
+	it.Log().Info().Int("n", p.N).Msg("test item done")
+	return nil
+}
+
+type bundle struct {
+	st    *store.Store
+	enq   *enqueue.Enqueuer
+	queue string
+}
+
+func setup(t *testing.T, workers int) *bundle {
+	t.Helper()
+	st := dbtest.Store(t)
+	q := redistest.Queue(t)
+	opt := redistest.ConnOpt(t)
+	client := asynq.NewClient(opt)
+	t.Cleanup(func() { client.Close() })
+	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	reg := etl.NewRegistry()
+	reg.Register("test", testKind)
+	for i := 0; i < workers; i++ {
+		w, err := worker.New(worker.Config{
+			Store: st, Redis: opt, Registry: reg, Queues: []string{q}, Concurrency: 8,
+			ShutdownTimeout: time.Second, Lease: 5 * time.Second, WorkerID: fmt.Sprintf("w%d", i),
+			Retry:  runstate.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond, Jitter: 0.1},
+			Logger: zerolog.Nop(),
+		})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return &bundle{st: st, enq: enq, queue: q}
+}
+
+func (b *bundle) job(t *testing.T, id, strategy, policy string, maxAttempts int32) {
+	t.Helper()
+	_, err := b.st.UpsertJobs(context.Background(), []store.UpsertJob{{
+		JobID: id, Kind: "test", SupportsParams: true, SupportsIncremental: strategy != "none", Strategy: strategy,
+		CursorPolicy: policy, Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: b.queue,
+		MaxAttempts: maxAttempts, TimeoutMs: 10000, RetentionMs: 60000, Enabled: true,
+	}})
+	require.NoError(t, err)
+}
+
+func (b *bundle) waitRun(t *testing.T, runID uuid.UUID) store.Run {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		run, err := b.st.GetRun(context.Background(), runID)
+		require.NoError(t, err)
+		if runstate.Status(run.Status).Terminal() {
+			return run
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s still %s after 30s", runID, run.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func raw(t *testing.T, vs ...any) []json.RawMessage {
+	out := make([]json.RawMessage, len(vs))
+	for i, v := range vs {
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		out[i] = b
+	}
+	return out
+}
+
+func TestRunOutcomes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	ctx := context.Background()
+	b.job(t, "mixed", "none", "run", 3)
+
+	t.Run("AllSucceed", func(t *testing.T) {
+		res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "mixed", Params: raw(t,
+			map[string]any{"n": 1, "records": 10}, map[string]any{"n": 2, "records": 5}, map[string]any{"records": 10, "n": 1})})
+		require.NoError(t, err)
+		require.Equal(t, 2, res.Items)
+		require.Equal(t, 1, res.Deduplicated)
+		run := b.waitRun(t, res.Run.RunID)
+		require.Equal(t, "SUCCESS", run.Status)
+		require.Equal(t, "NONE", run.ErrorCategory)
+		require.EqualValues(t, 2, run.ItemsSucceeded)
+		require.EqualValues(t, 15, run.RecordsRead)
+		require.EqualValues(t, 2, run.PageCount)
+		require.EqualValues(t, 2, run.AttemptCount)
+	})
+	t.Run("PartialWithRetriesAndPanic", func(t *testing.T) {
+		res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "mixed", Params: raw(t,
+			map[string]any{"n": 1, "records": 1},
+			map[string]any{"n": 2, "fail": "DATA"},
+			map[string]any{"n": 3, "fail_attempt": 2, "records": 3},
+			map[string]any{"n": 4, "panic": true},
+		)})
+		require.NoError(t, err)
+		run := b.waitRun(t, res.Run.RunID)
+		require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+		require.EqualValues(t, 2, run.ItemsSucceeded)
+		require.EqualValues(t, 2, run.ItemsFailed)
+		// item 1: 1 attempt; item 2 (DATA): 1 attempt, never retried; item 3: 3 attempts;
+		// item 4 (panic, SYSTEM): 3 attempts.
+		require.EqualValues(t, 1+1+3+3, run.AttemptCount)
+		rows, err := b.st.Pool().Query(ctx, `SELECT item_no, item_attempt, status, error_category, backoff_ms IS NOT NULL,
+			coalesce(error_detail->>'stack', '') FROM dw_etl_run_attempts WHERE run_id = $1 ORDER BY attempt_no`, run.RunID)
+		require.NoError(t, err)
+		defer rows.Close()
+		last := map[int32]int32{}
+		for rows.Next() {
+			var itemNo, itemAttempt int32
+			var status, cat, stack string
+			var hasBackoff bool
+			require.NoError(t, rows.Scan(&itemNo, &itemAttempt, &status, &cat, &hasBackoff, &stack))
+			require.Equal(t, last[itemNo]+1, itemAttempt, "attempts of item %d in attempt_no order", itemNo)
+			last[itemNo] = itemAttempt
+			switch itemNo {
+			case 2:
+				require.Equal(t, "DATA", cat)
+				require.False(t, hasBackoff, "DATA is not retried")
+			case 3:
+				if itemAttempt < 3 {
+					require.Equal(t, "API", cat)
+					require.True(t, hasBackoff)
+				} else {
+					require.Equal(t, "SUCCESS", status)
+				}
+			case 4:
+				require.Equal(t, "SYSTEM", cat)
+				require.Contains(t, stack, "testKind")
+			}
+		}
+		require.NoError(t, rows.Err())
+	})
+	t.Run("AllFail", func(t *testing.T) {
+		res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "mixed", Params: raw(t,
+			map[string]any{"n": 1, "fail": "DATA"}, map[string]any{"n": 2, "fail": "DATA"})})
+		require.NoError(t, err)
+		run := b.waitRun(t, res.Run.RunID)
+		require.Equal(t, "FAILED", run.Status)
+		require.Equal(t, "DATA", run.ErrorCategory)
+	})
+}
+
+func TestCursorsAndDryRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.job(t, "inc", "modified_date", "run", 1)
+	b.job(t, "inc_item", "modified_date", "item", 1)
+	cursor := func(job string, p any) *time.Time {
+		var v *time.Time
+		pj, _ := json.Marshal(p)
+		err := b.st.Pool().QueryRow(ctx, `SELECT cursor_value FROM dw_etl_incremental_cursors WHERE job_id = $1 AND params = $2::jsonb`, job, string(pj)).Scan(&v)
+		if err != nil {
+			return nil
+		}
+		return v
+	}
+	good := map[string]any{"n": 1, "watermark": "2026-03-01T00:00:00Z"}
+	bad := map[string]any{"n": 2, "fail": "DATA"}
+
+	// Dry run: metrics recorded, cursors untouched.
+	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "inc", DryRun: true, Params: raw(t, good)})
+	require.NoError(t, err)
+	run := b.waitRun(t, res.Run.RunID)
+	require.Equal(t, "SUCCESS", run.Status)
+	require.Nil(t, cursor("inc", good))
+
+	// Policy run: a failed sibling holds every cursor.
+	res, err = b.enq.Trigger(ctx, enqueue.Request{JobID: "inc", Params: raw(t, good, bad)})
+	require.NoError(t, err)
+	run = b.waitRun(t, res.Run.RunID)
+	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+	require.Nil(t, cursor("inc", good))
+	var note string
+	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT cursor_note FROM dw_etl_run_items WHERE run_id = $1 AND item_no = 1`, run.RunID).Scan(&note))
+	require.Equal(t, runstate.CursorNoteRunFailed, note)
+
+	// Policy item: the good item advances despite the failed sibling.
+	res, err = b.enq.Trigger(ctx, enqueue.Request{JobID: "inc_item", Params: raw(t, good, bad)})
+	require.NoError(t, err)
+	b.waitRun(t, res.Run.RunID)
+	got := cursor("inc_item", good)
+	require.NotNil(t, got)
+	require.True(t, got.Equal(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)))
+
+	// Never backwards: an older watermark leaves the cursor where it is.
+	older := map[string]any{"n": 1, "watermark": "2026-01-01T00:00:00Z"}
+	res, err = b.enq.Trigger(ctx, enqueue.Request{JobID: "inc", Params: raw(t, good)})
+	require.NoError(t, err)
+	b.waitRun(t, res.Run.RunID)
+	require.True(t, cursor("inc", good).Equal(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)))
+	_ = older
+}
+
+func TestJobWithoutParams(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	_, err := b.st.UpsertJobs(ctx, []store.UpsertJob{{
+		JobID: "plain", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
+		OverlapPolicy: "skip", Queue: b.queue, MaxAttempts: 1, TimeoutMs: 10000, Enabled: true,
+	}})
+	require.NoError(t, err)
+	_, err = b.enq.Trigger(ctx, enqueue.Request{JobID: "plain", Params: raw(t, map[string]any{"n": 1})})
+	require.ErrorIs(t, err, enqueue.ErrParamsNotSupported)
+	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "plain"})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Items)
+	run := b.waitRun(t, res.Run.RunID)
+	require.Equal(t, "SUCCESS", run.Status)
+	var params string
+	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT params::text FROM dw_etl_run_items WHERE run_id = $1`, run.RunID).Scan(&params))
+	require.Equal(t, "{}", params)
+}
