@@ -85,10 +85,10 @@ func TestMaintainLogPartitions(t *testing.T) {
 
 		// Each month's bounds are [first of month, first of next month) in UTC.
 		for _, ts := range []time.Time{
-			time.Date(2030, 4, 1, 0, 0, 0, 0, time.UTC),           // first instant of the window
-			now.Add(-retention),                                   // the cutoff itself
-			now,                                                   // today
-			time.Date(2030, 10, 31, 23, 59, 59, 999999, time.UTC), // last instant of the last month ahead
+			time.Date(2030, 4, 1, 0, 0, 0, 0, time.UTC), // first instant of the window
+			now.Add(-retention),                         // the cutoff itself
+			now,                                         // today
+			time.Date(2030, 10, 31, 23, 59, 59, 999999000, time.UTC), // last instant of the last month ahead
 		} {
 			require.NoError(t, insertLog(st, ts), ts)
 		}
