@@ -24,7 +24,8 @@ const (
 	// reports the greatest modification time it saw with [Item.ObserveWatermark]; the
 	// cursor moves to that watermark.
 	StrategyModifiedDate Strategy = "modified_date"
-	// StrategyLastRun loads rows in [cursor, logical start of this run). The cursor
+	// StrategyLastRun loads rows modified in (cursor, logical start of this run], the same
+	// open-start convention as modified_date, so a row on the boundary loads exactly once. The cursor
 	// moves to the run's logical start; the handler observes nothing.
 	StrategyLastRun Strategy = "last_run"
 )

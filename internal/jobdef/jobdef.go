@@ -1,0 +1,255 @@
+// Package jobdef owns job definitions as operators write them (jobs.yaml): parsing, strict
+// validation with errors naming the job and the field, and conversion to store rows. A file
+// is applied all-or-nothing.
+package jobdef
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"sigs.k8s.io/yaml"
+
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+// File is the top level of jobs.yaml.
+type File struct {
+	Jobs []Job `json:"jobs"`
+}
+
+// Job is one job definition. Durations are Go duration strings ("10m", "1h30m").
+type Job struct {
+	JobID               string          `json:"job_id"`
+	Kind                string          `json:"kind"`
+	Description         string          `json:"description"`
+	SupportsParams      bool            `json:"supports_params"`
+	SupportsIncremental bool            `json:"supports_incremental"`
+	Strategy            string          `json:"strategy"`
+	CursorPolicy        string          `json:"cursor_policy"`
+	Config              json.RawMessage `json:"config"`
+	ParamSource         json.RawMessage `json:"param_source"`
+	Schedule            string          `json:"schedule"`
+	OverlapPolicy       string          `json:"overlap_policy"`
+	Queue               string          `json:"queue"`
+	MaxAttempts         *int32          `json:"max_attempts"`
+	Timeout             string          `json:"timeout"`
+	RunTimeout          string          `json:"run_timeout"`
+	Retention           string          `json:"retention"`
+	Enabled             *bool           `json:"enabled"`
+}
+
+// Defaults applied to fields a definition leaves out.
+const (
+	StrategyDefault      = "none"
+	CursorPolicyDefault  = "run"
+	OverlapPolicyDefault = "skip"
+	QueueDefault         = "etl"
+	MaxAttemptsDefault   = 3
+	TimeoutDefault       = 10 * time.Minute
+	RetentionDefault     = time.Hour
+)
+
+var (
+	jobIDPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
+	queuePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+	// CronParser accepts standard 5-field specs and descriptors like @hourly.
+	CronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+)
+
+// ErrInvalid wraps every validation error.
+var ErrInvalid = errors.New("invalid job definition")
+
+// Parse reads jobs.yaml strictly (unknown fields are errors) and validates every job against
+// the known kinds. All problems are reported together.
+func Parse(name string, b []byte, kinds []string) ([]store.UpsertJob, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%w: %s is empty", ErrInvalid, name)
+	}
+	var f File
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	if len(f.Jobs) == 0 {
+		return nil, fmt.Errorf("%w: %s: no jobs (want a top-level `jobs:` list)", ErrInvalid, name)
+	}
+	var (
+		errs []error
+		out  []store.UpsertJob
+		seen = map[string]int{}
+	)
+	for i, j := range f.Jobs {
+		row, jerrs := j.validate(kinds)
+		where := fmt.Sprintf("job #%d", i+1)
+		if j.JobID != "" {
+			where = fmt.Sprintf("job %q", j.JobID)
+		}
+		if prev, dup := seen[j.JobID]; dup && j.JobID != "" {
+			jerrs = append(jerrs, fmt.Errorf("job_id: duplicate of job #%d", prev))
+		}
+		seen[j.JobID] = i + 1
+		for _, e := range jerrs {
+			errs = append(errs, fmt.Errorf("%s: %s: %w", name, where, e))
+		}
+		out = append(out, row)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+	}
+	return out, nil
+}
+
+func oneOf(field, v string, allowed ...string) error {
+	if slices.Contains(allowed, v) {
+		return nil
+	}
+	return fmt.Errorf("%s: unknown value %q (want %s)", field, v, strings.Join(allowed, "|"))
+}
+
+func duration(field, v string, def time.Duration, allowZero bool) (time.Duration, error) {
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a duration like 10m or 1h", field, v)
+	}
+	if d < 0 || (d == 0 && !allowZero) {
+		return 0, fmt.Errorf("%s: %q must be positive", field, v)
+	}
+	return d, nil
+}
+
+func (j Job) validate(kinds []string) (store.UpsertJob, []error) {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !jobIDPattern.MatchString(j.JobID) {
+		add(fmt.Errorf("job_id: %q must be a slug of lowercase letters, digits, '_', '-', '.' starting with a letter (max 63)", j.JobID))
+	}
+	if j.Kind == "" {
+		add(errors.New("kind: required"))
+	} else if kinds != nil && !slices.Contains(kinds, j.Kind) {
+		add(fmt.Errorf("kind: unknown kind %q (registered: %s)", j.Kind, strings.Join(kinds, ", ")))
+	}
+	row := store.UpsertJob{
+		JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,
+		SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy, CursorPolicy: j.CursorPolicy,
+		OverlapPolicy: j.OverlapPolicy, Queue: j.Queue, Enabled: true,
+	}
+	if row.Strategy == "" {
+		row.Strategy = StrategyDefault
+	}
+	if row.CursorPolicy == "" {
+		row.CursorPolicy = CursorPolicyDefault
+	}
+	if row.OverlapPolicy == "" {
+		row.OverlapPolicy = OverlapPolicyDefault
+	}
+	if row.Queue == "" {
+		row.Queue = QueueDefault
+	}
+	add(oneOf("strategy", row.Strategy, "none", "modified_date", "last_run"))
+	add(oneOf("cursor_policy", row.CursorPolicy, "run", "item"))
+	add(oneOf("overlap_policy", row.OverlapPolicy, "skip", "queue", "allow"))
+	if !queuePattern.MatchString(row.Queue) {
+		add(fmt.Errorf("queue: %q must be 1-64 of letters, digits, '_', '.', ':', '-' (no braces)", row.Queue))
+	}
+	if row.Strategy != "none" && !j.SupportsIncremental {
+		add(fmt.Errorf("strategy: %q needs supports_incremental: true", row.Strategy))
+	}
+	if j.SupportsIncremental && row.Strategy == "none" {
+		add(errors.New("supports_incremental: true needs strategy modified_date or last_run"))
+	}
+	row.MaxAttempts = MaxAttemptsDefault
+	if j.MaxAttempts != nil {
+		row.MaxAttempts = *j.MaxAttempts
+		if row.MaxAttempts < 1 || row.MaxAttempts > 100 {
+			add(fmt.Errorf("max_attempts: %d must be between 1 and 100", row.MaxAttempts))
+		}
+	}
+	if j.Enabled != nil {
+		row.Enabled = *j.Enabled
+	}
+	d, err := duration("timeout", j.Timeout, TimeoutDefault, false)
+	add(err)
+	row.TimeoutMs = d.Milliseconds()
+	d, err = duration("retention", j.Retention, RetentionDefault, true)
+	add(err)
+	row.RetentionMs = d.Milliseconds()
+	if j.RunTimeout != "" {
+		d, err := duration("run_timeout", j.RunTimeout, 0, false)
+		add(err)
+		ms := d.Milliseconds()
+		row.RunTimeoutMs = &ms
+	}
+	row.Config = json.RawMessage(`{}`)
+	if len(j.Config) > 0 && string(j.Config) != "null" {
+		if !isObject(j.Config) {
+			add(errors.New("config: must be a mapping"))
+		} else {
+			row.Config = j.Config
+		}
+	}
+	if len(j.ParamSource) > 0 && string(j.ParamSource) != "null" {
+		if !j.SupportsParams {
+			add(errors.New("param_source: given for a job with supports_params: false"))
+		} else if err := validateParamSource(j.ParamSource); err != nil {
+			add(fmt.Errorf("param_source: %w", err))
+		}
+		row.ParamSource = j.ParamSource
+	}
+	if j.Schedule != "" {
+		if _, err := CronParser.Parse(j.Schedule); err != nil {
+			add(fmt.Errorf("schedule: %q is not a cron spec: %v", j.Schedule, err))
+		}
+		s := j.Schedule
+		row.Schedule = &s
+	}
+	return row, errs
+}
+
+func isObject(b json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(b, &m) == nil
+}
+
+// validateParamSource accepts {"static": [objects...]} or {"sql": "...", "source_url_env": "VAR"}.
+func validateParamSource(b json.RawMessage) error {
+	var src struct {
+		Static       []json.RawMessage `json:"static"`
+		SQL          string            `json:"sql"`
+		SourceURLEnv string            `json:"source_url_env"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&src); err != nil {
+		return fmt.Errorf("want {static: [...]} or {sql: ..., source_url_env: VAR}: %v", err)
+	}
+	switch {
+	case src.Static != nil && src.SQL != "":
+		return errors.New("give either static or sql, not both")
+	case src.Static != nil:
+		for i, s := range src.Static {
+			if !isObject(s) {
+				return fmt.Errorf("static[%d]: must be a mapping", i)
+			}
+		}
+	case src.SQL != "":
+		if src.SourceURLEnv == "" {
+			return errors.New("sql needs source_url_env (the variable holding the source database URL)")
+		}
+	default:
+		return errors.New("want {static: [...]} or {sql: ..., source_url_env: VAR}")
+	}
+	return nil
+}
