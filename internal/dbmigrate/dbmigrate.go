@@ -104,6 +104,7 @@ type LegacyInfo struct {
 	Rows        int64
 	Jobs        int64
 	BadStatuses map[string]int64 // status values outside the allowed list, with counts
+	NullJobIDs  int64            // rows without a job_id: no placeholder job can be made for them
 }
 
 // Plan says in words what the legacy upgrade will do.
@@ -220,6 +221,10 @@ func (m *Migrator) Apply(ctx context.Context) (*Report, error) {
 				return nil, fmt.Errorf("%w: status values outside PENDING, RUNNING, SUCCESS, PARTIAL_SUCCESS, FAILED, SKIPPED, CANCELLED: %v; fix them first, nothing was changed",
 					ErrLegacyInvalid, rep.Legacy.BadStatuses)
 			}
+			if rep.Legacy.NullJobIDs > 0 {
+				return nil, fmt.Errorf("%w: %d rows have no job_id; fix them first, nothing was changed",
+					ErrLegacyInvalid, rep.Legacy.NullJobIDs)
+			}
 			m.Log.Warn().Int64("rows", rep.Legacy.Rows).Msg(rep.Legacy.Plan())
 		}
 	}
@@ -283,7 +288,8 @@ func detectLegacy(ctx context.Context, q querier) (*LegacyInfo, error) {
 		return nil, nil
 	}
 	info := &LegacyInfo{BadStatuses: map[string]int64{}}
-	if err := q.QueryRowContext(ctx, `SELECT count(*), count(DISTINCT job_id) FROM public.dw_etl_runs`).Scan(&info.Rows, &info.Jobs); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT count(*), count(DISTINCT job_id), count(*) FILTER (WHERE job_id IS NULL)
+		FROM public.dw_etl_runs`).Scan(&info.Rows, &info.Jobs, &info.NullJobIDs); err != nil {
 		return nil, fmt.Errorf("count legacy runs: %w", err)
 	}
 	rows, err := q.QueryContext(ctx, `SELECT coalesce(status, '<NULL>'), count(*) FROM public.dw_etl_runs

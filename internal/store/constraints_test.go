@@ -20,9 +20,9 @@ const (
 	fixtureRun = "0193a0b0-0000-7000-8000-000000000001"
 )
 
-// seedRun inserts job j1 with run fixtureRun, item 1 (param hash h1), its first attempt
+// seedConstraintFixture inserts job j1 with run fixtureRun, item 1 (param hash h1), its first attempt
 // (attempt_no 1, the identity's first value) and a cursor for (j1, h1).
-func seedRun(t *testing.T, pool *pgxpool.Pool) {
+func seedConstraintFixture(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
 	ctx := context.Background()
 	for _, q := range []string{
@@ -146,7 +146,7 @@ func TestConstraints(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			pool := dbtest.Pool(t)
-			seedRun(t, pool)
+			seedConstraintFixture(t, pool)
 			_, err := pool.Exec(ctx, tt.ok)
 			require.NoError(t, err, "the valid variant must pass")
 			_, err = pool.Exec(ctx, tt.bad)
@@ -158,7 +158,7 @@ func TestConstraints(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		pool := dbtest.Pool(t)
-		seedRun(t, pool)
+		seedConstraintFixture(t, pool)
 		_, err := pool.Exec(ctx, `DELETE FROM dw_etl_runs WHERE run_id = '`+fixtureRun+`'`)
 		require.NoError(t, err, "items and attempts cascade with their run")
 		tag, err := pool.Exec(ctx, `DELETE FROM dw_etl_jobs WHERE job_id = 'j1'`)

@@ -36,14 +36,14 @@ func planNodes(t *testing.T, raw []byte) []map[string]any {
 	return nodes
 }
 
-func explain(t *testing.T, pool *pgxpool.Pool, query string, args ...any) []map[string]any {
+func explainPlan(t *testing.T, pool *pgxpool.Pool, query string, args ...any) []map[string]any {
 	t.Helper()
 	var raw []byte
 	require.NoError(t, pool.QueryRow(context.Background(), "EXPLAIN (FORMAT JSON) "+query, args...).Scan(&raw))
 	return planNodes(t, raw)
 }
 
-func field(nodes []map[string]any, key string) []string {
+func planField(nodes []map[string]any, key string) []string {
 	var out []string
 	for _, n := range nodes {
 		if v, ok := n[key].(string); ok {
@@ -80,21 +80,21 @@ func TestHotQueriesUseTheirIndexes(t *testing.T) {
 	t.Run("CursorLookupUsesPrimaryKey", func(t *testing.T) {
 		t.Parallel()
 		// c = 4242 lives on job_43 (4242 % 200 + 1).
-		nodes := explain(t, pool, `SELECT cursor_value FROM dw_etl_incremental_cursors WHERE job_id = $1 AND param_hash = $2`,
+		nodes := explainPlan(t, pool, `SELECT cursor_value FROM dw_etl_incremental_cursors WHERE job_id = $1 AND param_hash = $2`,
 			"job_43", fmt.Sprintf("%x", md5.Sum([]byte("4242"))))
-		require.Contains(t, field(nodes, "Index Name"), "dw_etl_incremental_cursors_pkey", "plan: %v", nodes)
+		require.Contains(t, planField(nodes, "Index Name"), "dw_etl_incremental_cursors_pkey", "plan: %v", nodes)
 		var found bool
 		require.NoError(t, pool.QueryRow(ctx, `SELECT cursor_value IS NOT NULL FROM dw_etl_incremental_cursors
 			WHERE job_id = $1 AND param_hash = $2`, "job_43", fmt.Sprintf("%x", md5.Sum([]byte("4242")))).Scan(&found))
 		require.True(t, found, "the explained lookup must hit a seeded row")
-		require.NotContains(t, field(nodes, "Node Type"), "Seq Scan")
+		require.NotContains(t, planField(nodes, "Node Type"), "Seq Scan")
 	})
 
 	t.Run("RunHistoryUsesJobStartedIndex", func(t *testing.T) {
 		t.Parallel()
-		nodes := explain(t, pool, `SELECT * FROM dw_etl_runs WHERE job_id = $1 ORDER BY started_at DESC LIMIT 50`, "job_7")
-		require.Contains(t, field(nodes, "Index Name"), "dw_etl_runs_job_started_idx", "plan: %v", nodes)
-		types := field(nodes, "Node Type")
+		nodes := explainPlan(t, pool, `SELECT * FROM dw_etl_runs WHERE job_id = $1 ORDER BY started_at DESC LIMIT 50`, "job_7")
+		require.Contains(t, planField(nodes, "Index Name"), "dw_etl_runs_job_started_idx", "plan: %v", nodes)
+		types := planField(nodes, "Node Type")
 		require.NotContains(t, types, "Seq Scan")
 		require.NotContains(t, types, "Sort", "the index must deliver started_at DESC order")
 	})

@@ -22,7 +22,7 @@ func logPartitionsSetup(t *testing.T) *store.Store {
 	t.Helper()
 	ctx := context.Background()
 	st := dbtest.Store(t)
-	for _, name := range logPartitions(t, st) {
+	for _, name := range listLogPartitions(t, st) {
 		_, err := st.Pool().Exec(ctx, "DROP TABLE "+pgx.Identifier{"public", name}.Sanitize())
 		require.NoError(t, err)
 	}
@@ -33,7 +33,7 @@ func logPartitionsSetup(t *testing.T) *store.Store {
 	return st
 }
 
-func logPartitions(t *testing.T, st *store.Store) []string {
+func listLogPartitions(t *testing.T, st *store.Store) []string {
 	t.Helper()
 	rows, err := st.Pool().Query(context.Background(), `SELECT c.relname::text FROM pg_inherits i
 		JOIN pg_class c ON c.oid = i.inhrelid
@@ -44,13 +44,13 @@ func logPartitions(t *testing.T, st *store.Store) []string {
 	return names
 }
 
-func insertLog(st *store.Store, ts time.Time) error {
+func insertLogAt(st *store.Store, ts time.Time) error {
 	_, err := st.Pool().Exec(context.Background(), `INSERT INTO dw_etl_run_logs (ts, run_id, job_id, level, message)
 		VALUES ($1, $2, 'logjob', 'info', 'hello')`, ts, logRun)
 	return err
 }
 
-func sorted(s []string) []string {
+func sortedNames(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
@@ -73,15 +73,15 @@ func TestMaintainLogPartitions(t *testing.T) {
 			"dw_etl_run_logs_2030_07", "dw_etl_run_logs_2030_08", "dw_etl_run_logs_2030_09",
 			"dw_etl_run_logs_2030_10",
 		}
-		require.Equal(t, want, sorted(rep.Created))
+		require.Equal(t, want, sortedNames(rep.Created))
 		require.Empty(t, rep.Dropped)
-		require.Equal(t, want, logPartitions(t, st))
+		require.Equal(t, want, listLogPartitions(t, st))
 
 		again, err := st.MaintainLogPartitions(ctx, store.LogMaintenance{Now: now, Retention: retention, MonthsAhead: 3})
 		require.NoError(t, err)
 		require.Empty(t, again.Created, "second call must be idempotent")
 		require.Empty(t, again.Dropped, "second call must be idempotent")
-		require.Equal(t, want, logPartitions(t, st))
+		require.Equal(t, want, listLogPartitions(t, st))
 
 		// Each month's bounds are [first of month, first of next month) in UTC.
 		for _, ts := range []time.Time{
@@ -90,7 +90,7 @@ func TestMaintainLogPartitions(t *testing.T) {
 			now,                                         // today
 			time.Date(2030, 10, 31, 23, 59, 59, 999999000, time.UTC), // last instant of the last month ahead
 		} {
-			require.NoError(t, insertLog(st, ts), ts)
+			require.NoError(t, insertLogAt(st, ts), ts)
 		}
 		var placed string
 		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT tableoid::regclass::text FROM dw_etl_run_logs
@@ -101,7 +101,7 @@ func TestMaintainLogPartitions(t *testing.T) {
 			time.Date(2030, 3, 31, 23, 59, 59, 0, time.UTC), // before the window
 			time.Date(2030, 11, 1, 0, 0, 0, 0, time.UTC),    // beyond the months ahead
 		} {
-			err := insertLog(st, ts)
+			err := insertLogAt(st, ts)
 			require.ErrorContains(t, err, "no partition of relation \"dw_etl_run_logs\" found for row", ts)
 		}
 	})
@@ -112,8 +112,8 @@ func TestMaintainLogPartitions(t *testing.T) {
 		st := logPartitionsSetup(t)
 		_, err := st.MaintainLogPartitions(ctx, store.LogMaintenance{Now: now, Retention: retention, MonthsAhead: 3})
 		require.NoError(t, err)
-		require.NoError(t, insertLog(st, time.Date(2030, 5, 20, 0, 0, 0, 0, time.UTC)))
-		require.NoError(t, insertLog(st, time.Date(2030, 10, 20, 0, 0, 0, 0, time.UTC)))
+		require.NoError(t, insertLogAt(st, time.Date(2030, 5, 20, 0, 0, 0, 0, time.UTC)))
+		require.NoError(t, insertLogAt(st, time.Date(2030, 10, 20, 0, 0, 0, 0, time.UTC)))
 
 		// Six months on, Now-Retention is 2030-10-17 12:00: every month that ended before it goes.
 		later := now.AddDate(0, 6, 0)
@@ -126,12 +126,12 @@ func TestMaintainLogPartitions(t *testing.T) {
 		require.Equal(t, []string{
 			"dw_etl_run_logs_2030_11", "dw_etl_run_logs_2030_12", "dw_etl_run_logs_2031_01",
 			"dw_etl_run_logs_2031_02", "dw_etl_run_logs_2031_03", "dw_etl_run_logs_2031_04",
-		}, sorted(rep.Created))
+		}, sortedNames(rep.Created))
 		require.Equal(t, []string{
 			"dw_etl_run_logs_2030_10", "dw_etl_run_logs_2030_11", "dw_etl_run_logs_2030_12",
 			"dw_etl_run_logs_2031_01", "dw_etl_run_logs_2031_02", "dw_etl_run_logs_2031_03",
 			"dw_etl_run_logs_2031_04",
-		}, logPartitions(t, st))
+		}, listLogPartitions(t, st))
 
 		var kept, gone int
 		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE ts >= '2030-10-01'),
@@ -139,9 +139,9 @@ func TestMaintainLogPartitions(t *testing.T) {
 		require.Equal(t, 1, kept, "the month holding the cutoff is kept with its rows")
 		require.Zero(t, gone, "expired months are dropped with their rows")
 
-		require.NoError(t, insertLog(st, later.Add(-retention)))
-		require.NoError(t, insertLog(st, time.Date(2031, 4, 30, 0, 0, 0, 0, time.UTC)))
-		require.ErrorContains(t, insertLog(st, time.Date(2030, 9, 30, 0, 0, 0, 0, time.UTC)),
+		require.NoError(t, insertLogAt(st, later.Add(-retention)))
+		require.NoError(t, insertLogAt(st, time.Date(2031, 4, 30, 0, 0, 0, 0, time.UTC)))
+		require.ErrorContains(t, insertLogAt(st, time.Date(2030, 9, 30, 0, 0, 0, 0, time.UTC)),
 			"no partition of relation \"dw_etl_run_logs\" found for row")
 
 		again, err := st.MaintainLogPartitions(ctx, store.LogMaintenance{Now: later, Retention: retention, MonthsAhead: 3})
@@ -176,7 +176,7 @@ func TestMaintainLogPartitions(t *testing.T) {
 			created = append(created, reps[i].Created...)
 		}
 		require.Len(t, created, 7)
-		require.Equal(t, logPartitions(t, st), sorted(created))
+		require.Equal(t, listLogPartitions(t, st), sortedNames(created))
 	})
 
 	t.Run("ForeignPartitionsAreLeftAlone", func(t *testing.T) {
@@ -189,6 +189,6 @@ func TestMaintainLogPartitions(t *testing.T) {
 		rep, err := st.MaintainLogPartitions(ctx, store.LogMaintenance{Now: now, Retention: retention, MonthsAhead: 3})
 		require.NoError(t, err)
 		require.NotContains(t, rep.Dropped, "dw_etl_run_logs_archive")
-		require.Contains(t, logPartitions(t, st), "dw_etl_run_logs_archive")
+		require.Contains(t, listLogPartitions(t, st), "dw_etl_run_logs_archive")
 	})
 }

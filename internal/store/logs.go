@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // LogRow is one run log line as stored in dw_etl_run_logs.
@@ -34,7 +35,12 @@ func (r *LogRow) values() []any {
 	if len(fields) == 0 {
 		fields = emptyObject
 	}
-	return []any{r.TS, r.RunID, r.AttemptID, r.JobID, r.ItemNo, r.Level, r.Message, fields}
+	// pgtype.UUID encodes directly; uuid.UUID would go through driver.Valuer and a string.
+	attempt := pgtype.UUID{}
+	if r.AttemptID != nil {
+		attempt = pgtype.UUID{Bytes: *r.AttemptID, Valid: true}
+	}
+	return []any{r.TS, pgtype.UUID{Bytes: r.RunID, Valid: true}, attempt, r.JobID, r.ItemNo, r.Level, r.Message, fields}
 }
 
 // CopyLogs writes rows to dw_etl_run_logs with one COPY. COPY is all-or-nothing: a single bad

@@ -252,3 +252,21 @@ func (s *Store) PendingItemTasks(ctx context.Context, runID uuid.UUID) ([]Create
 }
 
 var _ = pgx.ErrNoRows
+
+// Progress is a live view of a run for progress displays.
+type Progress struct {
+	Items, Terminal, Failed int64
+}
+
+// RunProgress reads how many items of a run ended (from the shards) and how many failed.
+func (s *Store) RunProgress(ctx context.Context, runID uuid.UUID) (Progress, error) {
+	p, err := s.q.RunProgress(ctx, runID)
+	if err != nil {
+		return Progress{}, fmt.Errorf("read progress of run %s: %w", runID, err)
+	}
+	failed, err := s.q.RunFailedItems(ctx, runID)
+	if err != nil {
+		return Progress{}, fmt.Errorf("count failed items of run %s: %w", runID, err)
+	}
+	return Progress{Items: p.Items, Terminal: p.Terminal, Failed: int64(failed)}, nil
+}

@@ -20,10 +20,9 @@ SELECT * FROM dw_etl_jobs WHERE job_id = @job_id;
 -- name: ListJobs :many
 SELECT j.*, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
 FROM dw_etl_jobs j
-LEFT JOIN LATERAL (
-  SELECT run_id, status, started_at FROM dw_etl_runs
-  WHERE dw_etl_runs.job_id = j.job_id ORDER BY started_at DESC LIMIT 1
-) r ON true
+LEFT JOIN dw_etl_runs r ON r.run_id = (
+  SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
+)
 ORDER BY j.job_id;
 
 -- name: ListScheduledJobs :many

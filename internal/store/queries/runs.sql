@@ -68,3 +68,6 @@ UPDATE dw_etl_runs SET status = @status, error_category = @error_category, error
   items_skipped = @items_skipped, items_cancelled = @items_cancelled, records_read = @records_read,
   records_written = @records_written, page_count = @page_count, updated_at = now()
 WHERE run_id = @run_id;
+
+-- name: RunFailedItems :one
+SELECT count(*)::int FROM dw_etl_run_items WHERE run_id = @run_id AND status = 'FAILED';

@@ -47,10 +47,9 @@ func (q *Queries) GetJob(ctx context.Context, jobID string) (DwEtlJob, error) {
 const listJobs = `-- name: ListJobs :many
 SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
 FROM dw_etl_jobs j
-LEFT JOIN LATERAL (
-  SELECT run_id, status, started_at FROM dw_etl_runs
-  WHERE dw_etl_runs.job_id = j.job_id ORDER BY started_at DESC LIMIT 1
-) r ON true
+LEFT JOIN dw_etl_runs r ON r.run_id = (
+  SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
+)
 ORDER BY j.job_id
 `
 
@@ -74,9 +73,9 @@ type ListJobsRow struct {
 	Enabled             bool
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
-	LastRunID           uuid.UUID
-	LastStatus          string
-	LastStartedAt       time.Time
+	LastRunID           *uuid.UUID
+	LastStatus          *string
+	LastStartedAt       *time.Time
 }
 
 func (q *Queries) ListJobs(ctx context.Context) ([]ListJobsRow, error) {

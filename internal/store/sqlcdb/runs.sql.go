@@ -356,6 +356,17 @@ func (q *Queries) RunAttemptCount(ctx context.Context, runID uuid.UUID) (int32, 
 	return column_1, err
 }
 
+const runFailedItems = `-- name: RunFailedItems :one
+SELECT count(*)::int FROM dw_etl_run_items WHERE run_id = $1 AND status = 'FAILED'
+`
+
+func (q *Queries) RunFailedItems(ctx context.Context, runID uuid.UUID) (int32, error) {
+	row := q.db.QueryRow(ctx, runFailedItems, runID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const runProgress = `-- name: RunProgress :one
 SELECT coalesce(sum(items), 0)::bigint AS items, coalesce(sum(terminal), 0)::bigint AS terminal
 FROM dw_etl_run_progress WHERE run_id = $1

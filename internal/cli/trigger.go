@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/runstate"
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+func init() { register(triggerCmd) }
+
+// Exit codes of `trigger --wait`.
+const (
+	ExitSuccess        = 0
+	ExitFailed         = 1
+	ExitPartialSuccess = 2
+)
+
+func triggerCmd(e *env) *cobra.Command {
+	var (
+		kv         []string
+		paramsFile string
+		dryRun     bool
+		wait       bool
+		asJSON     bool
+		poll       time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "trigger JOB_ID [--param k=v ...] [--params-file F] [--dry-run] [--wait] [--json]",
+		Short: "Start a run: expand params into items, record them, enqueue one task per item",
+		Long: `Start a run of JOB_ID. --params-file takes a JSON array or JSON lines of param objects
+("-" reads stdin); --param k=v adds one param set. Without either, the job's declared
+param_source is used, or a single {} for jobs without params.
+
+With --wait, a progress bar shows done/total, failed, rate and ETA, then a summary; the exit
+code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var sets []json.RawMessage
+			if len(kv) > 0 {
+				p, err := params.ParseKV(kv)
+				if err != nil {
+					return fmt.Errorf("--param: %w", err)
+				}
+				sets = append(sets, p)
+			}
+			if paramsFile != "" {
+				var r io.Reader = cmd.InOrStdin()
+				if paramsFile != "-" {
+					f, err := os.Open(paramsFile)
+					if err != nil {
+						return fmt.Errorf("--params-file: %w", err)
+					}
+					defer f.Close()
+					r = f
+				}
+				fs, err := params.ParseFile(r, 0)
+				if err != nil {
+					return fmt.Errorf("--params-file %s: %w", paramsFile, err)
+				}
+				if len(fs) == 0 {
+					return fmt.Errorf("--params-file %s: no param sets", paramsFile)
+				}
+				sets = append(sets, fs...)
+			}
+			st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
+			if err != nil {
+				return fmt.Errorf("REDIS_URL: %w", err)
+			}
+			client := asynq.NewClient(redis)
+			defer client.Close()
+			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log})
+			if err != nil {
+				return err
+			}
+			res, err := enq.Trigger(ctx, enqueue.Request{JobID: args[0], Params: sets, DryRun: dryRun})
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintf(stdout(cmd), "run %s of job %s: %d items (%d duplicate param sets dropped), %d tasks enqueued in %s%s\n",
+					res.Run.RunID, args[0], res.Items, res.Deduplicated, res.Enqueued, res.EnqueueTime.Round(time.Millisecond), dryNote(dryRun))
+				if res.Skipped {
+					fmt.Fprintf(stdout(cmd), "status SKIPPED: %s\n", deref(res.Run.ErrorMessage))
+				}
+			}
+			run := res.Run
+			if wait && !res.Skipped {
+				run, err = waitRun(cmd, st, run.RunID, res.Items, poll, !asJSON)
+				if err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				if err := json.NewEncoder(stdout(cmd)).Encode(runSummaryJSON(run)); err != nil {
+					return err
+				}
+			} else if wait {
+				printRunSummary(stdout(cmd), run)
+			}
+			if wait || res.Skipped {
+				return exitFor(run.Status)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&kv, "param", nil, "a param k=v (repeatable; values parse as JSON when valid JSON)")
+	f.StringVar(&paramsFile, "params-file", "", "JSON array or JSON lines of param objects (- for stdin)")
+	f.BoolVar(&dryRun, "dry-run", false, "execute everything but keep no target writes and move no cursor")
+	f.BoolVar(&wait, "wait", false, "wait for the run to end, showing progress")
+	f.BoolVar(&asJSON, "json", false, "print the run as JSON")
+	f.DurationVar(&poll, "poll", 250*time.Millisecond, "progress poll interval with --wait")
+	return cmd
+}
+
+func dryNote(dry bool) string {
+	if dry {
+		return " [dry run]"
+	}
+	return ""
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// waitRun polls the run until it is terminal, drawing a progress bar on stderr.
+func waitRun(cmd *cobra.Command, st *store.Store, runID uuid.UUID, total int, poll time.Duration, bar bool) (store.Run, error) {
+	ctx := cmd.Context()
+	var pb *progressbar.ProgressBar
+	if bar {
+		pb = progressbar.NewOptions64(int64(total),
+			progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+			progressbar.OptionSetDescription("items"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("items"),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		run, err := st.GetRun(ctx, runID)
+		if err != nil {
+			return run, err
+		}
+		if pb != nil {
+			if p, err := st.RunProgress(ctx, runID); err == nil {
+				pb.Describe(fmt.Sprintf("items (%d failed)", p.Failed))
+				_ = pb.Set64(p.Terminal)
+			}
+		}
+		if runstate.Status(run.Status).Terminal() {
+			if pb != nil {
+				_ = pb.Finish()
+			}
+			return run, nil
+		}
+		select {
+		case <-ctx.Done():
+			return run, fmt.Errorf("stopped waiting for run %s (it goes on): %w", runID, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func printRunSummary(w io.Writer, r store.Run) {
+	dur := "-"
+	if r.DurationMs != nil {
+		dur = (time.Duration(*r.DurationMs) * time.Millisecond).String()
+	}
+	fmt.Fprintf(w, "run %s: %s%s\n", r.RunID, r.Status, dryNote(r.DryRun))
+	fmt.Fprintf(w, "  items      %d total: %d succeeded, %d failed, %d skipped, %d cancelled (%d duplicates dropped)\n",
+		r.ItemCount, r.ItemsSucceeded, r.ItemsFailed, r.ItemsSkipped, r.ItemsCancelled, r.ItemsDeduplicated)
+	fmt.Fprintf(w, "  attempts   %d\n", r.AttemptCount)
+	written := "records written"
+	if r.DryRun {
+		written = "records that would be written"
+	}
+	fmt.Fprintf(w, "  records    %d read, %d %s\n", r.RecordsRead, r.RecordsWritten, written)
+	fmt.Fprintf(w, "  pages      %d\n", r.PageCount)
+	fmt.Fprintf(w, "  duration   %s\n", dur)
+	if r.ErrorCategory != "NONE" {
+		fmt.Fprintf(w, "  error      %s: %s\n", r.ErrorCategory, deref(r.ErrorMessage))
+	}
+}
+
+func runSummaryJSON(r store.Run) map[string]any {
+	return map[string]any{
+		"run_id": r.RunID, "job_id": r.JobID, "status": r.Status, "dry_run": r.DryRun,
+		"error_category": r.ErrorCategory, "error_message": r.ErrorMessage,
+		"item_count": r.ItemCount, "items_succeeded": r.ItemsSucceeded, "items_failed": r.ItemsFailed,
+		"items_skipped": r.ItemsSkipped, "items_cancelled": r.ItemsCancelled, "items_deduplicated": r.ItemsDeduplicated,
+		"attempt_count": r.AttemptCount, "records_read": r.RecordsRead, "records_written": r.RecordsWritten,
+		"page_count": r.PageCount, "duration_ms": r.DurationMs, "started_at": r.StartedAt, "ended_at": r.EndedAt,
+	}
+}
+
+// exitFor maps a run status to the process exit code.
+func exitFor(status string) error {
+	switch runstate.Status(status) {
+	case runstate.StatusSuccess:
+		return nil
+	case runstate.StatusPartialSuccess:
+		return &ExitError{Code: ExitPartialSuccess}
+	default:
+		return &ExitError{Code: ExitFailed, Err: errors.New("run ended " + status)}
+	}
+}
