@@ -1,0 +1,87 @@
+# etlexec developer targets. `make` (or `make help`) lists them.
+#
+# Targets that need Postgres and Redis evaluate the exports of scripts/services.sh in the same
+# shell line: it reuses DATABASE_URL/REDIS_URL or the local defaults when they answer, and
+# otherwise starts private instances in .dev/ (stop them with `make services-down`).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+N ?= 20000
+SCALE ?= small
+NAME ?=
+
+# SERVICES brings the services up and exports DATABASE_URL and REDIS_URL into the recipe
+# line's shell; the assignment keeps a failure of the script from being swallowed by eval.
+SERVICES = exports="$$(scripts/services.sh up)" && eval "$$exports"
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: N=$(N) (bench-pipeline), SCALE=$(SCALE) (bench-queries), NAME (migrate-diff)"
+
+.PHONY: services
+services: ## Make Postgres and Redis reachable and print their URLs as export lines
+	@scripts/services.sh up
+
+.PHONY: services-down
+services-down: ## Stop the private Postgres/Redis that `make services` started in .dev/
+	@scripts/services.sh down
+
+.PHONY: build
+build: ## Build all packages and put the binaries into bin/
+	$(GO) build ./...
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: test
+test: ## Run all tests against real Postgres and Redis (brings services up)
+	@$(SERVICES) && $(GO) test -count=1 -timeout 15m ./...
+
+.PHONY: test-short
+test-short: ## Run the tests in -short mode
+	@$(SERVICES) && $(GO) test -count=1 -short -timeout 5m ./...
+
+.PHONY: test-faults
+test-faults: ## Run the fault tests (private Postgres/Redis that get killed and restarted)
+	@$(SERVICES) && $(GO) test -count=1 -run Fault -timeout 30m ./internal/faults/...
+
+.PHONY: vet
+vet: ## Run go vet
+	$(GO) vet ./...
+
+.PHONY: fmt
+fmt: ## Format the Go code
+	$(GO) fmt ./...
+
+.PHONY: migrate
+migrate: ## Apply pending migrations to DATABASE_URL
+	@$(SERVICES) && $(GO) run ./cmd/enqueuer migrate
+
+.PHONY: migrate-diff
+migrate-diff: ## Generate the next migration from schema.hcl (NAME=what_changed)
+	@if [ -z "$(NAME)" ]; then echo "usage: make migrate-diff NAME=what_changed" >&2; exit 2; fi
+	@$(SERVICES) && $(GO) run ./cmd/enqueuer migrate diff $(NAME)
+
+.PHONY: migrate-status
+migrate-status: ## Show applied and pending migrations
+	@$(SERVICES) && $(GO) run ./cmd/enqueuer migrate status
+
+.PHONY: generate
+generate: ## Regenerate the sqlc code in internal/store/sqlcdb
+	$(GO) tool sqlc generate -f internal/store/sqlc.yaml
+
+.PHONY: demo
+demo: ## Run the end-to-end demo (scripts/demo.sh; until it exists: services, migrate, status)
+	@$(SERVICES) && if [ -f scripts/demo.sh ]; then bash scripts/demo.sh; \
+	else $(GO) run ./cmd/enqueuer migrate && $(GO) run ./cmd/enqueuer migrate status; fi
+
+.PHONY: bench-pipeline
+bench-pipeline: ## Benchmark the whole pipeline with N items (N=20000)
+	@$(SERVICES) && $(GO) run ./cmd/bench pipeline -n $(N)
+
+.PHONY: bench-queries
+bench-queries: ## Benchmark the store's queries at SCALE (small|...)
+	@$(SERVICES) && $(GO) run ./cmd/bench queries -scale $(SCALE)
