@@ -3,6 +3,8 @@ package kinds
 
 import (
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/kinds/httpjson"
+	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
 	"github.com/etlexec/etlexec/internal/kinds/synthetic"
 )
 
@@ -11,8 +13,7 @@ import (
 func Builtin() *etl.Registry {
 	r := etl.NewRegistry()
 	synthetic.Register(r)
-	// Further built-in kinds, one line each, as they land:
-	// sqlincremental.Register(r)
-	// httpjson.Register(r)
+	sqlincremental.Register(r)
+	httpjson.Register(r)
 	return r
 }

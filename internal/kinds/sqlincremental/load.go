@@ -1,0 +1,451 @@
+package sqlincremental
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/etlexec/etlexec/etl"
+)
+
+// maxIdentLen is Postgres's NAMEDATALEN-1: a longer name would be silently truncated.
+const maxIdentLen = 63
+
+// stageOrdColumn numbers the rows of a page in the staging table, so the last of
+// several rows with one key wins.
+const stageOrdColumn = "etl_stage_ord"
+
+// Target says where [LoadPage] writes: a table, the columns of its unique key and which
+// source field feeds each of its columns. The field names in error messages
+// (target_table, key_columns, columns) are those of the kinds' job configs.
+type Target struct {
+	// Table is "table" or "schema.table". Each part is quoted as an identifier, so it
+	// is matched exactly (case included) and never parsed as SQL.
+	Table string
+	// KeyColumns are target columns covered by a primary key or unique index; rows
+	// are upserted ON CONFLICT on them. At least one is required.
+	KeyColumns []string
+	// Columns maps a target column to the source field it is loaded from. Empty
+	// means every field of the page into the target column of the same name.
+	Columns map[string]string
+}
+
+// Page is one batch of source rows: either Fields and Rows (Rows[i][j] is the value of
+// field Fields[j]) or Records (one map per row; a missing field is NULL).
+type Page struct {
+	Fields  []string
+	Rows    [][]any
+	Records []map[string]any
+}
+
+// Len is the number of rows on the page.
+func (p Page) Len() int { return len(p.Rows) + len(p.Records) }
+
+// ParseTable splits "table" or "schema.table" into an identifier to quote. Errors
+// name the target_table field and are not yet marked.
+func ParseTable(s string) (pgx.Identifier, error) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("target_table %q: want table or schema.table", s)
+	}
+	for _, part := range parts {
+		if err := checkIdent(part); err != nil {
+			return nil, fmt.Errorf("target_table %q: %w", s, err)
+		}
+	}
+	return pgx.Identifier(parts), nil
+}
+
+func checkIdent(s string) error {
+	switch {
+	case s == "":
+		return errors.New("empty name")
+	case len(s) > maxIdentLen:
+		return fmt.Errorf("name longer than %d bytes", maxIdentLen)
+	case strings.ContainsRune(s, 0):
+		return errors.New("name contains a NUL byte")
+	}
+	return nil
+}
+
+// Validate checks the target's names without touching a database. Its error is
+// marked as a permanent DATA error naming the config field at fault.
+func (t Target) Validate() error {
+	_, err := t.check()
+	return err
+}
+
+// check validates the names and returns the table identifier.
+func (t Target) check() (pgx.Identifier, error) {
+	bad := func(err error) error { return etl.Permanent(etl.DataError(err)) }
+	table, err := ParseTable(t.Table)
+	if err != nil {
+		return nil, bad(err)
+	}
+	if len(t.KeyColumns) == 0 {
+		return nil, bad(errors.New("key_columns: want at least one target column"))
+	}
+	seen := make(map[string]bool, len(t.KeyColumns))
+	for _, k := range t.KeyColumns {
+		if err := checkIdent(k); err != nil {
+			return nil, bad(fmt.Errorf("key_columns: %q: %w", k, err))
+		}
+		if seen[k] {
+			return nil, bad(fmt.Errorf("key_columns: %q listed twice", k))
+		}
+		seen[k] = true
+		if len(t.Columns) > 0 {
+			if _, ok := t.Columns[k]; !ok {
+				return nil, bad(fmt.Errorf("key_columns: %q is not a target column in columns", k))
+			}
+		}
+	}
+	for col, field := range t.Columns {
+		if err := checkIdent(col); err != nil {
+			return nil, bad(fmt.Errorf("columns: target column %q: %w", col, err))
+		}
+		if col == stageOrdColumn {
+			return nil, bad(fmt.Errorf("columns: target column %q is reserved", col))
+		}
+		if field == "" {
+			return nil, bad(fmt.Errorf("columns: target column %q: empty source field", col))
+		}
+	}
+	return table, nil
+}
+
+// SourceField is the source field that feeds target column col.
+func (t Target) SourceField(col string) string {
+	if f, ok := t.Columns[col]; ok {
+		return f
+	}
+	return col
+}
+
+// plan is one page's load: target columns in order and where each value comes from.
+type plan struct {
+	table  pgx.Identifier
+	cols   []string // target columns, sorted
+	fields []string // fields[i] feeds cols[i]
+}
+
+func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
+	pl := plan{table: table}
+	if len(t.Columns) == 0 {
+		if len(p.Records) > 0 {
+			return pl, etl.Permanent(etl.DataError(errors.New("columns: required when rows are records")))
+		}
+		for _, f := range p.Fields {
+			if err := checkIdent(f); err != nil {
+				return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q as a target column: %w", f, err)))
+			}
+		}
+		pl.cols = slices.Sorted(slices.Values(p.Fields))
+		if i := slices.Index(pl.cols, stageOrdColumn); i >= 0 {
+			return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: target column %q is reserved", stageOrdColumn)))
+		}
+		for i := 1; i < len(pl.cols); i++ {
+			if pl.cols[i] == pl.cols[i-1] {
+				return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q appears twice; map the columns explicitly", pl.cols[i])))
+			}
+		}
+		for _, k := range t.KeyColumns {
+			if !slices.Contains(pl.cols, k) {
+				return pl, etl.Permanent(etl.DataError(fmt.Errorf("key_columns: %q is not a source field", k)))
+			}
+		}
+		pl.fields = pl.cols
+		return pl, nil
+	}
+	pl.cols = slices.Sorted(maps.Keys(t.Columns))
+	pl.fields = make([]string, len(pl.cols))
+	for i, c := range pl.cols {
+		pl.fields[i] = t.Columns[c]
+	}
+	return pl, nil
+}
+
+// stageName is the staging table of one target and column set. Temporary tables are
+// private to the session and this one is dropped at commit, so the name only has to
+// tell apart the targets one transaction loads.
+func (pl plan) stageName() pgx.Identifier {
+	h := sha256.New()
+	h.Write([]byte(pl.table.Sanitize()))
+	for _, c := range pl.cols {
+		h.Write([]byte{0})
+		h.Write([]byte(c))
+	}
+	return pgx.Identifier{"pg_temp", "etl_stage_" + hex.EncodeToString(h.Sum(nil)[:8])}
+}
+
+// LoadPage upserts one page of rows into the target inside tx and returns the number
+// of target rows inserted or updated. Identifiers are quoted, values travel only
+// through COPY. The rows are copied into a temporary staging table (dropped at
+// commit) holding just the loaded columns, then inserted ON CONFLICT (key columns)
+// DO UPDATE the other columns; when several rows of a page share a key, the last one
+// wins. Target columns not loaded keep their defaults on insert and their values on
+// update.
+//
+// Errors are marked: names, a missing table or column and values that do not fit
+// their column are permanent DATA errors; other database failures are DB errors; when
+// ctx is done the context's error is what the caller sees.
+func LoadPage(ctx context.Context, tx pgx.Tx, t Target, p Page) (int64, error) {
+	table, err := t.check()
+	if err != nil {
+		return 0, err
+	}
+	if tx == nil {
+		return 0, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", table.Sanitize())))
+	}
+	pl, err := t.plan(table, p)
+	if err != nil {
+		return 0, err
+	}
+	name := table.Sanitize()
+	types, err := targetColumns(ctx, tx, table)
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range pl.cols {
+		if _, ok := types[c]; !ok {
+			return 0, etl.Permanent(etl.DataError(fmt.Errorf("target table %s has no column %q", name, c)))
+		}
+	}
+	if p.Len() == 0 {
+		return 0, nil
+	}
+	rows, err := pl.rows(p, types)
+	if err != nil {
+		return 0, err
+	}
+
+	stage := pl.stageName()
+	quoted := make([]string, len(pl.cols))
+	for i, c := range pl.cols {
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+	}
+	colList := strings.Join(quoted, ", ")
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stage.Sanitize()+` ON COMMIT DROP AS SELECT `+
+		colList+`, NULL::bigint AS `+stageOrdColumn+` FROM `+name+` WITH NO DATA`); err != nil {
+		return 0, targetError(ctx, "create staging table for "+name, err)
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE `+stage.Sanitize()); err != nil {
+		return 0, targetError(ctx, "truncate staging table for "+name, err)
+	}
+	if _, err := tx.CopyFrom(ctx, stage, append(slices.Clone(pl.cols), stageOrdColumn), pgx.CopyFromRows(rows)); err != nil {
+		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", len(rows), name), err)
+	}
+
+	keys := make([]string, len(t.KeyColumns))
+	for i, k := range t.KeyColumns {
+		keys[i] = pgx.Identifier{k}.Sanitize()
+	}
+	keyList := strings.Join(keys, ", ")
+	var set []string
+	for i, c := range pl.cols {
+		if !slices.Contains(t.KeyColumns, c) {
+			set = append(set, quoted[i]+" = excluded."+quoted[i])
+		}
+	}
+	action := "DO NOTHING"
+	if len(set) > 0 {
+		action = "DO UPDATE SET " + strings.Join(set, ", ")
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO `+name+` (`+colList+`)
+		SELECT DISTINCT ON (`+keyList+`) `+colList+` FROM `+stage.Sanitize()+`
+		ORDER BY `+keyList+`, `+stageOrdColumn+` DESC
+		ON CONFLICT (`+keyList+`) `+action)
+	if err != nil {
+		return 0, targetError(ctx, fmt.Sprintf("upsert %d rows into %s", len(rows), name), err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// targetColumns returns the type of each column of the target table (the base type
+// for a domain); a missing table is a permanent DATA error.
+func targetColumns(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (map[string]uint32, error) {
+	name := table.Sanitize()
+	var oid *uint32
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1)::oid`, name).Scan(&oid); err != nil {
+		return nil, targetError(ctx, "look up target table "+name, err)
+	}
+	if oid == nil {
+		return nil, etl.Permanent(etl.DataError(fmt.Errorf("target table %s does not exist", name)))
+	}
+	rows, err := tx.Query(ctx, `SELECT a.attname::text,
+			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, *oid)
+	if err != nil {
+		return nil, targetError(ctx, "look up columns of "+name, err)
+	}
+	types := make(map[string]uint32)
+	var (
+		col string
+		typ uint32
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&col, &typ}, func() error {
+		types[col] = typ
+		return nil
+	}); err != nil {
+		return nil, targetError(ctx, "look up columns of "+name, err)
+	}
+	return types, nil
+}
+
+// rows builds the COPY rows: the values of the plan's fields, converted for their
+// column types, and the row's ordinal.
+func (pl plan) rows(p Page, types map[string]uint32) ([][]any, error) {
+	out := make([][]any, 0, p.Len())
+	conv := func(row []any) error {
+		for i, c := range pl.cols {
+			v, err := convert(row[i], types[c])
+			if err != nil {
+				return etl.Permanent(etl.DataError(fmt.Errorf("row %d, column %q: %w", len(out)+1, c, err)))
+			}
+			row[i] = v
+		}
+		row[len(pl.cols)] = int64(len(out))
+		out = append(out, row)
+		return nil
+	}
+	if len(p.Records) > 0 {
+		for _, rec := range p.Records {
+			row := make([]any, len(pl.cols)+1)
+			for i, f := range pl.fields {
+				row[i] = rec[f]
+			}
+			if err := conv(row); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	idx := make([]int, len(pl.fields))
+	for i, f := range pl.fields {
+		idx[i] = slices.Index(p.Fields, f)
+		if idx[i] < 0 {
+			return nil, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q (for target column %q) is not in the source rows", f, pl.cols[i])))
+		}
+	}
+	for n, src := range p.Rows {
+		if len(src) != len(p.Fields) {
+			return nil, etl.Permanent(etl.DataError(fmt.Errorf("row %d has %d values for %d fields", n+1, len(src), len(p.Fields))))
+		}
+		row := make([]any, len(pl.cols)+1)
+		for i, j := range idx {
+			row[i] = src[j]
+		}
+		if err := conv(row); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// convert adapts a source value to the column type where pgx's binary COPY would
+// not: any value into json/jsonb is encoded as JSON (a string becomes a JSON string),
+// scalars and JSON values into text become their text, and RFC 3339 strings into
+// timestamps are parsed. Everything else goes to pgx as is.
+func convert(v any, typ uint32) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	switch typ {
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		switch v := v.(type) {
+		case json.RawMessage:
+			return v, nil
+		case []byte:
+			return json.RawMessage(v), nil
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encode as JSON: %w", err)
+		}
+		return json.RawMessage(b), nil
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID:
+		switch v := v.(type) {
+		case string:
+			return v, nil
+		case json.Number:
+			return string(v), nil
+		case bool:
+			return strconv.FormatBool(v), nil
+		case float64:
+			return strconv.FormatFloat(v, 'g', -1, 64), nil
+		case int64:
+			return strconv.FormatInt(v, 10), nil
+		case int32:
+			return strconv.FormatInt(int64(v), 10), nil
+		case int16:
+			return strconv.FormatInt(int64(v), 10), nil
+		case int:
+			return strconv.Itoa(v), nil
+		case time.Time:
+			return v.Format(time.RFC3339Nano), nil
+		case map[string]any, []any:
+			b, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("encode as JSON: %w", err)
+			}
+			return string(b), nil
+		}
+	case pgtype.TimestamptzOID, pgtype.TimestampOID, pgtype.DateOID:
+		if s, ok := v.(string); ok {
+			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				return t, nil
+			}
+		}
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID:
+		// A JSON number read as float64 must be whole; pgx would truncate silently.
+		if f, ok := v.(float64); ok && (f != math.Trunc(f) || math.IsInf(f, 0)) {
+			return nil, fmt.Errorf("%v is not an integer", f)
+		}
+	}
+	return v, nil
+}
+
+// targetError describes a failed statement on the target. When ctx is done the
+// statement failed because of it, so the context's error is what the executor sees.
+func targetError(ctx context.Context, doing string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w (%v)", doing, ctxErr, err)
+	}
+	err = fmt.Errorf("%s: %w", doing, err)
+	if isDataPgError(err) {
+		return etl.Permanent(etl.DataError(err))
+	}
+	return etl.DBError(err)
+}
+
+// isDataPgError reports whether Postgres rejected the statement for what it was given
+// rather than for its own state: bad values (class 22), violated constraints (23), an
+// invalid statement such as an unknown column or missing privilege (42), or a COPY
+// that pgx aborted because a value would not encode for its column.
+func isDataPgError(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	if !ok {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), strings.HasPrefix(pgErr.Code, "42"):
+		return true
+	case pgErr.Code == "57014" && strings.HasPrefix(pgErr.Message, "COPY from stdin failed"):
+		return true
+	}
+	return false
+}
