@@ -360,6 +360,11 @@ table "dw_etl_run_items" {
     default = 0
     comment = "Bumped by every rerun so the item's task id is new."
   }
+  column "attempt_limit" {
+    type    = integer
+    null    = true
+    comment = "Attempts allowed in total; NULL means the job's max_attempts. A rerun grants max_attempts more."
+  }
   column "task_id" {
     type = text
   }

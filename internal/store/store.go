@@ -37,9 +37,23 @@ func New(pool *pgxpool.Pool) *Store {
 
 // Connect opens a pool on url and checks that the database answers.
 func Connect(ctx context.Context, url string) (*Store, error) {
+	return ConnectSized(ctx, url, 0)
+}
+
+// PoolSizeFor is the pool a worker running concurrency items needs: each running item may hold
+// a target transaction while its bookkeeping needs a second connection, plus room for
+// heartbeats, finalisation and the log sink. A smaller pool can deadlock under load.
+func PoolSizeFor(concurrency int) int32 { return int32(2*concurrency + 8) }
+
+// ConnectSized is Connect with at least maxConns connections in the pool (0 keeps pgx's
+// default or the URL's pool_max_conns).
+func ConnectSized(ctx context.Context, url string, maxConns int32) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	if maxConns > cfg.MaxConns {
+		cfg.MaxConns = maxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

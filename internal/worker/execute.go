@@ -47,6 +47,10 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 	}
 	log = log.With().Str("job_id", ic.JobID).Logger()
 
+	if p.Generation < ic.Generation {
+		log.Info().Int32("task_generation", p.Generation).Int32("item_generation", ic.Generation).Msg("stale task of an earlier generation; ignored")
+		return nil
+	}
 	if runstate.Status(ic.Status).Terminal() {
 		log.Info().Str("status", ic.Status).Msg("duplicate delivery: item already terminal")
 		return nil
@@ -114,7 +118,7 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 		} else {
 			item := etl.NewItem(etl.ItemSpec{
 				JobID: ic.JobID, Kind: ic.Kind, RunID: ic.RunID, AttemptID: attemptID, AttemptNo: claim.AttemptNo,
-				ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(ic.MaxAttempts), ItemNo: int(ic.ItemNo),
+				ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(ic.AttemptLimit), ItemNo: int(ic.ItemNo),
 				Params: ic.Params, ParamHash: ic.ParamHash, DryRun: ic.DryRun, Strategy: etl.Strategy(ic.Strategy),
 				Config: ic.Config, WindowStart: ic.CursorStart, WindowEnd: windowEnd(ic), Logger: log, Target: tx,
 			})
@@ -187,7 +191,7 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 			end.CursorEnd = m.Watermark
 		}
 		w.itemCursor(ic, &end)
-	case errors.Is(cause, ErrRunCancelled):
+	case errors.Is(cause, ErrRunCancelled) || (cause != nil && w.runCancelled(ctx, ic.RunID)):
 		end.AttemptStatus, end.ItemStatus, end.Terminal = "CANCELLED", "CANCELLED", true
 		end.ErrorCategory = string(etl.CategoryNone)
 		msg := "run cancelled"
@@ -196,7 +200,7 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 		if errors.Is(cause, errShutdown) || (errors.Is(cause, context.Canceled) && w.base.Err() != nil) {
 			runErr = etl.SystemError(fmt.Errorf("worker shut down during the attempt: %w", runErr))
 		}
-		d := runstate.Decide(runErr, int(claim.ItemAttempt), int(ic.MaxAttempts))
+		d := runstate.Decide(runErr, int(claim.ItemAttempt), int(ic.AttemptLimit))
 		end.AttemptStatus = "FAILED"
 		end.ErrorCategory = string(d.Category)
 		msg := truncate(runErr.Error(), 4000)
@@ -258,6 +262,13 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 	return asynqErr
 }
 
+// runCancelled reports whether an operator asked to cancel the run; the attempt's context may
+// have been cancelled through asynq's channel, which says nothing about why.
+func (w *Worker) runCancelled(ctx context.Context, runID uuid.UUID) bool {
+	run, err := w.cfg.Store.GetRun(context.WithoutCancel(ctx), runID)
+	return err == nil && run.CancelRequestedAt != nil
+}
+
 // itemCursor advances the item's cursor with its success when the job's policy is per item.
 func (w *Worker) itemCursor(ic store.ItemContext, end *store.AttemptEnd) {
 	if ic.CursorPolicy != string(runstate.CursorPolicyItem) {
@@ -317,7 +328,7 @@ func (w *Worker) notClaimable(ctx context.Context, ic store.ItemContext, log zer
 	if err != nil {
 		return err
 	}
-	if cur.Status == string(runstate.StatusRunning) && cur.Attempts >= cur.MaxAttempts &&
+	if cur.Status == string(runstate.StatusRunning) && cur.Attempts >= cur.AttemptLimit &&
 		cur.HeartbeatAt != nil && time.Since(*cur.HeartbeatAt) > w.cfg.Lease {
 		ok, err := w.cfg.Store.FailLostItem(ctx, cur.RunID, cur.ItemNo, cur.ItemCount, w.cfg.Lease)
 		if err != nil {

@@ -128,7 +128,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, live: map[uuid.UUID]*liveAttempt{}}
 	w.idle = sync.NewCond(&w.mu)
-	w.targets = newTargets(cfg.Store.Pool())
+	w.targets = newTargets(cfg.Store.Pool(), cfg.Concurrency)
 	w.base, w.cancelBase = context.WithCancelCause(context.Background())
 	return w, nil
 }
@@ -270,13 +270,14 @@ func (w *Worker) pollCancels(ctx context.Context) {
 
 // targets holds one pool per target database a job names through an environment variable.
 type targets struct {
-	own   *pgxpool.Pool
+	own      *pgxpool.Pool
+	maxConns int32
 	mu    sync.Mutex
 	pools map[string]*pgxpool.Pool
 }
 
-func newTargets(own *pgxpool.Pool) *targets {
-	return &targets{own: own, pools: map[string]*pgxpool.Pool{}}
+func newTargets(own *pgxpool.Pool, concurrency int) *targets {
+	return &targets{own: own, maxConns: int32(concurrency + 2), pools: map[string]*pgxpool.Pool{}}
 }
 
 // pool returns the pool for a target DSN held in env var envName ("" = etlexec's database).
@@ -293,7 +294,12 @@ func (t *targets) pool(ctx context.Context, envName string) (*pgxpool.Pool, erro
 	if dsn == "" {
 		return nil, etl.Permanent(etl.SystemError(fmt.Errorf("target database: environment variable %s is not set", envName)))
 	}
-	p, err := pgxpool.New(ctx, dsn)
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, etl.Permanent(etl.SystemError(fmt.Errorf("target database from %s: unparsable URL", envName)))
+	}
+	pcfg.MaxConns = max(pcfg.MaxConns, t.maxConns)
+	p, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, etl.DBError(fmt.Errorf("target database from %s: %w", envName, err))
 	}

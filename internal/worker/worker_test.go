@@ -16,6 +16,7 @@ import (
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/redistest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
@@ -30,6 +31,7 @@ type testParams struct {
 	FailAttempt int    `json:"fail_attempt"` // fail (API) the first N attempts
 	Panic       bool   `json:"panic"`
 	Watermark   string `json:"watermark"`
+	Hang        bool   `json:"hang"`
 }
 
 func testKind(ctx context.Context, it *etl.Item) error {
@@ -39,6 +41,10 @@ func testKind(ctx context.Context, it *etl.Item) error {
 	}
 	if p.Panic {
 		panic("boom")
+	}
+	if p.Hang {
+		<-ctx.Done()
+		return ctx.Err()
 	}
 	if it.ItemAttempt() <= p.FailAttempt {
 		return etl.APIError(fmt.Errorf("flaky source, attempt %d", it.ItemAttempt()))
@@ -285,4 +291,90 @@ func TestJobWithoutParams(t *testing.T) {
 	var params string
 	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT params::text FROM dw_etl_run_items WHERE run_id = $1`, run.RunID).Scan(&params))
 	require.Equal(t, "{}", params)
+}
+
+func TestRerunFailedItemsThenSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.job(t, "rerun", "modified_date", "run", 1)
+	good := map[string]any{"n": 1, "watermark": "2026-05-01T00:00:00Z"}
+	flaky := map[string]any{"n": 2, "fail_attempt": 1, "watermark": "2026-05-02T00:00:00Z"}
+	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "rerun", Params: raw(t, good, flaky)})
+	require.NoError(t, err)
+	run := b.waitRun(t, res.Run.RunID)
+	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+	var cursors int
+	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_incremental_cursors WHERE job_id = 'rerun'`).Scan(&cursors))
+	require.Zero(t, cursors, "policy run: no cursor moves while the run is not successful")
+
+	prev, err := ops.Rerun(ctx, b.st, b.enq, run.RunID, store.RerunFilter{}, true)
+	require.NoError(t, err)
+	require.Len(t, prev.Items, 1)
+	require.EqualValues(t, 2, prev.Items[0].ItemNo)
+	again, err := b.st.GetRun(ctx, run.RunID)
+	require.NoError(t, err)
+	require.Equal(t, "PARTIAL_SUCCESS", again.Status, "preview changes nothing")
+
+	_, err = ops.Rerun(ctx, b.st, b.enq, run.RunID, store.RerunFilter{}, false)
+	require.NoError(t, err)
+	run = b.waitRun(t, run.RunID)
+	require.Equal(t, "SUCCESS", run.Status)
+	require.EqualValues(t, 2, run.ItemsSucceeded)
+	require.EqualValues(t, 3, run.AttemptCount)
+	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_incremental_cursors WHERE job_id = 'rerun'`).Scan(&cursors))
+	require.Equal(t, 2, cursors, "the run now succeeded: every item's cursor advances")
+	var attempts []int32
+	rows, err := b.st.Pool().Query(ctx, `SELECT item_attempt FROM dw_etl_run_attempts WHERE run_id = $1 AND item_no = 2 ORDER BY attempt_no`, run.RunID)
+	require.NoError(t, err)
+	for rows.Next() {
+		var a int32
+		require.NoError(t, rows.Scan(&a))
+		attempts = append(attempts, a)
+	}
+	require.Equal(t, []int32{1, 2}, attempts, "the rerun continues the item's attempt numbering")
+
+	_, err = ops.Rerun(ctx, b.st, b.enq, run.RunID, store.RerunFilter{}, false)
+	require.ErrorIs(t, err, ops.ErrNothingToRerun)
+}
+
+func TestCancelMidRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1) // 8 slots: 8 items hang running, the rest wait
+	ctx := context.Background()
+	b.job(t, "cancel", "modified_date", "run", 3)
+	var sets []any
+	for i := 0; i < 12; i++ {
+		sets = append(sets, map[string]any{"n": i, "hang": true})
+	}
+	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "cancel", Params: raw(t, sets...)})
+	require.NoError(t, err)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var running int
+		require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND status = 'RUNNING'`, res.Run.RunID).Scan(&running))
+		if running == 8 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "items never started")
+		time.Sleep(20 * time.Millisecond)
+	}
+	insp := asynq.NewInspector(redistest.ConnOpt(t))
+	defer insp.Close()
+	cres, err := ops.Cancel(ctx, b.st, insp, res.Run.RunID, "tester", "wrong params")
+	require.NoError(t, err)
+	require.Equal(t, 4, cres.ItemsCancelled)
+	run := b.waitRun(t, res.Run.RunID)
+	require.Equal(t, "CANCELLED", run.Status)
+	require.EqualValues(t, 12, run.ItemsCancelled)
+	require.Equal(t, "tester", *run.CancelledBy)
+	require.Equal(t, "wrong params", *run.CancelReason)
+	require.NotNil(t, run.CancelRequestedAt)
+	var notCancelled, retried int
+	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status <> 'CANCELLED'), count(*) FILTER (WHERE backoff_ms IS NOT NULL)
+		FROM dw_etl_run_attempts WHERE run_id = $1`, run.RunID).Scan(&notCancelled, &retried))
+	require.Zero(t, notCancelled, "running attempts end CANCELLED")
+	require.Zero(t, retried, "cancelled attempts are not retried")
+	_, err = ops.Cancel(ctx, b.st, insp, res.Run.RunID, "tester", "again")
+	require.ErrorIs(t, err, store.ErrRunNotActive)
 }

@@ -7,7 +7,8 @@ SELECT item_no, param_hash, task_id FROM dw_etl_run_items
 WHERE run_id = @run_id AND status = 'PENDING' ORDER BY item_no;
 
 -- name: GetItemContext :one
-SELECT i.run_id, i.item_no, i.params, i.param_hash, i.status, i.attempts, i.task_id,
+SELECT i.run_id, i.item_no, i.params, i.param_hash, i.status, i.attempts, i.task_id, i.generation,
+  coalesce(i.attempt_limit, j.max_attempts)::int AS attempt_limit,
   i.current_attempt_id, i.heartbeat_at, i.cursor_start, i.cursor_end,
   r.job_id, r.status AS run_status, r.dry_run, r.logical_start, r.item_count, r.cancel_requested_at,
   j.kind, j.strategy, j.cursor_policy, j.config, j.max_attempts, j.timeout_ms
@@ -31,7 +32,7 @@ WITH prev AS (
       heartbeat_at = now(), started_at = coalesce(i.started_at, now()), ended_at = NULL,
       error_category = 'NONE', error_message = NULL
   FROM prev p
-  WHERE i.run_id = p.run_id AND i.item_no = p.item_no AND i.attempts < @max_attempts::int
+  WHERE i.run_id = p.run_id AND i.item_no = p.item_no AND i.attempts < coalesce(i.attempt_limit, @max_attempts::int)
     AND (i.status = 'PENDING'
       OR (i.status = 'RUNNING' AND i.heartbeat_at < now() - make_interval(secs => @lease_seconds::float8)))
   RETURNING i.run_id, i.item_no, i.attempts, p.prev_attempt_id

@@ -185,10 +185,10 @@ func (q *Queries) HistoryItemCounts(ctx context.Context, runID uuid.UUID) ([]His
 }
 
 const historyItems = `-- name: HistoryItems :many
-SELECT run_id, item_no, params, param_hash, status, error_category, error_message, attempts, generation, task_id, current_attempt_id, heartbeat_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, cursor_start, cursor_end, cursor_note FROM dw_etl_run_items
+SELECT run_id, item_no, params, param_hash, status, error_category, error_message, attempts, generation, task_id, current_attempt_id, heartbeat_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, attempt_limit FROM dw_etl_run_items
 WHERE run_id = $1 AND item_no > $2
-  AND (cardinality($3::text[]) = 0 OR status = ANY($3::text[]))
-  AND (cardinality($4::text[]) = 0 OR error_category = ANY($4::text[]))
+  AND (coalesce(cardinality($3::text[]), 0) = 0 OR status = ANY($3::text[]))
+  AND (coalesce(cardinality($4::text[]), 0) = 0 OR error_category = ANY($4::text[]))
 ORDER BY item_no
 LIMIT $5
 `
@@ -239,6 +239,7 @@ func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]D
 			&i.CursorStart,
 			&i.CursorEnd,
 			&i.CursorNote,
+			&i.AttemptLimit,
 		); err != nil {
 			return nil, err
 		}
@@ -251,10 +252,10 @@ func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]D
 }
 
 const historyItemsByParamHash = `-- name: HistoryItemsByParamHash :many
-SELECT run_id, item_no, params, param_hash, status, error_category, error_message, attempts, generation, task_id, current_attempt_id, heartbeat_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, cursor_start, cursor_end, cursor_note FROM dw_etl_run_items
+SELECT run_id, item_no, params, param_hash, status, error_category, error_message, attempts, generation, task_id, current_attempt_id, heartbeat_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, attempt_limit FROM dw_etl_run_items
 WHERE run_id = $1 AND param_hash = $2 AND item_no > $3
-  AND (cardinality($4::text[]) = 0 OR status = ANY($4::text[]))
-  AND (cardinality($5::text[]) = 0 OR error_category = ANY($5::text[]))
+  AND (coalesce(cardinality($4::text[]), 0) = 0 OR status = ANY($4::text[]))
+  AND (coalesce(cardinality($5::text[]), 0) = 0 OR error_category = ANY($5::text[]))
 ORDER BY item_no
 LIMIT $6
 `
@@ -308,6 +309,7 @@ func (q *Queries) HistoryItemsByParamHash(ctx context.Context, arg HistoryItemsB
 			&i.CursorStart,
 			&i.CursorEnd,
 			&i.CursorNote,
+			&i.AttemptLimit,
 		); err != nil {
 			return nil, err
 		}
@@ -332,17 +334,21 @@ func (q *Queries) HistoryJobExists(ctx context.Context, jobID string) (bool, err
 
 const historyJobRuns = `-- name: HistoryJobRuns :many
 
-SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at FROM dw_etl_runs
-WHERE job_id = $1
-  AND started_at >= coalesce($2::timestamptz, '-infinity')
-  AND started_at < coalesce($3::timestamptz, 'infinity')
-  AND started_at <= coalesce($4::timestamptz, 'infinity')
-  AND ($4::timestamptz IS NULL OR started_at < $4::timestamptz
-    OR run_id < $5::uuid)
-  AND (cardinality($6::text[]) = 0 OR status = ANY($6::text[]))
-  AND ($7::boolean IS NULL OR dry_run = $7::boolean)
-ORDER BY started_at DESC, run_id DESC
-LIMIT $8
+SELECT r.run_id, r.job_id, r.status, r.started_at, r.ended_at, r.error_message, r.error_category, r.dry_run, r.trigger, r.params, r.logical_start, r.scheduled_for, r.exclusive, r.created_at, r.enqueued_at, r.duration_ms, r.attempt_count, r.item_count, r.items_deduplicated, r.items_succeeded, r.items_failed, r.items_skipped, r.items_cancelled, r.records_read, r.records_written, r.page_count, r.metrics, r.cancel_requested_at, r.cancelled_by, r.cancel_reason, r.updated_at FROM (
+  SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at FROM dw_etl_runs
+  WHERE job_id = $1
+    AND started_at >= coalesce($2::timestamptz, '-infinity')
+    AND started_at < coalesce($3::timestamptz, 'infinity')
+    AND started_at <= coalesce($4::timestamptz, 'infinity')
+    AND ($4::timestamptz IS NULL OR started_at < $4::timestamptz
+      OR run_id < $5::uuid)
+    AND (coalesce(cardinality($6::text[]), 0) = 0 OR status = ANY($6::text[]))
+    AND ($7::boolean IS NULL OR dry_run = $7::boolean)
+  ORDER BY started_at DESC
+  FETCH FIRST ($8::int) ROWS WITH TIES
+) r
+ORDER BY r.started_at DESC, r.run_id DESC
+LIMIT $8::int
 `
 
 type HistoryJobRunsParams struct {
@@ -365,8 +371,13 @@ type HistoryJobRunsParams struct {
 // cardinality form: they only filter rows the index already narrowed. Log search has too many
 // optional predicates for one static statement and is built in history.go, as is the attempt
 // summary (sqlc cannot type min/max of a timestamp column as nullable).
-// HistoryJobRuns pages one job's runs on dw_etl_runs_job_started_idx (job_id, started_at DESC);
-// the index delivers started_at order and an incremental sort breaks ties by run_id.
+// HistoryJobRuns pages one job's runs on dw_etl_runs_job_started_idx (job_id, started_at DESC).
+// The index orders by started_at alone, so the inner query asks for exactly that order — a
+// Limit straight over the index scan, which stops after a page whatever the job's history — and
+// WITH TIES keeps every run sharing the last started_at, so the outer sort can break ties by
+// run_id correctly. (Ordering the scan by started_at, run_id directly leaves the choice between
+// an incremental and a full sort of the job's whole history to the row estimate, which a
+// generic plan gets wrong.)
 func (q *Queries) HistoryJobRuns(ctx context.Context, arg HistoryJobRunsParams) ([]DwEtlRun, error) {
 	rows, err := q.db.Query(ctx, historyJobRuns,
 		arg.JobID,
@@ -439,11 +450,11 @@ CROSS JOIN LATERAL (
     AND ($4::timestamptz IS NULL OR x.started_at < $4::timestamptz
       OR x.run_id < $5::uuid)
     AND ($6::boolean IS NULL OR x.dry_run = $6::boolean)
-  ORDER BY x.started_at DESC, x.run_id DESC
-  LIMIT $7
+  ORDER BY x.started_at DESC
+  FETCH FIRST ($7::int) ROWS WITH TIES
 ) r
 ORDER BY r.started_at DESC, r.run_id DESC
-LIMIT $7
+LIMIT $7::int
 `
 
 type HistoryRecentRunsParams struct {
@@ -458,9 +469,10 @@ type HistoryRecentRunsParams struct {
 
 // HistoryRecentRuns pages runs across jobs. A btree cannot return several status values in one
 // started_at order, so each wanted status is its own short walk down
-// dw_etl_runs_status_started_idx (status, started_at DESC), limited to a page, and the pages are
-// merged: at most len(statuses) × row_limit rows are read whatever the table size. Without a
-// status filter the caller passes every status, which keeps the query off a full-table sort.
+// dw_etl_runs_status_started_idx (status, started_at DESC), limited to a page (with ties, as
+// above), and the pages are merged: at most len(statuses) × row_limit rows are read whatever the
+// table size. Without a status filter the caller passes every status, which keeps the query off
+// a sort of the whole table (there is no index on started_at alone).
 func (q *Queries) HistoryRecentRuns(ctx context.Context, arg HistoryRecentRunsParams) ([]DwEtlRun, error) {
 	rows, err := q.db.Query(ctx, historyRecentRuns,
 		arg.Statuses,

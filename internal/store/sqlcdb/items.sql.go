@@ -43,7 +43,7 @@ WITH prev AS (
       heartbeat_at = now(), started_at = coalesce(i.started_at, now()), ended_at = NULL,
       error_category = 'NONE', error_message = NULL
   FROM prev p
-  WHERE i.run_id = p.run_id AND i.item_no = p.item_no AND i.attempts < $4::int
+  WHERE i.run_id = p.run_id AND i.item_no = p.item_no AND i.attempts < coalesce(i.attempt_limit, $4::int)
     AND (i.status = 'PENDING'
       OR (i.status = 'RUNNING' AND i.heartbeat_at < now() - make_interval(secs => $5::float8)))
   RETURNING i.run_id, i.item_no, i.attempts, p.prev_attempt_id
@@ -238,7 +238,8 @@ func (q *Queries) FinishItem(ctx context.Context, arg FinishItemParams) (int64, 
 }
 
 const getItemContext = `-- name: GetItemContext :one
-SELECT i.run_id, i.item_no, i.params, i.param_hash, i.status, i.attempts, i.task_id,
+SELECT i.run_id, i.item_no, i.params, i.param_hash, i.status, i.attempts, i.task_id, i.generation,
+  coalesce(i.attempt_limit, j.max_attempts)::int AS attempt_limit,
   i.current_attempt_id, i.heartbeat_at, i.cursor_start, i.cursor_end,
   r.job_id, r.status AS run_status, r.dry_run, r.logical_start, r.item_count, r.cancel_requested_at,
   j.kind, j.strategy, j.cursor_policy, j.config, j.max_attempts, j.timeout_ms
@@ -261,6 +262,8 @@ type GetItemContextRow struct {
 	Status            string
 	Attempts          int32
 	TaskID            string
+	Generation        int32
+	AttemptLimit      int32
 	CurrentAttemptID  *uuid.UUID
 	HeartbeatAt       *time.Time
 	CursorStart       *time.Time
@@ -290,6 +293,8 @@ func (q *Queries) GetItemContext(ctx context.Context, arg GetItemContextParams) 
 		&i.Status,
 		&i.Attempts,
 		&i.TaskID,
+		&i.Generation,
+		&i.AttemptLimit,
 		&i.CurrentAttemptID,
 		&i.HeartbeatAt,
 		&i.CursorStart,

@@ -139,6 +139,8 @@ type DwEtlRunItem struct {
 	CursorStart      *time.Time
 	CursorEnd        *time.Time
 	CursorNote       *string
+	// Attempts allowed in total; NULL means the job's max_attempts. A rerun grants max_attempts more.
+	AttemptLimit *int32
 }
 
 // Structured log lines of runs, range-partitioned by month on ts for retention by DROP.

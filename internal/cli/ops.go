@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
+
+	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/ops"
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+func init() {
+	register(cancelCmd)
+	register(rerunCmd)
+}
+
+func parseRunID(arg string) (uuid.UUID, error) {
+	id, err := uuid.Parse(arg)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("RUN_ID %q: not a uuid", arg)
+	}
+	return id, nil
+}
+
+func operator() string {
+	if u, err := user.Current(); err == nil {
+		h, _ := os.Hostname()
+		return u.Username + "@" + h
+	}
+	return "unknown"
+}
+
+func cancelCmd(e *env) *cobra.Command {
+	var reason, who string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "cancel RUN_ID [--reason TEXT]",
+		Short: "Cancel a run: pending items cancelled, running ones stopped, cursors untouched",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runID, err := parseRunID(args[0])
+			if err != nil {
+				return err
+			}
+			st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
+			if err != nil {
+				return fmt.Errorf("REDIS_URL: %w", err)
+			}
+			insp := asynq.NewInspector(redis)
+			defer insp.Close()
+			if who == "" {
+				who = operator()
+			}
+			res, err := ops.Cancel(cmd.Context(), st, insp, runID, who, reason)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(stdout(cmd)).Encode(res)
+			}
+			fmt.Fprintf(stdout(cmd), "run %s: %d pending items cancelled (%d tasks removed from Redis), %d running items signalled; status %s\n",
+				runID, res.ItemsCancelled, res.TasksRemoved, res.Signalled, res.Status)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded on the run)")
+	cmd.Flags().StringVar(&who, "by", "", "who (default user@host)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	return cmd
+}
+
+var validStatuses = map[string]bool{"PENDING": true, "RUNNING": true, "SUCCESS": true, "PARTIAL_SUCCESS": true, "FAILED": true, "SKIPPED": true, "CANCELLED": true}
+var validCategories = map[string]bool{"API": true, "DB": true, "DATA": true, "SYSTEM": true, "NONE": true}
+
+func upperList(flag string, vals []string, valid map[string]bool) ([]string, error) {
+	var out []string
+	for _, v := range vals {
+		u := strings.ToUpper(strings.TrimSpace(v))
+		if !valid[u] {
+			return nil, fmt.Errorf("--%s: unknown value %q", flag, v)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+func rerunCmd(e *env) *cobra.Command {
+	var (
+		statuses, categories, hashes []string
+		preview, asJSON              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "rerun RUN_ID [--status FAILED,CANCELLED] [--category API,...] [--param-hash H ...] [--preview]",
+		Short: "Run matching items of a finished run again, inside the same run",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runID, err := parseRunID(args[0])
+			if err != nil {
+				return err
+			}
+			f := store.RerunFilter{ParamHashes: hashes}
+			if f.Statuses, err = upperList("status", statuses, validStatuses); err != nil {
+				return err
+			}
+			if f.Categories, err = upperList("category", categories, validCategories); err != nil {
+				return err
+			}
+			st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
+			if err != nil {
+				return fmt.Errorf("REDIS_URL: %w", err)
+			}
+			client := asynq.NewClient(redis)
+			defer client.Close()
+			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log})
+			if err != nil {
+				return err
+			}
+			res, err := ops.Rerun(cmd.Context(), st, enq, runID, f, preview)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(stdout(cmd)).Encode(res)
+			}
+			verb := "re-running"
+			if preview {
+				verb = "would re-run"
+			}
+			fmt.Fprintf(stdout(cmd), "run %s: %s %d items\n", runID, verb, len(res.Items))
+			tw := tabwriter.NewWriter(stdout(cmd), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAM_HASH\tPARAMS")
+			for _, it := range res.Items {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", it.ItemNo, it.Status, it.ErrorCategory, it.Attempts, it.ParamHash[:16], string(it.Params))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringSliceVar(&statuses, "status", nil, "item statuses to re-run (default FAILED,CANCELLED)")
+	cmd.Flags().StringSliceVar(&categories, "category", nil, "only items failed with these categories")
+	cmd.Flags().StringSliceVar(&hashes, "param-hash", nil, "only these param hashes")
+	cmd.Flags().BoolVar(&preview, "preview", false, "show what would be re-run; change nothing")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	return cmd
+}
