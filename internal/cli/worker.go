@@ -14,6 +14,9 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/config"
+	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/preflight"
+	"github.com/etlexec/etlexec/internal/reconcile"
 	"github.com/etlexec/etlexec/internal/kinds"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/worker"
@@ -46,7 +49,7 @@ func Worker(extra func(*etl.Registry)) *cobra.Command {
 
 func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *etl.Registry) error {
 	base := NewLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogFormat)
-	st, err := store.Connect(ctx, cfg.DatabaseURL)
+	st, err := store.ConnectSized(ctx, cfg.DatabaseURL, store.PoolSizeFor(cfg.Concurrency))
 	if err != nil {
 		return err
 	}
@@ -54,6 +57,13 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	redis, err := asynq.ParseRedisURI(cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	pre, err := preflight.Check(ctx, st.Pool(), redis)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	for _, warn := range pre.Warnings {
+		base.Warn().Msg(warn)
 	}
 	logs, err := newRunLogs(ctx, st, cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogFormat, base)
 	if err != nil {
@@ -68,6 +78,22 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	if err != nil {
 		return err
 	}
+	client := asynq.NewClient(redis)
+	defer client.Close()
+	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: log})
+	if err != nil {
+		return err
+	}
+	// Every worker runs a reconciler; only the holder of its advisory lock acts.
+	rec, err := reconcile.New(reconcile.Config{Store: st, Redis: redis, Enqueuer: enq,
+		Interval: cfg.ReconcileInterval, Lease: cfg.Lease, Logger: log})
+	if err != nil {
+		return err
+	}
+	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
+	recDone := make(chan error, 1)
+	go func() { recDone <- rec.Run(recCtx) }()
+	defer func() { stopRec(); <-recDone; rec.Close() }()
 	var srv *http.Server
 	if cfg.HTTPAddr != "" {
 		srv = &http.Server{Addr: cfg.HTTPAddr, Handler: opsMux(st, redis), ReadHeaderTimeout: 5 * time.Second}

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
+
+	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/preflight"
+	"github.com/etlexec/etlexec/internal/schedule"
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+func init() { register(scheduleCmd) }
+
+// scheduleHTTPAddrDefault is where `enqueuer schedule` serves /healthz and /readyz unless
+// ETL_HTTP_ADDR or --http-addr says otherwise.
+const scheduleHTTPAddrDefault = ":9091"
+
+func scheduleCmd(e *env) *cobra.Command {
+	var (
+		interval      time.Duration
+		httpAddr      string
+		skipPreflight bool
+	)
+	httpAddr = os.Getenv("ETL_HTTP_ADDR")
+	if httpAddr == "" {
+		httpAddr = scheduleHTTPAddrDefault
+	}
+	cmd := &cobra.Command{
+		Use:   "schedule",
+		Short: "Fire the cron schedules of enabled jobs until SIGTERM",
+		Long: `Trigger one run (trigger "schedule") for each due cron tick of every enabled job with a
+schedule. Run several replicas for availability: one is active (a Postgres advisory lock), and a
+tick fires exactly once even if two race (a unique index on the job and the tick). Ticks missed
+while no scheduler ran are logged and not replayed: only the most recent due tick fires.
+Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
+			if err != nil {
+				return fmt.Errorf("REDIS_URL: %w", err)
+			}
+			if !skipPreflight {
+				res, err := preflight.Check(ctx, st.Pool(), redis)
+				for _, w := range res.Warnings {
+					e.log.Warn().Str("check", "preflight").Msg(w)
+				}
+				if err != nil {
+					return fmt.Errorf("preflight (--skip-preflight to override): %w", err)
+				}
+			}
+			client := asynq.NewClient(redis)
+			defer client.Close()
+			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log})
+			if err != nil {
+				return err
+			}
+			s, err := schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Logger: e.log})
+			if err != nil {
+				return err
+			}
+			var srv *http.Server
+			if httpAddr != "" {
+				srv = &http.Server{Addr: httpAddr, Handler: scheduleMux(st, client), ReadHeaderTimeout: 5 * time.Second}
+				go func() {
+					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+						e.log.Error().Err(err).Str("addr", httpAddr).Msg("health http server failed")
+					}
+				}()
+			}
+			e.log.Info().Dur("interval", interval).Str("http_addr", httpAddr).Msg("scheduler starting")
+			runErr := s.Run(ctx)
+			if srv != nil {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = srv.Shutdown(sctx)
+				cancel()
+			}
+			e.log.Info().Msg("scheduler stopped")
+			return runErr
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&interval, "interval", schedule.IntervalDefault, "time between passes: the most a tick fires late")
+	f.StringVar(&httpAddr, "http-addr", httpAddr, "address for /healthz and /readyz; empty disables (env ETL_HTTP_ADDR)")
+	f.BoolVar(&skipPreflight, "skip-preflight", false, "start even if Redis may evict keys or Postgres commits asynchronously")
+	return cmd
+}
+
+// scheduleMux serves /healthz (the process answers) and /readyz (Postgres and Redis answer).
+func scheduleMux(st *store.Store, client *asynq.Client) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := st.Pool().Ping(ctx); err != nil {
+			http.Error(w, "postgres: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := client.Ping(); err != nil {
+			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
