@@ -368,7 +368,8 @@ type HistoryJobRunsParams struct {
 // coalesce(narg, ±infinity) — still an index condition with the parameter unknown — and never as
 // `(narg IS NULL OR col >= narg)`, which a generic plan can only apply as a filter. Optional
 // equality filters that do not drive the index (status, dry_run, category) use the IS NULL /
-// cardinality form: they only filter rows the index already narrowed. Log search has too many
+// empty-array form (a nil Go slice arrives as NULL, hence coalesce(cardinality(..), 0)): they
+// only filter rows the index already narrowed. Log search has too many
 // optional predicates for one static statement and is built in history.go, as is the attempt
 // summary (sqlc cannot type min/max of a timestamp column as nullable).
 // HistoryJobRuns pages one job's runs on dw_etl_runs_job_started_idx (job_id, started_at DESC).

@@ -1,0 +1,148 @@
+// Command bench measures etlexec against a database it creates for itself (never a test's or a
+// deployment's) on DATABASE_URL's server:
+//
+//	go run ./cmd/bench queries -scale small|full    history queries: p50/p95/p99 and plans
+//	go run ./cmd/bench pipeline -n 20000            bare asynq vs etlexec no-op throughput
+//
+// Each subcommand lives in its own file and adds itself to commands in an init, so files stay
+// independent; main only dispatches on os.Args[1].
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/etlexec/etlexec/internal/dbmigrate"
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+// serverURLDefault is the local Postgres that scripts/services.sh provides.
+const serverURLDefault = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// command is one subcommand: run gets the arguments after its name.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+var commands = map[string]command{}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		return 2
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "bench: unknown subcommand %q\n", args[0])
+		usage()
+		return 2
+	}
+	err := c.run(ctx, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: bench SUBCOMMAND [flags]\n\nsubcommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, commands[n].summary)
+	}
+}
+
+// serverURL is DATABASE_URL, or the local service.
+func serverURL() string {
+	if u := os.Getenv("DATABASE_URL"); u != "" {
+		return u
+	}
+	return serverURLDefault
+}
+
+// withDatabase returns the server URL pointing at database name.
+func withDatabase(u, name string) (string, error) {
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
+		return "", fmt.Errorf("DATABASE_URL: want postgres://..., got %q", u)
+	}
+	pu.Path = "/" + name
+	return pu.String(), nil
+}
+
+// recreateDatabase drops database name (terminating its sessions) and creates it empty, then
+// applies the migrations and the log partitions as of now, exactly as `enqueuer migrate` does.
+// It returns the database's URL.
+func recreateDatabase(ctx context.Context, name string) (string, error) {
+	admin, err := pgx.Connect(ctx, serverURL())
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w", serverURL(), err)
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+		return "", fmt.Errorf("drop database %s: %w", name, err)
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	u, err := withDatabase(serverURL(), name)
+	if err != nil {
+		return "", err
+	}
+	db, err := dbmigrate.Open(u)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if _, err := (&dbmigrate.Migrator{DB: db}).Apply(ctx); err != nil {
+		return "", fmt.Errorf("migrate %s: %w", name, err)
+	}
+	st, err := store.Connect(ctx, u)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	if _, err := st.MaintainLogPartitions(ctx, store.LogMaintenance{}); err != nil {
+		return "", err
+	}
+	return u, nil
+}
+
+// phase prints a step's name, runs it and prints how long it took.
+func phase(name string, fn func() error) error {
+	fmt.Printf("%-34s ", name+" ...")
+	start := time.Now()
+	if err := fn(); err != nil {
+		fmt.Println("FAILED")
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	fmt.Printf("%8.2fs\n", time.Since(start).Seconds())
+	return nil
+}

@@ -1,0 +1,484 @@
+package cli
+
+// History commands: `runs list|show`, `items`, `attempts`, `logs`, `cursors`. They print what
+// GET /api/v1/... returns — the same store calls, and with --json the same JSON document — as
+// aligned tables by default.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+func init() {
+	register(historyRunsCmd)
+	register(historyItemsCmd)
+	register(historyAttemptsCmd)
+	register(historyLogsCmd)
+	register(historyCursorsCmd)
+}
+
+// historyPage holds the paging flags every listing shares.
+type historyPage struct {
+	limit  int
+	after  string
+	asJSON bool
+}
+
+func (p *historyPage) bind(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&p.limit, "limit", store.PageLimitDefault, fmt.Sprintf("rows per page (1..%d)", store.PageLimitMax))
+	cmd.Flags().StringVar(&p.after, "after", "", "page token printed after the previous page")
+	cmd.Flags().BoolVar(&p.asJSON, "json", false, "print one JSON document (what GET /api/v1/... returns)")
+}
+
+// historyStore opens the store, runs fn and maps the store's filter errors to flag names.
+func historyStore(cmd *cobra.Command, e *env, fn func(st *store.Store) error) error {
+	st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	err = fn(st)
+	var fe *store.FilterError
+	if errors.As(err, &fe) {
+		flag := strings.ReplaceAll(fe.Param, "_", "-")
+		return fmt.Errorf("--%s %q: %s", flag, fe.Value, fe.Reason)
+	}
+	return err
+}
+
+func historyRunsCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "runs", Short: "List runs and show one run's breakdown"}
+	cmd.AddCommand(historyRunsListCmd(e), historyRunShowCmd(e))
+	return cmd
+}
+
+func historyRunsListCmd(e *env) *cobra.Command {
+	var (
+		page         historyPage
+		f            store.RunFilter
+		dryRun       string
+		since, until string
+	)
+	cmd := &cobra.Command{
+		Use:   "list [--job J] [--status S,...] [--dry-run true|false] [--since 24h|RFC3339] [--until T] [--limit N] [--after TOKEN]",
+		Short: "List runs newest first, of one job or across jobs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			now := time.Now()
+			if dryRun != "" {
+				b, err := strconv.ParseBool(dryRun)
+				if err != nil {
+					return fmt.Errorf("--dry-run %q: want true or false", dryRun)
+				}
+				f.DryRun = &b
+			}
+			for _, b := range []struct {
+				flag, value string
+				dst         **time.Time
+			}{{"since", since, &f.Since}, {"until", until, &f.Until}} {
+				if b.value == "" {
+					continue
+				}
+				t, err := store.ParseTimeBound(b.value, now)
+				if err != nil {
+					return fmt.Errorf("--%s %q: %w", b.flag, b.value, err)
+				}
+				*b.dst = &t
+			}
+			f.Limit, f.After = page.limit, page.after
+			return historyStore(cmd, e, func(st *store.Store) error {
+				p, err := st.HistoryRuns(cmd.Context(), f)
+				if err != nil {
+					return err
+				}
+				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
+					fmt.Fprintln(w, "RUN_ID\tJOB\tSTATUS\tDRY\tTRIGGER\tSTARTED\tDURATION\tITEMS\tOK\tFAILED\tATTEMPTS\tERROR")
+					for _, r := range p.Items {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.RunID, cell(r.JobID), r.Status,
+							yesNo(r.DryRun), r.Trigger, histTime(&r.StartedAt), histDuration(r.DurationMs), r.ItemCount,
+							r.ItemsSucceeded, r.ItemsFailed, r.AttemptCount, histError(r.ErrorCategory, r.ErrorMessage))
+					}
+				})
+			})
+		},
+	}
+	cmd.Flags().StringVar(&f.JobID, "job", "", "only this job's runs")
+	cmd.Flags().StringSliceVar(&f.Status, "status", nil, "only these statuses: "+strings.Join(store.RunStatuses, ","))
+	cmd.Flags().StringVar(&dryRun, "dry-run", "", "true: only dry runs; false: only real runs")
+	cmd.Flags().StringVar(&since, "since", "", "started at or after: RFC 3339 time or a duration back (90m, 24h, 7d)")
+	cmd.Flags().StringVar(&until, "until", "", "started before: RFC 3339 time or a duration back")
+	page.bind(cmd)
+	return cmd
+}
+
+func historyRunShowCmd(e *env) *cobra.Command {
+	var page historyPage
+	cmd := &cobra.Command{
+		Use:   "show RUN_ID",
+		Short: "Show a run: items by status and error category, attempts, cursor notes",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runID, err := histRunID(args[0])
+			if err != nil {
+				return err
+			}
+			return historyStore(cmd, e, func(st *store.Store) error {
+				d, err := st.HistoryRun(cmd.Context(), runID)
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("run %s not found", runID)
+				}
+				if err != nil {
+					return err
+				}
+				return historyPrint(cmd, page.asJSON, d, "", func(w io.Writer) { printRunDetail(w, d) })
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&page.asJSON, "json", false, "print one JSON document (what GET /api/v1/runs/RUN_ID returns)")
+	return cmd
+}
+
+func printRunDetail(w io.Writer, d store.RunDetail) {
+	r := d.Run
+	kv := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, v) }
+	kv("run", r.RunID.String())
+	kv("job", cell(r.JobID))
+	kv("status", r.Status)
+	if r.ErrorCategory != "NONE" || r.ErrorMessage != nil {
+		kv("error", histError(r.ErrorCategory, r.ErrorMessage))
+	}
+	kv("dry run", yesNo(r.DryRun))
+	kv("trigger", r.Trigger)
+	kv("params", cell(string(r.Params)))
+	if r.LogicalStart != nil {
+		kv("logical start", histTime(r.LogicalStart))
+	}
+	if r.ScheduledFor != nil {
+		kv("scheduled for", histTime(r.ScheduledFor))
+	}
+	kv("started", histTime(&r.StartedAt))
+	kv("enqueued", histTime(r.EnqueuedAt))
+	kv("ended", histTime(r.EndedAt))
+	kv("duration", histDuration(r.DurationMs))
+	kv("items", fmt.Sprintf("%d (%d duplicates dropped): %d succeeded, %d failed, %d skipped, %d cancelled",
+		r.ItemCount, r.ItemsDeduplicated, r.ItemsSucceeded, r.ItemsFailed, r.ItemsSkipped, r.ItemsCancelled))
+	kv("records", fmt.Sprintf("%d read, %d written, %d pages", r.RecordsRead, r.RecordsWritten, r.PageCount))
+	if len(r.Metrics) > 0 && string(r.Metrics) != "{}" {
+		kv("metrics", cell(string(r.Metrics)))
+	}
+	if r.CancelRequestedAt != nil {
+		kv("cancel requested", fmt.Sprintf("%s by %s: %s", histTime(r.CancelRequestedAt), histStr(r.CancelledBy), histStr(r.CancelReason)))
+	}
+	a := d.Attempts
+	kv("attempts", fmt.Sprintf("%d (%d retries, at most %d for one item, %s total backoff)", a.Total, a.Retries,
+		a.MaxItemAttempt, time.Duration(a.BackoffMsTotal)*time.Millisecond))
+	if a.FirstStartedAt != nil {
+		kv("attempts span", histTime(a.FirstStartedAt)+" .. "+histTime(a.LastEndedAt))
+	}
+	if a.NextRetryAt != nil {
+		kv("next retry", histTime(a.NextRetryAt))
+	}
+	counts := func(title string, cs []store.CountByStatus) {
+		fmt.Fprintf(w, "\n%s\tSTATUS\tCATEGORY\tCOUNT\n", title)
+		for _, c := range cs {
+			fmt.Fprintf(w, "\t%s\t%s\t%d\n", c.Status, c.ErrorCategory, c.Count)
+		}
+	}
+	counts("ITEMS", d.Items)
+	counts("ATTEMPTS", a.ByStatus)
+	if len(d.CursorNotes) > 0 {
+		fmt.Fprintln(w, "\nCURSOR NOTES\tITEMS")
+		for _, n := range d.CursorNotes {
+			fmt.Fprintf(w, "%s\t%d\n", cell(n.Note), n.Count)
+		}
+	}
+}
+
+func historyItemsCmd(e *env) *cobra.Command {
+	var (
+		page historyPage
+		f    store.ItemFilter
+	)
+	cmd := &cobra.Command{
+		Use:   "items RUN_ID [--status S,...] [--category C,...] [--param-hash H] [--limit N] [--after TOKEN]",
+		Short: "List a run's items in item order",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runID, err := histRunID(args[0])
+			if err != nil {
+				return err
+			}
+			f.RunID, f.Limit, f.After = runID, page.limit, page.after
+			return historyStore(cmd, e, func(st *store.Store) error {
+				p, err := st.HistoryItems(cmd.Context(), f)
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("run %s not found", runID)
+				}
+				if err != nil {
+					return err
+				}
+				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
+					fmt.Fprintln(w, "ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAMS\tPARAM_HASH\tDURATION\tREAD\tWRITTEN\tCURSOR_END\tNOTE\tERROR")
+					for _, i := range p.Items {
+						fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ItemNo, i.Status, i.ErrorCategory,
+							i.Attempts, cell(string(i.Params)), shortHash(i.ParamHash), histDuration(i.DurationMs), i.RecordsRead,
+							i.RecordsWritten, histTime(i.CursorEnd), histStr(i.CursorNote), histStr(i.ErrorMessage))
+					}
+				})
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&f.Status, "status", nil, "only these statuses: "+strings.Join(store.RunStatuses, ","))
+	cmd.Flags().StringSliceVar(&f.Category, "category", nil, "only these error categories: "+strings.Join(store.ErrorCategories, ","))
+	cmd.Flags().StringVar(&f.ParamHash, "param-hash", "", "only the item of this param set")
+	page.bind(cmd)
+	return cmd
+}
+
+func historyAttemptsCmd(e *env) *cobra.Command {
+	var (
+		page historyPage
+		item int32
+	)
+	cmd := &cobra.Command{
+		Use:   "attempts RUN_ID [--item N] [--limit N] [--after TOKEN]",
+		Short: "List a run's attempts (or one item's) in start order, with backoff and error details",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runID, err := histRunID(args[0])
+			if err != nil {
+				return err
+			}
+			f := store.AttemptFilter{RunID: runID, Limit: page.limit, After: page.after}
+			if cmd.Flags().Changed("item") {
+				f.ItemNo = &item
+			}
+			return historyStore(cmd, e, func(st *store.Store) error {
+				p, err := st.HistoryAttempts(cmd.Context(), f)
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("run %s not found", runID)
+				}
+				if err != nil {
+					return err
+				}
+				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
+					fmt.Fprintln(w, "NO\tITEM\tTRY\tSTATUS\tCATEGORY\tSTARTED\tDURATION\tBACKOFF\tNEXT_RETRY\tWORKER\tATTEMPT_ID\tERROR\tDETAIL")
+					for _, a := range p.Items {
+						backoff := "-"
+						if a.BackoffMs != nil {
+							backoff = (time.Duration(*a.BackoffMs) * time.Millisecond).String()
+						}
+						fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AttemptNo, a.ItemNo, a.ItemAttempt,
+							a.Status, a.ErrorCategory, histTime(&a.StartedAt), histDuration(a.DurationMs), backoff,
+							histTime(a.NextRetryAt), histStr(a.WorkerID), a.AttemptID, histStr(a.ErrorMessage), histJSON(a.ErrorDetail))
+					}
+				})
+			})
+		},
+	}
+	cmd.Flags().Int32Var(&item, "item", 0, "only this item's attempts")
+	page.bind(cmd)
+	return cmd
+}
+
+func historyLogsCmd(e *env) *cobra.Command {
+	var (
+		page    historyPage
+		f       store.LogFilter
+		attempt string
+		item    int32
+		fields  string
+	)
+	cmd := &cobra.Command{
+		Use:   "logs RUN_ID [--attempt ID] [--item N] [--level L,...] [--grep TEXT] [--fields JSON] [--limit N] [--after TOKEN]",
+		Short: "List a run's log lines newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runID, err := histRunID(args[0])
+			if err != nil {
+				return err
+			}
+			f.RunID, f.Limit, f.After = runID, page.limit, page.after
+			if attempt != "" {
+				id, err := uuid.Parse(attempt)
+				if err != nil {
+					return fmt.Errorf("--attempt %q: not a UUID", attempt)
+				}
+				f.AttemptID = &id
+			}
+			if cmd.Flags().Changed("item") {
+				f.ItemNo = &item
+			}
+			if fields != "" {
+				if !json.Valid([]byte(fields)) {
+					return fmt.Errorf("--fields %q: not valid JSON; want an object such as '{\"page\":3}'", fields)
+				}
+				f.Fields = json.RawMessage(fields)
+			}
+			return historyStore(cmd, e, func(st *store.Store) error {
+				p, err := st.HistoryLogs(cmd.Context(), f)
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("run %s not found", runID)
+				}
+				if err != nil {
+					return err
+				}
+				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
+					fmt.Fprintln(w, "TS\tLEVEL\tITEM\tATTEMPT_ID\tMESSAGE\tFIELDS")
+					for _, l := range p.Items {
+						itemNo := "-"
+						if l.ItemNo != nil {
+							itemNo = strconv.Itoa(int(*l.ItemNo))
+						}
+						attemptID := "-"
+						if l.AttemptID != nil {
+							attemptID = l.AttemptID.String()
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.TS.UTC().Format(time.RFC3339Nano), l.Level, itemNo, attemptID,
+							cell(l.Message), histJSON(l.Fields))
+					}
+				})
+			})
+		},
+	}
+	cmd.Flags().StringVar(&attempt, "attempt", "", "only this attempt's lines (attempt id)")
+	cmd.Flags().Int32Var(&item, "item", 0, "only this item's lines")
+	cmd.Flags().StringSliceVar(&f.Level, "level", nil, "only these levels: "+strings.Join(store.LogLevels, ","))
+	cmd.Flags().StringVar(&f.Text, "grep", "", "only lines whose message contains TEXT (case-insensitive)")
+	cmd.Flags().StringVar(&fields, "fields", "", `only lines whose fields contain this JSON object, e.g. '{"page":3}'`)
+	page.bind(cmd)
+	return cmd
+}
+
+func historyCursorsCmd(e *env) *cobra.Command {
+	var page historyPage
+	cmd := &cobra.Command{
+		Use:   "cursors JOB_ID [--limit N] [--after TOKEN]",
+		Short: "List a job's incremental cursors, one per param set",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			jobID := args[0]
+			return historyStore(cmd, e, func(st *store.Store) error {
+				p, err := st.HistoryCursors(cmd.Context(), store.CursorFilter{JobID: jobID, Limit: page.limit, After: page.after})
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("job %q not found", jobID)
+				}
+				if err != nil {
+					return err
+				}
+				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
+					fmt.Fprintln(w, "PARAM_HASH\tPARAMS\tSTRATEGY\tVALUE\tLAST_RUN_ID\tUPDATED")
+					for _, c := range p.Items {
+						lastRun := "-"
+						if c.LastRunID != nil {
+							lastRun = c.LastRunID.String()
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", shortHash(c.ParamHash), cell(string(c.Params)), c.Strategy,
+							histTime(c.CursorValue), lastRun, histTime(&c.UpdatedAt))
+					}
+				})
+			})
+		},
+	}
+	page.bind(cmd)
+	return cmd
+}
+
+// historyPrint writes v as one indented JSON document, or an aligned table followed, when there
+// is a next page, by the flag that fetches it.
+func historyPrint(cmd *cobra.Command, asJSON bool, v any, next string, table func(w io.Writer)) error {
+	out := stdout(cmd)
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	table(tw)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if next != "" {
+		_, err := fmt.Fprintf(out, "next page: --after %s\n", next)
+		return err
+	}
+	return nil
+}
+
+func histRunID(arg string) (uuid.UUID, error) {
+	id, err := uuid.Parse(arg)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("RUN_ID %q: not a UUID", arg)
+	}
+	return id, nil
+}
+
+func histTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func histDuration(ms *int64) string {
+	if ms == nil {
+		return "-"
+	}
+	return (time.Duration(*ms) * time.Millisecond).String()
+}
+
+func histStr(s *string) string {
+	if s == nil || *s == "" {
+		return "-"
+	}
+	return cell(*s)
+}
+
+func histError(category string, msg *string) string {
+	if category == "NONE" && msg == nil {
+		return "-"
+	}
+	return category + ": " + histStr(msg)
+}
+
+func histJSON(b json.RawMessage) string {
+	if len(b) == 0 || string(b) == "null" || string(b) == "{}" {
+		return "-"
+	}
+	return cell(string(b))
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// cell keeps a table cell on one line: tabs and newlines would break the alignment.
+func cell(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}

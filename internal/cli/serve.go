@@ -1,0 +1,86 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
+
+	"github.com/etlexec/etlexec/internal/config"
+	"github.com/etlexec/etlexec/internal/serve"
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+func init() { register(serveCmd) }
+
+// serveEnv is the environment of `enqueuer serve`; flags override it.
+type serveEnv struct {
+	// Addr is the listen address. Env ETL_HTTP_ADDR; default serve.AddrDefault.
+	Addr string `env:"ETL_HTTP_ADDR"`
+	// Token is the bearer token (also the basic-auth password, any user). Env ETL_SERVE_TOKEN.
+	Token string `env:"ETL_SERVE_TOKEN"`
+	// User and Password are an alternative basic-auth credential. Env ETL_SERVE_USER,
+	// ETL_SERVE_PASSWORD.
+	User     string `env:"ETL_SERVE_USER"`
+	Password string `env:"ETL_SERVE_PASSWORD"`
+}
+
+func serveCmd(e *env) *cobra.Command {
+	var (
+		se       serveEnv
+		insecure bool
+		readOnly bool
+	)
+	_ = config.Load(&se) // the server's Validate names what is missing
+	if se.Addr == "" {
+		se.Addr = serve.AddrDefault
+	}
+	cmd := &cobra.Command{
+		Use:   "serve [--addr :8080] [--insecure] [--read-only]",
+		Short: "Serve the web console, the /api/v1 JSON API and asynqmon behind one login",
+		Long: `Serve the web console at /, the JSON API at /api/v1 and asynqmon at /asynqmon, all behind
+authentication; /healthz and /readyz stay open for probes.
+
+Authentication: ETL_SERVE_TOKEN is accepted as "Authorization: Bearer <token>" (scripts) and as
+the basic-auth password with any user name (browsers prompt for it); ETL_SERVE_USER and
+ETL_SERVE_PASSWORD add a named basic-auth login. Without either the server refuses to start,
+unless --insecure is given and --addr binds a loopback address (127.0.0.1, ::1, localhost).
+
+--read-only makes asynqmon view-only and removes the console's cancel and rerun actions.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg := serve.Config{
+				Addr: se.Addr, Token: se.Token, BasicUser: se.User, BasicPassword: se.Password,
+				Insecure: insecure, ReadOnly: readOnly, Logger: e.log,
+			}
+			// Check the address and credentials before connecting anywhere.
+			cfg.WithDefaults()
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
+			if err != nil {
+				return fmt.Errorf("REDIS_URL: %w", err)
+			}
+			st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			cfg.Store, cfg.Redis = st, redis
+			srv, err := serve.New(cfg)
+			if err != nil {
+				return err
+			}
+			e.log.Info().Str("addr", cfg.Addr).Str("database_url", config.Redact(e.cfg.DatabaseURL)).
+				Str("redis_url", config.Redact(e.cfg.RedisURL)).Bool("read_only", readOnly).Msg("serve starting")
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&se.Addr, "addr", se.Addr, "listen address (env ETL_HTTP_ADDR)")
+	f.BoolVar(&insecure, "insecure", false, "serve without authentication; allowed only on a loopback --addr")
+	f.BoolVar(&readOnly, "read-only", false, "view only: asynqmon read-only, no cancel or rerun")
+	return cmd
+}

@@ -1,0 +1,402 @@
+// Package httpapi serves etlexec's run history as JSON under /api/v1: the same store queries,
+// filters and page tokens as the enqueuer's `runs`, `items`, `attempts`, `logs` and `cursors`
+// commands, whose --json output is the document these endpoints return. Authentication belongs
+// to whoever mounts the handler.
+//
+//	GET /api/v1/jobs
+//	GET /api/v1/jobs/{job_id}/cursors?limit=&after=
+//	GET /api/v1/runs?job=&status=&dry_run=&since=&until=&limit=&after=
+//	GET /api/v1/runs/{run_id}
+//	GET /api/v1/runs/{run_id}/items?status=&category=&param_hash=&limit=&after=
+//	GET /api/v1/runs/{run_id}/attempts?item=&limit=&after=
+//	GET /api/v1/runs/{run_id}/logs?attempt=&item=&level=&grep=&fields=&limit=&after=
+//
+// List parameters (status, category, level) take comma-separated values and may repeat. since
+// and until take an RFC 3339 time or a duration back from now (90m, 24h, 7d). A listing returns
+// {"items": [...], "next": "TOKEN"}; pass next as after for the following page. Errors are
+// {"error": "..."}: 400 names the parameter and value at fault, 404 an unknown run, job or path.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/etlexec/etlexec/internal/store"
+)
+
+// New returns the /api/v1 handler. It serves full paths, so mount it at "/api/v1/" without
+// stripping the prefix.
+func New(st *store.Store) http.Handler {
+	a := &api{st: st}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/jobs", a.jobs)
+	mux.HandleFunc("GET /api/v1/jobs/{job_id}/cursors", a.cursors)
+	mux.HandleFunc("GET /api/v1/runs", a.runs)
+	mux.HandleFunc("GET /api/v1/runs/{run_id}", a.run)
+	mux.HandleFunc("GET /api/v1/runs/{run_id}/items", a.items)
+	mux.HandleFunc("GET /api/v1/runs/{run_id}/attempts", a.attempts)
+	mux.HandleFunc("GET /api/v1/runs/{run_id}/logs", a.logs)
+	mux.HandleFunc("/", a.notFound)
+	return mux
+}
+
+type api struct {
+	st *store.Store
+}
+
+// Job is a job definition with its last run, as GET /api/v1/jobs lists it.
+type Job struct {
+	JobID               string          `json:"job_id"`
+	Kind                string          `json:"kind"`
+	Description         string          `json:"description"`
+	SupportsParams      bool            `json:"supports_params"`
+	SupportsIncremental bool            `json:"supports_incremental"`
+	Strategy            string          `json:"strategy"`
+	CursorPolicy        string          `json:"cursor_policy"`
+	Config              json.RawMessage `json:"config"`
+	ParamSource         json.RawMessage `json:"param_source"`
+	Schedule            *string         `json:"schedule"`
+	OverlapPolicy       string          `json:"overlap_policy"`
+	Queue               string          `json:"queue"`
+	MaxAttempts         int32           `json:"max_attempts"`
+	TimeoutMs           int64           `json:"timeout_ms"`
+	RunTimeoutMs        *int64          `json:"run_timeout_ms"`
+	RetentionMs         int64           `json:"retention_ms"`
+	Enabled             bool            `json:"enabled"`
+	CreatedAt           time.Time       `json:"created_at"`
+	UpdatedAt           time.Time       `json:"updated_at"`
+	LastRunID           *uuid.UUID      `json:"last_run_id"`
+	LastStatus          *string         `json:"last_status"`
+	LastStartedAt       *time.Time      `json:"last_started_at"`
+}
+
+func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
+	if _, ok := params(w, r); !ok {
+		return
+	}
+	js, err := a.st.ListJobs(r.Context())
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	out := struct {
+		Items []Job `json:"items"`
+	}{Items: make([]Job, 0, len(js))}
+	for _, j := range js {
+		out.Items = append(out.Items, Job{
+			JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,
+			SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy, CursorPolicy: j.CursorPolicy,
+			Config: j.Config, ParamSource: nullJSON(j.ParamSource), Schedule: j.Schedule, OverlapPolicy: j.OverlapPolicy,
+			Queue: j.Queue, MaxAttempts: j.MaxAttempts, TimeoutMs: j.TimeoutMs, RunTimeoutMs: j.RunTimeoutMs,
+			RetentionMs: j.RetentionMs, Enabled: j.Enabled, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt,
+			LastRunID: j.LastRunID, LastStatus: j.LastStatus, LastStartedAt: j.LastStartedAt,
+		})
+	}
+	reply(w, out)
+}
+
+func (a *api) cursors(w http.ResponseWriter, r *http.Request) {
+	q, ok := params(w, r, "limit", "after")
+	if !ok {
+		return
+	}
+	f := store.CursorFilter{JobID: r.PathValue("job_id"), After: q.one("after")}
+	if !q.int(&f.Limit, "limit") {
+		q.failBad(w, r)
+		return
+	}
+	p, err := a.st.HistoryCursors(r.Context(), f)
+	if errors.Is(err, store.ErrNotFound) {
+		failStatus(w, http.StatusNotFound, fmt.Sprintf("job %q not found", f.JobID))
+		return
+	}
+	respond(w, r, p, err)
+}
+
+func (a *api) runs(w http.ResponseWriter, r *http.Request) {
+	q, ok := params(w, r, "job", "status", "dry_run", "since", "until", "limit", "after")
+	if !ok {
+		return
+	}
+	f := store.RunFilter{JobID: q.one("job"), Status: q.list("status"), After: q.one("after")}
+	now := time.Now()
+	if !q.int(&f.Limit, "limit") || !q.bool(&f.DryRun, "dry_run") || !q.time(&f.Since, "since", now) || !q.time(&f.Until, "until", now) {
+		q.failBad(w, r)
+		return
+	}
+	p, err := a.st.HistoryRuns(r.Context(), f)
+	respond(w, r, p, err)
+}
+
+func (a *api) run(w http.ResponseWriter, r *http.Request) {
+	runID, ok := pathRun(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := params(w, r); !ok {
+		return
+	}
+	d, err := a.st.HistoryRun(r.Context(), runID)
+	respondRun(w, r, runID, d, err)
+}
+
+func (a *api) items(w http.ResponseWriter, r *http.Request) {
+	runID, ok := pathRun(w, r)
+	if !ok {
+		return
+	}
+	q, ok := params(w, r, "status", "category", "param_hash", "limit", "after")
+	if !ok {
+		return
+	}
+	f := store.ItemFilter{RunID: runID, Status: q.list("status"), Category: q.list("category"),
+		ParamHash: q.one("param_hash"), After: q.one("after")}
+	if !q.int(&f.Limit, "limit") {
+		q.failBad(w, r)
+		return
+	}
+	p, err := a.st.HistoryItems(r.Context(), f)
+	respondRun(w, r, runID, p, err)
+}
+
+func (a *api) attempts(w http.ResponseWriter, r *http.Request) {
+	runID, ok := pathRun(w, r)
+	if !ok {
+		return
+	}
+	q, ok := params(w, r, "item", "limit", "after")
+	if !ok {
+		return
+	}
+	f := store.AttemptFilter{RunID: runID, After: q.one("after")}
+	if !q.int(&f.Limit, "limit") || !q.int32(&f.ItemNo, "item") {
+		q.failBad(w, r)
+		return
+	}
+	p, err := a.st.HistoryAttempts(r.Context(), f)
+	respondRun(w, r, runID, p, err)
+}
+
+func (a *api) logs(w http.ResponseWriter, r *http.Request) {
+	runID, ok := pathRun(w, r)
+	if !ok {
+		return
+	}
+	q, ok := params(w, r, "attempt", "item", "level", "grep", "fields", "limit", "after")
+	if !ok {
+		return
+	}
+	f := store.LogFilter{RunID: runID, Level: q.list("level"), Text: q.one("grep"), After: q.one("after")}
+	if !q.int(&f.Limit, "limit") || !q.int32(&f.ItemNo, "item") || !q.uuid(&f.AttemptID, "attempt") || !q.json(&f.Fields, "fields") {
+		q.failBad(w, r)
+		return
+	}
+	p, err := a.st.HistoryLogs(r.Context(), f)
+	respondRun(w, r, runID, p, err)
+}
+
+func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		failStatus(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; the API is read-only", r.Method))
+		return
+	}
+	failStatus(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
+}
+
+// query reads a request's parameters; the first bad one is kept for the 400.
+type query struct {
+	v   url.Values
+	bad *store.FilterError
+}
+
+// params parses the query string and refuses parameters the endpoint does not take (a typo
+// would otherwise silently widen the result) or gives twice.
+func params(w http.ResponseWriter, r *http.Request, allowed ...string) (*query, bool) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		failStatus(w, http.StatusBadRequest, fmt.Sprintf("query string: %v", err))
+		return nil, false
+	}
+	lists := []string{"status", "category", "level"}
+	for k, vs := range v {
+		switch {
+		case !slices.Contains(allowed, k):
+			want := "none"
+			if len(allowed) > 0 {
+				want = strings.Join(allowed, ", ")
+			}
+			failStatus(w, http.StatusBadRequest, fmt.Sprintf("%s: unknown parameter; this endpoint takes: %s", k, want))
+			return nil, false
+		case len(vs) > 1 && !slices.Contains(lists, k):
+			failStatus(w, http.StatusBadRequest, fmt.Sprintf("%s: given %d times; give it once", k, len(vs)))
+			return nil, false
+		}
+	}
+	return &query{v: v}, true
+}
+
+func (q *query) one(k string) string { return q.v.Get(k) }
+
+// list splits every value of k on commas.
+func (q *query) list(k string) []string {
+	var out []string
+	for _, v := range q.v[k] {
+		out = append(out, strings.Split(v, ",")...)
+	}
+	return out
+}
+
+func (q *query) fail(k, v, reason string) bool {
+	q.bad = &store.FilterError{Param: k, Value: v, Reason: reason}
+	return false
+}
+
+func (q *query) int(dst *int, k string) bool {
+	s := q.one(k)
+	if s == "" {
+		return true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return q.fail(k, s, "want an integer")
+	}
+	*dst = n
+	return true
+}
+
+func (q *query) int32(dst **int32, k string) bool {
+	s := q.one(k)
+	if s == "" {
+		return true
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return q.fail(k, s, "want an integer")
+	}
+	v := int32(n)
+	*dst = &v
+	return true
+}
+
+func (q *query) bool(dst **bool, k string) bool {
+	s := q.one(k)
+	if s == "" {
+		return true
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return q.fail(k, s, "want true or false")
+	}
+	*dst = &b
+	return true
+}
+
+func (q *query) time(dst **time.Time, k string, now time.Time) bool {
+	s := q.one(k)
+	if s == "" {
+		return true
+	}
+	t, err := store.ParseTimeBound(s, now)
+	if err != nil {
+		return q.fail(k, s, err.Error())
+	}
+	*dst = &t
+	return true
+}
+
+func (q *query) uuid(dst **uuid.UUID, k string) bool {
+	s := q.one(k)
+	if s == "" {
+		return true
+	}
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return q.fail(k, s, "not a UUID")
+	}
+	*dst = &id
+	return true
+}
+
+func (q *query) json(dst *json.RawMessage, k string) bool {
+	s := q.one(k)
+	if s == "" {
+		return true
+	}
+	if !json.Valid([]byte(s)) {
+		return q.fail(k, s, `not valid JSON; want an object such as {"page":3}`)
+	}
+	*dst = json.RawMessage(s)
+	return true
+}
+
+func (q *query) failBad(w http.ResponseWriter, r *http.Request) { fail(w, r, q.bad) }
+
+func pathRun(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
+	s := r.PathValue("run_id")
+	id, err := uuid.Parse(s)
+	if err != nil {
+		fail(w, r, &store.FilterError{Param: "run_id", Value: s, Reason: "not a UUID"})
+		return uuid.Nil, false
+	}
+	return id, true
+}
+
+func respondRun(w http.ResponseWriter, r *http.Request, runID uuid.UUID, v any, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		failStatus(w, http.StatusNotFound, fmt.Sprintf("run %s not found", runID))
+		return
+	}
+	respond(w, r, v, err)
+}
+
+func respond(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	reply(w, v)
+}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v) // the client going away is the only way this fails
+}
+
+// fail answers 400 for a bad filter (its message names the parameter) and 500 otherwise; the
+// cause of a 500 goes to the request's logger, not to the client.
+func fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, store.ErrBadFilter) {
+		failStatus(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client left
+	}
+	zerolog.Ctx(r.Context()).Error().Err(err).Str("path", r.URL.Path).Msg("api request failed")
+	failStatus(w, http.StatusInternalServerError, "internal error")
+}
+
+func failStatus(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func nullJSON(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,117 @@
+-- History: read-only queries behind `enqueuer runs|items|attempts|cursors` and /api/v1. Every
+-- statement here must stay an index scan under a GENERIC plan too (pgx prepares statements and
+-- Postgres switches to a generic plan after five executions), so optional bounds are written as
+-- coalesce(narg, ±infinity) — still an index condition with the parameter unknown — and never as
+-- `(narg IS NULL OR col >= narg)`, which a generic plan can only apply as a filter. Optional
+-- equality filters that do not drive the index (status, dry_run, category) use the IS NULL /
+-- empty-array form (a nil Go slice arrives as NULL, hence coalesce(cardinality(..), 0)): they
+-- only filter rows the index already narrowed. Log search has too many
+-- optional predicates for one static statement and is built in history.go, as is the attempt
+-- summary (sqlc cannot type min/max of a timestamp column as nullable).
+
+-- HistoryJobRuns pages one job's runs on dw_etl_runs_job_started_idx (job_id, started_at DESC).
+-- The index orders by started_at alone, so the inner query asks for exactly that order — a
+-- Limit straight over the index scan, which stops after a page whatever the job's history — and
+-- WITH TIES keeps every run sharing the last started_at, so the outer sort can break ties by
+-- run_id correctly. (Ordering the scan by started_at, run_id directly leaves the choice between
+-- an incremental and a full sort of the job's whole history to the row estimate, which a
+-- generic plan gets wrong.)
+-- name: HistoryJobRuns :many
+SELECT r.* FROM (
+  SELECT * FROM dw_etl_runs
+  WHERE job_id = @job_id
+    AND started_at >= coalesce(sqlc.narg('since')::timestamptz, '-infinity')
+    AND started_at < coalesce(sqlc.narg('until')::timestamptz, 'infinity')
+    AND started_at <= coalesce(sqlc.narg('after_started_at')::timestamptz, 'infinity')
+    AND (sqlc.narg('after_started_at')::timestamptz IS NULL OR started_at < sqlc.narg('after_started_at')::timestamptz
+      OR run_id < sqlc.narg('after_run_id')::uuid)
+    AND (coalesce(cardinality(@statuses::text[]), 0) = 0 OR status = ANY(@statuses::text[]))
+    AND (sqlc.narg('dry_run')::boolean IS NULL OR dry_run = sqlc.narg('dry_run')::boolean)
+  ORDER BY started_at DESC
+  FETCH FIRST (@row_limit::int) ROWS WITH TIES
+) r
+ORDER BY r.started_at DESC, r.run_id DESC
+LIMIT @row_limit::int;
+
+-- HistoryRecentRuns pages runs across jobs. A btree cannot return several status values in one
+-- started_at order, so each wanted status is its own short walk down
+-- dw_etl_runs_status_started_idx (status, started_at DESC), limited to a page (with ties, as
+-- above), and the pages are merged: at most len(statuses) × row_limit rows are read whatever the
+-- table size. Without a status filter the caller passes every status, which keeps the query off
+-- a sort of the whole table (there is no index on started_at alone).
+-- name: HistoryRecentRuns :many
+SELECT r.* FROM unnest(@statuses::text[]) AS s(status)
+CROSS JOIN LATERAL (
+  SELECT * FROM dw_etl_runs x
+  WHERE x.status = s.status
+    AND x.started_at >= coalesce(sqlc.narg('since')::timestamptz, '-infinity')
+    AND x.started_at < coalesce(sqlc.narg('until')::timestamptz, 'infinity')
+    AND x.started_at <= coalesce(sqlc.narg('after_started_at')::timestamptz, 'infinity')
+    AND (sqlc.narg('after_started_at')::timestamptz IS NULL OR x.started_at < sqlc.narg('after_started_at')::timestamptz
+      OR x.run_id < sqlc.narg('after_run_id')::uuid)
+    AND (sqlc.narg('dry_run')::boolean IS NULL OR x.dry_run = sqlc.narg('dry_run')::boolean)
+  ORDER BY x.started_at DESC
+  FETCH FIRST (@row_limit::int) ROWS WITH TIES
+) r
+ORDER BY r.started_at DESC, r.run_id DESC
+LIMIT @row_limit::int;
+
+-- name: HistoryRunExists :one
+SELECT EXISTS (SELECT 1 FROM dw_etl_runs WHERE run_id = @run_id);
+
+-- name: HistoryJobExists :one
+SELECT EXISTS (SELECT 1 FROM dw_etl_jobs WHERE job_id = @job_id);
+
+-- HistoryItemCounts breaks a run's items down by status × error category (primary key range).
+-- name: HistoryItemCounts :many
+SELECT status, error_category, count(*)::int AS n
+FROM dw_etl_run_items WHERE run_id = @run_id
+GROUP BY status, error_category
+ORDER BY status, error_category;
+
+-- HistoryCursorNotes groups the cursor notes finalisation wrote on a run's items.
+-- name: HistoryCursorNotes :many
+SELECT cursor_note::text AS note, count(*)::int AS n
+FROM dw_etl_run_items WHERE run_id = @run_id AND cursor_note IS NOT NULL
+GROUP BY cursor_note
+ORDER BY n DESC, note;
+
+-- HistoryItems pages a run's items in item_no order on the primary key (run_id, item_no).
+-- name: HistoryItems :many
+SELECT * FROM dw_etl_run_items
+WHERE run_id = @run_id AND item_no > @after_item_no
+  AND (coalesce(cardinality(@statuses::text[]), 0) = 0 OR status = ANY(@statuses::text[]))
+  AND (coalesce(cardinality(@categories::text[]), 0) = 0 OR error_category = ANY(@categories::text[]))
+ORDER BY item_no
+LIMIT @row_limit;
+
+-- HistoryItemsByParamHash is HistoryItems for one param set: a point lookup on
+-- dw_etl_run_items_run_param_hash_key instead of a walk over the whole run.
+-- name: HistoryItemsByParamHash :many
+SELECT * FROM dw_etl_run_items
+WHERE run_id = @run_id AND param_hash = @param_hash AND item_no > @after_item_no
+  AND (coalesce(cardinality(@statuses::text[]), 0) = 0 OR status = ANY(@statuses::text[]))
+  AND (coalesce(cardinality(@categories::text[]), 0) = 0 OR error_category = ANY(@categories::text[]))
+ORDER BY item_no
+LIMIT @row_limit;
+
+-- name: HistoryRunAttempts :many
+SELECT * FROM dw_etl_run_attempts
+WHERE run_id = @run_id AND attempt_no > @after_attempt_no
+ORDER BY attempt_no
+LIMIT @row_limit;
+
+-- HistoryItemAttempts reads one item's attempts on dw_etl_run_attempts_item_attempt_key; an
+-- item has at most max_attempts rows, so the sort by attempt_no is trivial.
+-- name: HistoryItemAttempts :many
+SELECT * FROM dw_etl_run_attempts
+WHERE run_id = @run_id AND item_no = @item_no AND attempt_no > @after_attempt_no
+ORDER BY attempt_no
+LIMIT @row_limit;
+
+-- HistoryCursors pages a job's cursors in param_hash order on the primary key.
+-- name: HistoryCursors :many
+SELECT * FROM dw_etl_incremental_cursors
+WHERE job_id = @job_id AND param_hash > @after_param_hash
+ORDER BY param_hash
+LIMIT @row_limit;
