@@ -98,9 +98,12 @@ func queries(ctx context.Context, args []string) error {
 	defer pool.Close()
 	st := store.New(pool)
 
-	var cases []*queryCase
+	var (
+		cases []*queryCase
+		rep   int // the iteration whose plans are shown
+	)
 	if err := phase("sample recent jobs and runs", func() error {
-		cases, err = historyCases(ctx, st, *n)
+		cases, rep, err = historyCases(ctx, st, *n)
 		return err
 	}); err != nil {
 		return err
@@ -141,7 +144,7 @@ func queries(ctx context.Context, args []string) error {
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
 		for _, c := range cases {
-			if err := c.explain(ctx, conn, tracer); err != nil {
+			if err := c.explain(ctx, conn, tracer, rep); err != nil {
 				return fmt.Errorf("explain %s: %w", c.name, err)
 			}
 		}
@@ -460,12 +463,12 @@ func (c *queryCase) measure(ctx context.Context, n int) (caseResult, error) {
 // explain runs the case once more, capturing the statements the store sent, and shows each one's
 // plan the way a long-lived connection runs it: prepared, executed five times (after which the
 // plan cache may switch to a generic plan), then EXPLAIN (ANALYZE, BUFFERS) EXECUTE.
-func (c *queryCase) explain(ctx context.Context, conn *pgx.Conn, tracer *statementTracer) error {
+func (c *queryCase) explain(ctx context.Context, conn *pgx.Conn, tracer *statementTracer, i int) error {
 	stmts := tracer.capture(func(cctx context.Context) error {
-		_, _, err := c.call(cctx, 0)
+		_, _, err := c.call(cctx, i)
 		return err
 	}, ctx)
-	_, input, _ := c.call(ctx, 0)
+	_, input, _ := c.call(ctx, i)
 	fmt.Printf("\n=== %s  %s\n", c.name, input)
 	for k, s := range stmts {
 		name := fmt.Sprintf("bench_explain_%d", k)
@@ -574,37 +577,48 @@ func (t *statementTracer) capture(fn func(ctx context.Context) error, ctx contex
 
 // historyCases samples recent jobs and runs and builds one case per history query the CLI and
 // the API serve. Inputs are drawn per iteration from the sample, so the timings cover many runs
-// (1% of them with 500 items), not one hot row.
-func historyCases(ctx context.Context, st *store.Store, n int) ([]*queryCase, error) {
+// (1% of them with 500 items), not one hot row. rep is an iteration with a typical failed run
+// (5..20 items) and an incremental job, whose plans are worth showing.
+func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCase, rep int, err error) {
 	pool := st.Pool()
 	var now time.Time
 	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	rows, err := pool.Query(ctx, `SELECT run_id, job_id FROM dw_etl_runs
-		WHERE started_at >= now() - interval '30 days' ORDER BY random() LIMIT $1`, n)
+	rows, err := pool.Query(ctx, `SELECT run_id, r.job_id, r.status, r.item_count, j.supports_incremental
+		FROM dw_etl_runs r JOIN dw_etl_jobs j ON j.job_id = r.job_id
+		WHERE r.started_at >= now() - interval '30 days' ORDER BY random() LIMIT $1`, n)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	type sampled struct {
-		runID uuid.UUID
-		jobID string
+		runID       uuid.UUID
+		jobID       string
+		status      string
+		items       int32
+		incremental bool
 	}
 	sample, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sampled, error) {
 		var s sampled
-		return s, r.Scan(&s.runID, &s.jobID)
+		return s, r.Scan(&s.runID, &s.jobID, &s.status, &s.items, &s.incremental)
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if len(sample) == 0 {
-		return nil, errors.New("no runs in the last 30 days: seed first")
+		return nil, 0, errors.New("no runs in the last 30 days: seed first")
 	}
 	// Jobs are drawn independently of runs (a job's recent runs are what `runs --job` pages).
 	rng := rand.New(rand.NewPCG(1, 2))
 	jobs := make([]string, len(sample))
 	for i := range jobs {
 		jobs[i] = sample[rng.IntN(len(sample))].jobID
+	}
+	rep = max(0, slices.IndexFunc(sample, func(s sampled) bool {
+		return (s.status == "FAILED" || s.status == "PARTIAL_SUCCESS") && s.items >= 5 && s.items <= 20
+	}))
+	if k := slices.IndexFunc(sample, func(s sampled) bool { return s.incremental }); k >= 0 {
+		jobs[rep] = sample[k].jobID
 	}
 	runAt := func(i int) sampled { return sample[i%len(sample)] }
 	jobAt := func(i int) string { return jobs[i%len(jobs)] }
@@ -617,7 +631,7 @@ func historyCases(ctx context.Context, st *store.Store, n int) ([]*queryCase, er
 		fl := store.RunFilter{JobID: runAt(i).jobID, Limit: 20}
 		p, err := st.HistoryRuns(ctx, fl)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		fl.After = p.Next
 		page2[i] = fl
@@ -625,7 +639,7 @@ func historyCases(ctx context.Context, st *store.Store, n int) ([]*queryCase, er
 	recentPage2 := store.RunFilter{Limit: 50}
 	p, err := st.HistoryRuns(ctx, recentPage2)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	recentPage2.After = p.Next
 
@@ -703,7 +717,7 @@ func historyCases(ctx context.Context, st *store.Store, n int) ([]*queryCase, er
 			js, err := st.ListJobs(ctx)
 			return len(js), "all jobs with their last run", err
 		}},
-	}, nil
+	}, rep, nil
 }
 
 // describe prints a filter's set fields.

@@ -15,9 +15,9 @@ import (
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/config"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/kinds"
 	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/reconcile"
-	"github.com/etlexec/etlexec/internal/kinds"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/worker"
 )

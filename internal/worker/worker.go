@@ -272,8 +272,8 @@ func (w *Worker) pollCancels(ctx context.Context) {
 type targets struct {
 	own      *pgxpool.Pool
 	maxConns int32
-	mu    sync.Mutex
-	pools map[string]*pgxpool.Pool
+	mu       sync.Mutex
+	pools    map[string]*pgxpool.Pool
 }
 
 func newTargets(own *pgxpool.Pool, concurrency int) *targets {
