@@ -23,7 +23,9 @@ server=${DATABASE_URL%%\?*}; server=${server%/*}
 query=""; [[ "$DATABASE_URL" == *\?* ]] && query="?${DATABASE_URL#*\?}"
 DEMO_URL="$server/etlexec_demo$query"
 psql "$DATABASE_URL" -XAtq -c "DROP DATABASE IF EXISTS etlexec_demo WITH (FORCE)" -c "CREATE DATABASE etlexec_demo" >/dev/null
-export DATABASE_URL=$DEMO_URL ETL_LOG_LEVEL=${ETL_LOG_LEVEL:-info}
+export DATABASE_URL=$DEMO_URL
+# The CLI logs only warnings here so the summaries stay readable; workers log at info to files.
+export ETL_LOG_LEVEL=${ETL_LOG_LEVEL:-warn}
 
 say "migrate"
 bin/enqueuer migrate | grep -v "log partition" || true
@@ -36,7 +38,7 @@ bin/enqueuer jobs list
 say "start two workers (logs in .dev/demo/worker-*.log)"
 pids=()
 for i in 1 2; do
-  ETL_WORKER_ID=demo-worker-$i ETL_HTTP_ADDR= ETL_CONCURRENCY=10 ETL_SHUTDOWN_TIMEOUT=10s \
+  ETL_LOG_LEVEL=info ETL_WORKER_ID=demo-worker-$i ETL_HTTP_ADDR= ETL_CONCURRENCY=10 ETL_SHUTDOWN_TIMEOUT=10s \
     bin/worker >".dev/demo/worker-$i.log" 2>&1 &
   pids+=($!)
 done

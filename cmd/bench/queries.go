@@ -628,7 +628,7 @@ func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCa
 	// runs.job.page2 needs the Next token of a first page: fetch it for every job up front.
 	page2 := make([]store.RunFilter, len(sample))
 	for i := range sample {
-		fl := store.RunFilter{JobID: runAt(i).jobID, Limit: 20}
+		fl := store.RunFilter{JobID: jobAt(i), Limit: 20}
 		p, err := st.HistoryRuns(ctx, fl)
 		if err != nil {
 			return nil, 0, err
