@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
 func init() { register(triggerCmd) }
@@ -87,11 +89,18 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 			}
 			client := asynq.NewClient(redis)
 			defer client.Close()
-			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log})
+			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log, Headers: telemetry.Headers})
 			if err != nil {
 				return err
 			}
-			res, err := enq.Trigger(ctx, enqueue.Request{JobID: args[0], Params: sets, DryRun: dryRun})
+			shutdownTracing, err := telemetry.SetupTracing(ctx)
+			if err != nil {
+				return fmt.Errorf("tracing: %w", err)
+			}
+			defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
+			tctx, span := telemetry.StartEnqueue(ctx, args[0], "")
+			res, err := enq.Trigger(tctx, enqueue.Request{JobID: args[0], Params: sets, DryRun: dryRun})
+			span.End()
 			if err != nil {
 				return err
 			}

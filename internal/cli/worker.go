@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/reconcile"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/telemetry"
 	"github.com/etlexec/etlexec/internal/worker"
 )
 
@@ -70,10 +72,22 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 		return err
 	}
 	log := logs.logger
+	shutdownTracing, err := telemetry.SetupTracing(ctx)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
+	insp := asynq.NewInspector(redis)
+	defer insp.Close()
+	met := telemetry.NewMetrics(insp)
 	w, err := worker.New(worker.Config{
 		Store: st, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency,
 		ShutdownTimeout: cfg.ShutdownTimeout, Lease: cfg.Lease, WorkerID: cfg.WorkerID, Logger: log,
-		OnSecrets: logs.addSecrets,
+		OnSecrets: logs.addSecrets, Metrics: met,
 	})
 	if err != nil {
 		return err
@@ -96,7 +110,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	defer func() { stopRec(); <-recDone; rec.Close() }()
 	var srv *http.Server
 	if cfg.HTTPAddr != "" {
-		srv = &http.Server{Addr: cfg.HTTPAddr, Handler: opsMux(st, redis), ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Addr: cfg.HTTPAddr, Handler: opsMux(st, redis, met), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("ops http server failed")
@@ -119,8 +133,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 }
 
 // opsMux serves /healthz (the process answers), /readyz (Postgres and Redis answer).
-func opsMux(st *store.Store, redis asynq.RedisConnOpt) *http.ServeMux {
+func opsMux(st *store.Store, redis asynq.RedisConnOpt, met *telemetry.Metrics) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(met.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	insp := asynq.NewInspector(redis)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

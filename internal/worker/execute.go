@@ -95,6 +95,7 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 	defer cancelTimeout()
 	w.track(attemptID, ic.RunID, cancel)
 	defer w.untrack(attemptID)
+	start := time.Now()
 
 	w.shareSecrets(ic.Config)
 	var cfg targetConfig
@@ -130,7 +131,7 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 	if runErr == nil && actx.Err() != nil {
 		runErr = context.Cause(actx)
 	}
-	return w.record(ctx, ic, attemptID, claim, tx, metrics, runErr, context.Cause(actx), log)
+	return w.record(ctx, ic, attemptID, claim, tx, metrics, runErr, context.Cause(actx), start, log)
 }
 
 type targetConfig struct {
@@ -177,7 +178,7 @@ func runHandler(ctx context.Context, h etl.HandlerFunc, it *etl.Item) error {
 
 // record ends the attempt in Postgres and tells asynq what follows.
 func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uuid.UUID, claim store.Claim,
-	tx pgx.Tx, m etl.Metrics, runErr, cause error, log zerolog.Logger) error {
+	tx pgx.Tx, m etl.Metrics, runErr, cause error, start time.Time, log zerolog.Logger) error {
 	end := store.AttemptEnd{
 		RunID: ic.RunID, ItemNo: ic.ItemNo, ItemCount: ic.ItemCount, AttemptID: attemptID,
 		RecordsRead: m.RecordsRead, RecordsWritten: m.RecordsWritten, Pages: m.Pages,
@@ -244,7 +245,7 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 	}
 	if errors.Is(err, errTargetCommit) {
 		// The target refused the commit: record the attempt as a DB failure instead.
-		return w.record(ctx, ic, attemptID, claim, nil, m, etl.DBError(err), cause, log)
+		return w.record(ctx, ic, attemptID, claim, nil, m, etl.DBError(err), cause, start, log)
 	}
 	if err != nil {
 		log.Error().Err(err).Msg("could not record attempt; the lease will expire and the item be retried")
@@ -256,6 +257,7 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 	}
 	ev.Str("status", end.AttemptStatus).Int64("records_read", m.RecordsRead).Int64("records_written", m.RecordsWritten).
 		Int64("page_count", m.Pages).Bool("dry_run", ic.DryRun).Msg("attempt ended")
+	w.cfg.Metrics.ObserveAttempt(ic.JobID, end.AttemptStatus, end.ErrorCategory, time.Since(start), m.RecordsRead, m.RecordsWritten)
 	if end.Terminal {
 		w.maybeFinalise(rctx, ic.RunID, log)
 	}
@@ -293,7 +295,9 @@ func (w *Worker) maybeFinalise(ctx context.Context, runID uuid.UUID, log zerolog
 		}
 		return
 	}
+	began := time.Now()
 	ok, err := aggregate.Finalise(ctx, w.cfg.Store, runID)
+	w.cfg.Metrics.ObserveFinalise(time.Since(began))
 	if err != nil {
 		log.Error().Err(err).Msg("finalise failed; the reconciler will retry")
 		return

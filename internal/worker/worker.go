@@ -20,6 +20,7 @@ import (
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
+	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
 // Config configures a Worker.
@@ -45,6 +46,8 @@ type Config struct {
 	Logger zerolog.Logger
 	// Retry computes backoff. Defaults to runstate.DefaultRetryPolicy.
 	Retry runstate.RetryPolicy
+	// Metrics, when set, receives attempt and finalisation observations.
+	Metrics *telemetry.Metrics
 	// OnSecrets, when set, receives secret values (from env vars a job's config names) so that
 	// log sinks can redact them.
 	OnSecrets func(vals ...string)
@@ -139,6 +142,7 @@ func (w *Worker) ID() string { return w.cfg.WorkerID }
 // Mux returns the asynq handler mux serving item tasks.
 func (w *Worker) Mux() *asynq.ServeMux {
 	mux := asynq.NewServeMux()
+	mux.Use(telemetry.Middleware)
 	mux.HandleFunc(task.TypeItem, w.HandleItem)
 	return mux
 }

@@ -1,0 +1,138 @@
+// Package telemetry owns etlexec's traces and metrics: the OpenTelemetry tracer provider
+// (OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set), trace propagation through asynq task
+// headers, and the Prometheus metrics served on /metrics.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// TracerName is the instrumentation scope of etlexec's spans.
+const TracerName = "github.com/etlexec/etlexec"
+
+// SetupTracing installs the global tracer provider and W3C propagator. With
+// OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/HTTP; otherwise they are
+// created (so trace ids still reach logs) but not exported. The returned func flushes.
+func SetupTracing(ctx context.Context) (func(context.Context) error, error) {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	opts := []sdktrace.TracerProviderOption{}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	otel.SetTracerProvider(tp)
+	return tp.Shutdown, nil
+}
+
+// Headers returns the task headers carrying ctx's trace context (W3C traceparent).
+func Headers(ctx context.Context) map[string]string {
+	h := map[string]string{}
+	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(h))
+	return h
+}
+
+// StartEnqueue starts the producer span of a run's fan-out.
+func StartEnqueue(ctx context.Context, jobID, runID string) (context.Context, trace.Span) {
+	return otel.Tracer(TracerName).Start(ctx, "etl.trigger "+jobID, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("etl.job_id", jobID), attribute.String("etl.run_id", runID)))
+}
+
+// Middleware continues the trace carried in the task headers and wraps each task in a
+// consumer span, recording the error and status.
+func Middleware(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(t.Headers()))
+		q, _ := asynq.GetQueueName(ctx)
+		id, _ := asynq.GetTaskID(ctx)
+		retry, _ := asynq.GetRetryCount(ctx)
+		ctx, span := otel.Tracer(TracerName).Start(ctx, "asynq.process "+t.Type(), trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("messaging.system", "asynq"), attribute.String("messaging.destination.name", q),
+				attribute.String("messaging.message.id", id), attribute.Int("asynq.retry_count", retry)))
+		defer span.End()
+		err := next.ProcessTask(ctx, t)
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		return err
+	})
+}
+
+// Metrics are the Prometheus instruments of a worker.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	Attempts        *prometheus.CounterVec
+	AttemptDuration *prometheus.HistogramVec
+	Records         *prometheus.CounterVec
+	FinaliseLatency prometheus.Histogram
+}
+
+// NewMetrics registers etlexec's instruments, the Go/process collectors and, when insp is
+// given, asynq's queue collector (queue depth and latency).
+func NewMetrics(insp *asynq.Inspector) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etlexec_attempts_total", Help: "Item attempts ended, by job, status and error category.",
+		}, []string{"job_id", "status", "error_category"}),
+		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "etlexec_attempt_duration_seconds", Help: "Duration of item attempts.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
+		}, []string{"job_id", "status"}),
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etlexec_records_total", Help: "Records read and written by succeeded attempts (dry runs included).",
+		}, []string{"job_id", "direction"}),
+		FinaliseLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "etlexec_run_finalise_seconds", Help: "Time to finalise a run once its last item ended.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}),
+	}
+	m.Registry.MustRegister(m.Attempts, m.AttemptDuration, m.Records, m.FinaliseLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if insp != nil {
+		m.Registry.MustRegister(metrics.NewQueueMetricsCollector(insp))
+	}
+	return m
+}
+
+// ObserveAttempt records one ended attempt.
+func (m *Metrics) ObserveAttempt(jobID, status, category string, d time.Duration, read, written int64) {
+	if m == nil {
+		return
+	}
+	m.Attempts.WithLabelValues(jobID, status, category).Inc()
+	m.AttemptDuration.WithLabelValues(jobID, status).Observe(d.Seconds())
+	if status == "SUCCESS" {
+		m.Records.WithLabelValues(jobID, "read").Add(float64(read))
+		m.Records.WithLabelValues(jobID, "written").Add(float64(written))
+	}
+}
+
+// ObserveFinalise records how long a finalisation took.
+func (m *Metrics) ObserveFinalise(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.FinaliseLatency.Observe(d.Seconds())
+}
+
+var _ = errors.New

@@ -1,0 +1,62 @@
+package telemetry_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/etlexec/etlexec/internal/telemetry"
+)
+
+// The producer's trace reaches the consumer span through the task headers.
+func TestTraceCrossesTaskHeaders(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+
+	ctx, span := telemetry.StartEnqueue(context.Background(), "job", "run")
+	headers := telemetry.Headers(ctx)
+	span.End()
+	if headers["traceparent"] == "" {
+		t.Fatalf("no traceparent in headers %v", headers)
+	}
+	var seen trace.SpanContext
+	h := telemetry.Middleware(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		seen = trace.SpanContextFromContext(ctx)
+		return nil
+	}))
+	if err := h.ProcessTask(context.Background(), asynq.NewTaskWithHeaders("etl:item", nil, headers)); err != nil {
+		t.Fatal(err)
+	}
+	if seen.TraceID() != span.SpanContext().TraceID() {
+		t.Fatalf("consumer trace %s, producer trace %s", seen.TraceID(), span.SpanContext().TraceID())
+	}
+	if n := len(exp.GetSpans()); n != 2 {
+		t.Fatalf("want producer and consumer spans, got %d", n)
+	}
+}
+
+func TestMetricsRegister(t *testing.T) {
+	m := telemetry.NewMetrics(nil)
+	m.ObserveAttempt("job", "SUCCESS", "NONE", 0, 3, 2)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "etlexec_records_total" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("etlexec_records_total not exported")
+	}
+}
