@@ -378,3 +378,37 @@ func TestCancelMidRun(t *testing.T) {
 	_, err = ops.Cancel(ctx, b.st, insp, res.Run.RunID, "tester", "again")
 	require.ErrorIs(t, err, store.ErrRunNotActive)
 }
+
+// Two deliveries of one item at the same moment: one claim wins, one SUCCESS attempt.
+func TestConcurrentDeliveriesOneSuccess(t *testing.T) {
+	t.Parallel()
+	st := dbtest.Store(t)
+	ctx := context.Background()
+	_, err := st.UpsertJobs(ctx, []store.UpsertJob{{
+		JobID: "dup", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
+		OverlapPolicy: "allow", Queue: "unused", MaxAttempts: 3, TimeoutMs: 10000, Enabled: true,
+	}})
+	require.NoError(t, err)
+	runID, _ := uuid.NewV7()
+	_, items, err := st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: "dup", Trigger: "manual", Strategy: "none"},
+		[]store.NewItem{{Params: json.RawMessage(`{"records":1}`), ParamHash: "h1", TaskID: "t1"}}, 0)
+	require.NoError(t, err)
+	reg := etl.NewRegistry()
+	reg.Register("test", testKind)
+	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	payload, _ := json.Marshal(map[string]any{"run_id": runID, "item_no": items[0].ItemNo, "gen": 0})
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() { errs <- w.HandleItem(ctx, asynq.NewTask("etl:item", payload)) }()
+	}
+	<-errs
+	<-errs
+	var success, total int
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'SUCCESS'), count(*) FROM dw_etl_run_attempts WHERE run_id = $1`, runID).Scan(&success, &total))
+	require.Equal(t, 1, success)
+	require.Equal(t, 1, total, "the losing delivery must not even start an attempt")
+	run, err := st.GetRun(ctx, runID)
+	require.NoError(t, err)
+	require.Equal(t, "SUCCESS", run.Status)
+}
