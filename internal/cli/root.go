@@ -72,13 +72,17 @@ func (e *env) setup(cmd *cobra.Command) error {
 	return nil
 }
 
+func init() {
+	// Sub-second timestamps keep run log lines ordered; set once, as zerolog reads it globally.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+}
+
 // NewLogger builds the process logger: JSON lines (stable snake_case keys) or console.
 func NewLogger(w io.Writer, level, format string) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}

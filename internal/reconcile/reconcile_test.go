@@ -232,7 +232,8 @@ func TestMissingTasks(t *testing.T) {
 		_, err := b.insp.DeleteAllPendingTasks(b.queue)
 		require.NoError(t, err)
 		attemptID, _ := b.claim(t, run.RunID, 1, 3)
-		require.NoError(t, b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 2, attemptID)))
+		_, err = b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 2, attemptID))
+		require.NoError(t, err)
 
 		rep, err := b.reconciler(t).Once(t.Context())
 		require.NoError(t, err)
@@ -308,7 +309,7 @@ func TestLostWorker(t *testing.T) {
 		require.Nil(t, it.Current)
 
 		// The lost worker comes back and tries to record its end: it no longer holds the item.
-		require.ErrorIs(t, b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 2, lostID)), store.ErrLostClaim)
+		require.ErrorIs(t, second(b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 2, lostID))), store.ErrLostClaim)
 		// The retry policy continues: the next claim is the item's second attempt.
 		_, second := b.claim(t, run.RunID, 1, 3)
 		require.EqualValues(t, 2, second.ItemAttempt)
@@ -367,7 +368,7 @@ func TestLostWorker(t *testing.T) {
 		r := b.reconciler(t)
 		// The worker is recording its end (holding the item's row) while the reconciler passes.
 		err := b.st.InTx(t.Context(), func(tx *store.Tx) error {
-			if err := tx.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 1, attemptID)); err != nil {
+			if _, err := tx.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 1, attemptID)); err != nil {
 				return err
 			}
 			rep, err := r.Once(t.Context())
@@ -465,7 +466,8 @@ func TestRunTimeout(t *testing.T) {
 	run := b.trigger(t, "j", 3)
 	// Item 1 succeeded, item 2 is running on a live worker, item 3 waits.
 	a1, _ := b.claim(t, run.RunID, 1, 3)
-	require.NoError(t, b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 3, a1)))
+	_, err := b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 3, a1))
+	require.NoError(t, err)
 	a2, _ := b.claim(t, run.RunID, 2, 3)
 	r := b.reconciler(t)
 
@@ -485,7 +487,7 @@ func TestRunTimeout(t *testing.T) {
 	}
 	status, cat, msg := b.attempt(t, a2)
 	require.Equal(t, []string{"FAILED", "SYSTEM", reconcile.MsgRunTimeout}, []string{status, cat, msg})
-	require.ErrorIs(t, b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 2, 3, a2)), store.ErrLostClaim,
+	require.ErrorIs(t, second(b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 2, 3, a2))), store.ErrLostClaim,
 		"the worker still running item 2 sees its claim gone")
 	got, err := b.st.GetRun(t.Context(), run.RunID)
 	require.NoError(t, err)
@@ -591,3 +593,6 @@ func TestRecoversLostRedisEndToEnd(t *testing.T) {
 	}
 	require.Equal(t, []string{"FAILED/" + reconcile.MsgWorkerLost, "SUCCESS"}, attempts)
 }
+
+// second returns the error of a (value, error) pair.
+func second[T any](_ T, err error) error { return err }

@@ -51,7 +51,7 @@ type Claim struct {
 func (s *Store) ClaimItem(ctx context.Context, r ClaimRequest) (Claim, error) {
 	id := r.AttemptID
 	worker := r.WorkerID
-	row, err := s.q.ClaimItem(ctx, sqlcdb.ClaimItemParams{
+	row, err := s.relaxed().ClaimItem(ctx, sqlcdb.ClaimItemParams{
 		RunID: r.RunID, ItemNo: r.ItemNo, AttemptID: &id, MaxAttempts: r.MaxAttempts,
 		LeaseSeconds: r.Lease.Seconds(), ScheduledAt: r.ScheduledAt, WorkerID: &worker,
 	})
@@ -100,52 +100,57 @@ type CursorAdvance struct {
 	RunID     uuid.UUID
 }
 
-// FinishAttemptTx records an attempt's end inside tx. It returns ErrLostClaim, changing
-// nothing, when another attempt took the item meanwhile.
-func (tx *Tx) FinishAttempt(ctx context.Context, e AttemptEnd) error {
+// FinishAttempt records an attempt's end inside tx (with the target commit following inside
+// the same window). It returns ErrLostClaim, changing nothing, when another attempt took the
+// item meanwhile; shardComplete tells whether the run may now be complete.
+func (tx *Tx) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bool, err error) {
+	shardComplete, err = finishAttempt(ctx, tx.q, e)
+	if err != nil || e.Cursor == nil {
+		return shardComplete, err
+	}
+	c := e.Cursor
+	if err := tx.q.AdvanceCursors(ctx, sqlcdb.AdvanceCursorsParams{
+		JobID: c.JobID, ParamHashes: []string{c.ParamHash}, Params: []json.RawMessage{c.Params},
+		Strategy: c.Strategy, CursorValues: []time.Time{c.Value}, RunID: c.RunID,
+	}); err != nil {
+		return false, fmt.Errorf("advance cursor of item %d: %w", e.ItemNo, err)
+	}
+	return shardComplete, nil
+}
+
+func finishAttempt(ctx context.Context, q *sqlcdb.Queries, e AttemptEnd) (bool, error) {
 	var backoff *int64
 	if e.Backoff != nil {
 		ms := e.Backoff.Milliseconds()
 		backoff = &ms
 	}
-	n, err := tx.q.FinishItem(ctx, sqlcdb.FinishItemParams{
-		Status: e.ItemStatus, ErrorCategory: e.ErrorCategory, ErrorMessage: e.ErrorMessage, Terminal: e.Terminal,
+	row, err := q.FinishAttempt(ctx, sqlcdb.FinishAttemptParams{
+		ItemStatus: e.ItemStatus, AttemptStatus: e.AttemptStatus, ErrorCategory: e.ErrorCategory,
+		ErrorMessage: e.ErrorMessage, ErrorDetail: e.ErrorDetail, BackoffMs: backoff, Terminal: e.Terminal,
 		RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
-		CursorEnd: e.CursorEnd, CursorNote: e.CursorNote, RunID: e.RunID, ItemNo: e.ItemNo, AttemptID: &e.AttemptID,
+		CursorEnd: e.CursorEnd, CursorNote: e.CursorNote, RunID: e.RunID, ItemNo: e.ItemNo,
+		AttemptID: &e.AttemptID, Shard: ShardOf(e.ItemNo, e.ItemCount),
 	})
 	if err != nil {
-		return fmt.Errorf("finish item %d of run %s: %w", e.ItemNo, e.RunID, err)
+		return false, fmt.Errorf("finish attempt %s of item %d of run %s: %w", e.AttemptID, e.ItemNo, e.RunID, err)
 	}
-	if n == 0 {
-		return ErrLostClaim
+	if row.Matched == 0 {
+		return false, ErrLostClaim
 	}
-	if _, err := tx.q.FinishAttempt(ctx, sqlcdb.FinishAttemptParams{
-		Status: e.AttemptStatus, ErrorCategory: e.ErrorCategory, ErrorMessage: e.ErrorMessage, ErrorDetail: e.ErrorDetail,
-		BackoffMs: backoff, RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
-		AttemptID: e.AttemptID,
-	}); err != nil {
-		return fmt.Errorf("finish attempt %s: %w", e.AttemptID, err)
-	}
-	if e.Cursor != nil {
-		c := e.Cursor
-		if err := tx.q.AdvanceCursors(ctx, sqlcdb.AdvanceCursorsParams{
-			JobID: c.JobID, ParamHashes: []string{c.ParamHash}, Params: []json.RawMessage{c.Params},
-			Strategy: c.Strategy, CursorValues: []time.Time{c.Value}, RunID: c.RunID,
-		}); err != nil {
-			return fmt.Errorf("advance cursor of item %d: %w", e.ItemNo, err)
-		}
-	}
-	if e.Terminal {
-		if err := tx.q.BumpProgress(ctx, sqlcdb.BumpProgressParams{RunID: e.RunID, Shard: ShardOf(e.ItemNo, e.ItemCount)}); err != nil {
-			return fmt.Errorf("count item %d of run %s terminal: %w", e.ItemNo, e.RunID, err)
-		}
-	}
-	return nil
+	return row.ShardComplete, nil
 }
 
-// FinishAttempt records an attempt's end in its own transaction.
-func (s *Store) FinishAttempt(ctx context.Context, e AttemptEnd) error {
-	return s.InTx(ctx, func(tx *Tx) error { return tx.FinishAttempt(ctx, e) })
+// FinishAttempt records an attempt's end: one autocommitted statement, or a transaction when
+// a cursor moves with it.
+func (s *Store) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bool, err error) {
+	if e.Cursor == nil {
+		return finishAttempt(ctx, s.q, e)
+	}
+	err = s.InTx(ctx, func(tx *Tx) error {
+		shardComplete, err = tx.FinishAttempt(ctx, e)
+		return err
+	})
+	return shardComplete, err
 }
 
 // RunComplete reports whether every item of the run is terminal, from the progress shards
@@ -164,11 +169,11 @@ func (s *Store) Heartbeat(ctx context.Context, attemptIDs []uuid.UUID) (int64, e
 	if len(attemptIDs) == 0 {
 		return 0, nil
 	}
-	n, err := s.q.HeartbeatItems(ctx, attemptIDs)
+	n, err := s.relaxed().HeartbeatItems(ctx, attemptIDs)
 	if err != nil {
 		return 0, fmt.Errorf("heartbeat %d attempts: %w", len(attemptIDs), err)
 	}
-	if err := s.q.HeartbeatAttempts(ctx, attemptIDs); err != nil {
+	if err := s.relaxed().HeartbeatAttempts(ctx, attemptIDs); err != nil {
 		return 0, fmt.Errorf("heartbeat %d attempts: %w", len(attemptIDs), err)
 	}
 	return n, nil

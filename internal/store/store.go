@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,6 +29,10 @@ var (
 type Store struct {
 	pool *pgxpool.Pool
 	q    *sqlcdb.Queries
+
+	relaxedOnce sync.Once
+	relaxedPool *pgxpool.Pool
+	relaxedQ    *sqlcdb.Queries
 }
 
 // New wraps a pool.
@@ -69,8 +74,37 @@ func ConnectSized(ctx context.Context, url string, maxConns int32) (*Store, erro
 // Pool exposes the underlying pool, for the executor's default target and for tests.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close closes the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close closes the pools.
+func (s *Store) Close() {
+	if s.relaxedPool != nil {
+		s.relaxedPool.Close()
+	}
+	s.pool.Close()
+}
+
+// relaxed returns queries on sessions with synchronous_commit off, for writes that are safe to
+// lose in a database crash: a claim or heartbeat lost with the crash leaves the item claimable
+// again (its later finish is rejected and the item retried), and every durable commit that
+// follows flushes them anyway. It saves a WAL flush wait per item. Falls back to the main pool
+// when the second pool cannot be built.
+func (s *Store) relaxed() *sqlcdb.Queries {
+	s.relaxedOnce.Do(func() {
+		cfg := s.pool.Config().Copy()
+		cfg.MaxConns = max(4, cfg.MaxConns/2)
+		cfg.MinConns = 0
+		if cfg.ConnConfig.RuntimeParams == nil {
+			cfg.ConnConfig.RuntimeParams = map[string]string{}
+		}
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+		p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			s.relaxedQ = s.q
+			return
+		}
+		s.relaxedPool, s.relaxedQ = p, sqlcdb.New(p)
+	})
+	return s.relaxedQ
+}
 
 // Tx is a store bound to one transaction.
 type Tx struct {

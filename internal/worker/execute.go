@@ -102,13 +102,10 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 	_ = json.Unmarshal(ic.Config, &cfg)
 	var runErr error
 	var metrics etl.Metrics
-	var tx pgx.Tx
+	var target *lazyTx
 	pool, err := w.targets.pool(actx, cfg.TargetURLEnv)
 	if err == nil {
-		tx, err = pool.Begin(actx)
-		if err != nil {
-			err = etl.DBError(fmt.Errorf("begin target transaction: %w", err))
-		}
+		target = newLazyTx(actx, pool)
 	}
 	if err != nil {
 		runErr = err
@@ -121,7 +118,7 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 				JobID: ic.JobID, Kind: ic.Kind, RunID: ic.RunID, AttemptID: attemptID, AttemptNo: claim.AttemptNo,
 				ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(ic.AttemptLimit), ItemNo: int(ic.ItemNo),
 				Params: ic.Params, ParamHash: ic.ParamHash, DryRun: ic.DryRun, Strategy: etl.Strategy(ic.Strategy),
-				Config: ic.Config, WindowStart: ic.CursorStart, WindowEnd: windowEnd(ic), Logger: log, Target: tx,
+				Config: ic.Config, WindowStart: ic.CursorStart, WindowEnd: windowEnd(ic), Logger: log, Target: target,
 			})
 			log.Info().Msg("attempt started")
 			runErr = runHandler(log.WithContext(actx), handler, item)
@@ -131,7 +128,7 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 	if runErr == nil && actx.Err() != nil {
 		runErr = context.Cause(actx)
 	}
-	return w.record(ctx, ic, attemptID, claim, tx, metrics, runErr, context.Cause(actx), start, log)
+	return w.record(ctx, ic, attemptID, claim, target, metrics, runErr, context.Cause(actx), start, log)
 }
 
 type targetConfig struct {
@@ -178,7 +175,7 @@ func runHandler(ctx context.Context, h etl.HandlerFunc, it *etl.Item) error {
 
 // record ends the attempt in Postgres and tells asynq what follows.
 func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uuid.UUID, claim store.Claim,
-	tx pgx.Tx, m etl.Metrics, runErr, cause error, start time.Time, log zerolog.Logger) error {
+	target *lazyTx, m etl.Metrics, runErr, cause error, start time.Time, log zerolog.Logger) error {
 	end := store.AttemptEnd{
 		RunID: ic.RunID, ItemNo: ic.ItemNo, ItemCount: ic.ItemCount, AttemptID: attemptID,
 		RecordsRead: m.RecordsRead, RecordsWritten: m.RecordsWritten, Pages: m.Pages,
@@ -218,25 +215,35 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 		}
 	}
 
-	// Bookkeeping commits only if this attempt still holds the item; the target commits inside
-	// that window, so a takeover cannot interleave between them.
+	// Bookkeeping commits only if this attempt still holds the item; a target that was written
+	// commits inside that window, so a takeover cannot interleave between them. An untouched
+	// target needs no transaction at all: the end is one statement.
 	rctx := context.WithoutCancel(ctx)
-	err := w.cfg.Store.InTx(rctx, func(btx *store.Tx) error {
-		if err := btx.FinishAttempt(rctx, end); err != nil {
-			return err
-		}
-		if tx == nil {
+	var tx pgx.Tx
+	if target != nil {
+		tx = target.started()
+	}
+	var shardComplete bool
+	var err error
+	if tx == nil {
+		shardComplete, err = w.cfg.Store.FinishAttempt(rctx, end)
+	} else {
+		err = w.cfg.Store.InTx(rctx, func(btx *store.Tx) error {
+			var err error
+			if shardComplete, err = btx.FinishAttempt(rctx, end); err != nil {
+				return err
+			}
+			if runErr != nil || ic.DryRun {
+				// A failed rollback means the connection died (e.g. cancelled mid-query); the
+				// transaction is gone either way, so the attempt's record must still commit.
+				_ = tx.Rollback(rctx)
+				return nil
+			}
+			if err := tx.Commit(rctx); err != nil {
+				return fmt.Errorf("%w: %w", errTargetCommit, err)
+			}
 			return nil
-		}
-		if runErr != nil || ic.DryRun {
-			return tx.Rollback(rctx)
-		}
-		if err := tx.Commit(rctx); err != nil {
-			return fmt.Errorf("%w: %w", errTargetCommit, err)
-		}
-		return nil
-	})
-	if tx != nil {
+		})
 		_ = tx.Rollback(rctx) // no-op after commit; releases the connection otherwise
 	}
 	if errors.Is(err, store.ErrLostClaim) {
@@ -258,7 +265,7 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 	ev.Str("status", end.AttemptStatus).Int64("records_read", m.RecordsRead).Int64("records_written", m.RecordsWritten).
 		Int64("page_count", m.Pages).Bool("dry_run", ic.DryRun).Msg("attempt ended")
 	w.cfg.Metrics.ObserveAttempt(ic.JobID, end.AttemptStatus, end.ErrorCategory, time.Since(start), m.RecordsRead, m.RecordsWritten)
-	if end.Terminal {
+	if end.Terminal && shardComplete {
 		w.maybeFinalise(rctx, ic.RunID, log)
 	}
 	return asynqErr

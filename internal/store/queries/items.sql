@@ -53,26 +53,40 @@ SELECT c.attempts AS item_attempt, ins.attempt_no, ins.started_at,
   (SELECT count(*) FROM lost)::int AS lost_attempts
 FROM claimed c, ins;
 
--- name: FinishAttempt :execrows
-UPDATE dw_etl_run_attempts
-SET status = @status, error_category = @error_category, error_message = @error_message,
-    error_detail = @error_detail, backoff_ms = sqlc.narg('backoff_ms'),
-    next_retry_at = now() + sqlc.narg('backoff_ms')::bigint * interval '1 millisecond',
-    ended_at = now(), duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
-    records_read = @records_read, records_written = @records_written, page_count = @page_count
-WHERE attempt_id = @attempt_id AND status = 'RUNNING';
-
--- FinishItem records the item's state after an attempt; it matches only while the attempt still
--- holds the claim, so a finish from an attempt that lost it changes nothing.
--- name: FinishItem :execrows
-UPDATE dw_etl_run_items
-SET status = @status, error_category = @error_category, error_message = @error_message,
-    current_attempt_id = NULL, heartbeat_at = NULL,
-    ended_at = CASE WHEN @terminal::bool THEN now() ELSE NULL END,
-    duration_ms = CASE WHEN @terminal::bool THEN (extract(epoch FROM now() - started_at) * 1000)::bigint ELSE NULL END,
-    records_read = @records_read, records_written = @records_written, page_count = @page_count,
-    cursor_end = coalesce(@cursor_end, cursor_end), cursor_note = coalesce(@cursor_note, cursor_note)
-WHERE run_id = @run_id AND item_no = @item_no AND current_attempt_id = @attempt_id;
+-- FinishAttempt records an attempt's end and the item's state after it in one statement. It
+-- matches only while the attempt still holds the item's claim (a finish from an attempt that
+-- lost it changes nothing and returns matched = 0), and when the item became terminal it counts
+-- it in its progress shard, returning the shard's state so the caller reads the whole run's
+-- progress only when its own shard is complete.
+-- name: FinishAttempt :one
+WITH item AS (
+  UPDATE dw_etl_run_items i
+  SET status = @item_status, error_category = @error_category, error_message = @error_message,
+      current_attempt_id = NULL, heartbeat_at = NULL,
+      ended_at = CASE WHEN @terminal::bool THEN now() ELSE NULL END,
+      duration_ms = CASE WHEN @terminal::bool THEN (extract(epoch FROM now() - i.started_at) * 1000)::bigint ELSE NULL END,
+      records_read = @records_read, records_written = @records_written, page_count = @page_count,
+      cursor_end = coalesce(sqlc.narg('cursor_end'), i.cursor_end), cursor_note = coalesce(sqlc.narg('cursor_note'), i.cursor_note)
+  WHERE i.run_id = @run_id AND i.item_no = @item_no AND i.current_attempt_id = @attempt_id
+  RETURNING i.run_id
+), att AS (
+  UPDATE dw_etl_run_attempts a
+  SET status = @attempt_status, error_category = @error_category, error_message = @error_message,
+      error_detail = @error_detail, backoff_ms = sqlc.narg('backoff_ms'),
+      next_retry_at = now() + sqlc.narg('backoff_ms')::bigint * interval '1 millisecond',
+      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
+      records_read = @records_read, records_written = @records_written, page_count = @page_count
+  FROM item
+  WHERE a.attempt_id = @attempt_id AND a.status = 'RUNNING'
+  RETURNING a.attempt_id
+), prog AS (
+  UPDATE dw_etl_run_progress p SET terminal = p.terminal + 1
+  FROM item
+  WHERE @terminal::bool AND p.run_id = item.run_id AND p.shard = @shard
+  RETURNING p.terminal, p.items
+)
+SELECT (SELECT count(*) FROM item)::int AS matched,
+  coalesce((SELECT terminal >= items FROM prog), false)::bool AS shard_complete;
 
 -- name: HeartbeatItems :execrows
 UPDATE dw_etl_run_items SET heartbeat_at = now()

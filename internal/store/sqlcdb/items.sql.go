@@ -148,59 +148,39 @@ func (q *Queries) FailLostItem(ctx context.Context, arg FailLostItemParams) (int
 	return result.RowsAffected(), nil
 }
 
-const finishAttempt = `-- name: FinishAttempt :execrows
-UPDATE dw_etl_run_attempts
-SET status = $1, error_category = $2, error_message = $3,
-    error_detail = $4, backoff_ms = $5,
-    next_retry_at = now() + $5::bigint * interval '1 millisecond',
-    ended_at = now(), duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
-    records_read = $6, records_written = $7, page_count = $8
-WHERE attempt_id = $9 AND status = 'RUNNING'
+const finishAttempt = `-- name: FinishAttempt :one
+WITH item AS (
+  UPDATE dw_etl_run_items i
+  SET status = $1, error_category = $2, error_message = $3,
+      current_attempt_id = NULL, heartbeat_at = NULL,
+      ended_at = CASE WHEN $4::bool THEN now() ELSE NULL END,
+      duration_ms = CASE WHEN $4::bool THEN (extract(epoch FROM now() - i.started_at) * 1000)::bigint ELSE NULL END,
+      records_read = $5, records_written = $6, page_count = $7,
+      cursor_end = coalesce($8, i.cursor_end), cursor_note = coalesce($9, i.cursor_note)
+  WHERE i.run_id = $10 AND i.item_no = $11 AND i.current_attempt_id = $12
+  RETURNING i.run_id
+), att AS (
+  UPDATE dw_etl_run_attempts a
+  SET status = $13, error_category = $2, error_message = $3,
+      error_detail = $14, backoff_ms = $15,
+      next_retry_at = now() + $15::bigint * interval '1 millisecond',
+      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
+      records_read = $5, records_written = $6, page_count = $7
+  FROM item
+  WHERE a.attempt_id = $12 AND a.status = 'RUNNING'
+  RETURNING a.attempt_id
+), prog AS (
+  UPDATE dw_etl_run_progress p SET terminal = p.terminal + 1
+  FROM item
+  WHERE $4::bool AND p.run_id = item.run_id AND p.shard = $16
+  RETURNING p.terminal, p.items
+)
+SELECT (SELECT count(*) FROM item)::int AS matched,
+  coalesce((SELECT terminal >= items FROM prog), false)::bool AS shard_complete
 `
 
 type FinishAttemptParams struct {
-	Status         string
-	ErrorCategory  string
-	ErrorMessage   *string
-	ErrorDetail    json.RawMessage
-	BackoffMs      *int64
-	RecordsRead    int64
-	RecordsWritten int64
-	PageCount      int64
-	AttemptID      uuid.UUID
-}
-
-func (q *Queries) FinishAttempt(ctx context.Context, arg FinishAttemptParams) (int64, error) {
-	result, err := q.db.Exec(ctx, finishAttempt,
-		arg.Status,
-		arg.ErrorCategory,
-		arg.ErrorMessage,
-		arg.ErrorDetail,
-		arg.BackoffMs,
-		arg.RecordsRead,
-		arg.RecordsWritten,
-		arg.PageCount,
-		arg.AttemptID,
-	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
-const finishItem = `-- name: FinishItem :execrows
-UPDATE dw_etl_run_items
-SET status = $1, error_category = $2, error_message = $3,
-    current_attempt_id = NULL, heartbeat_at = NULL,
-    ended_at = CASE WHEN $4::bool THEN now() ELSE NULL END,
-    duration_ms = CASE WHEN $4::bool THEN (extract(epoch FROM now() - started_at) * 1000)::bigint ELSE NULL END,
-    records_read = $5, records_written = $6, page_count = $7,
-    cursor_end = coalesce($8, cursor_end), cursor_note = coalesce($9, cursor_note)
-WHERE run_id = $10 AND item_no = $11 AND current_attempt_id = $12
-`
-
-type FinishItemParams struct {
-	Status         string
+	ItemStatus     string
 	ErrorCategory  string
 	ErrorMessage   *string
 	Terminal       bool
@@ -212,13 +192,25 @@ type FinishItemParams struct {
 	RunID          uuid.UUID
 	ItemNo         int32
 	AttemptID      *uuid.UUID
+	AttemptStatus  string
+	ErrorDetail    json.RawMessage
+	BackoffMs      *int64
+	Shard          int16
 }
 
-// FinishItem records the item's state after an attempt; it matches only while the attempt still
-// holds the claim, so a finish from an attempt that lost it changes nothing.
-func (q *Queries) FinishItem(ctx context.Context, arg FinishItemParams) (int64, error) {
-	result, err := q.db.Exec(ctx, finishItem,
-		arg.Status,
+type FinishAttemptRow struct {
+	Matched       int32
+	ShardComplete bool
+}
+
+// FinishAttempt records an attempt's end and the item's state after it in one statement. It
+// matches only while the attempt still holds the item's claim (a finish from an attempt that
+// lost it changes nothing and returns matched = 0), and when the item became terminal it counts
+// it in its progress shard, returning the shard's state so the caller reads the whole run's
+// progress only when its own shard is complete.
+func (q *Queries) FinishAttempt(ctx context.Context, arg FinishAttemptParams) (FinishAttemptRow, error) {
+	row := q.db.QueryRow(ctx, finishAttempt,
+		arg.ItemStatus,
 		arg.ErrorCategory,
 		arg.ErrorMessage,
 		arg.Terminal,
@@ -230,11 +222,14 @@ func (q *Queries) FinishItem(ctx context.Context, arg FinishItemParams) (int64, 
 		arg.RunID,
 		arg.ItemNo,
 		arg.AttemptID,
+		arg.AttemptStatus,
+		arg.ErrorDetail,
+		arg.BackoffMs,
+		arg.Shard,
 	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	var i FinishAttemptRow
+	err := row.Scan(&i.Matched, &i.ShardComplete)
+	return i, err
 }
 
 const getItemContext = `-- name: GetItemContext :one
