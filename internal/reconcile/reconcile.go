@@ -370,6 +370,7 @@ const (
 	taskPresent taskState = iota // pending, active, scheduled or retry: it will be delivered
 	taskGone                     // not in Redis (or its queue is gone)
 	taskStale                    // archived or completed: it will never be delivered again
+	taskOrphaned                 // active while Postgres says nobody holds the item: its worker died
 )
 
 // missingTasks re-enqueues PENDING items whose task is gone from Redis or will never be
@@ -428,6 +429,11 @@ func (r *Reconciler) lookup(ctx context.Context, items []store.PendingItem, jobs
 				return fmt.Errorf("look up task %s in queue %s: %w", it.TaskID, queue, err)
 			case info.State == asynq.TaskStateArchived || info.State == asynq.TaskStateCompleted:
 				states[i] = taskStale
+			case info.State == asynq.TaskStateActive:
+				// A live worker claims within moments of taking a task; an active task whose
+				// item stays PENDING belongs to a dead worker, and asynq would hand it back
+				// only after its lease, recoverer tick and retry delay (minutes).
+				states[i] = taskOrphaned
 			default:
 				states[i] = taskPresent
 			}
@@ -475,6 +481,16 @@ func (r *Reconciler) repair(ctx context.Context, items []store.PendingItem, stat
 			job := jobs[it.JobID]
 			log := r.log.With().Str("job_id", it.JobID).Str("run_id", it.RunID.String()).
 				Int32("item_no", it.ItemNo).Str("task_id", it.TaskID).Str("queue", job.Queue).Logger()
+			if states[i] == taskOrphaned {
+				id, err := r.cfg.Store.RegenerateItemTask(ctx, it.RunID, it.ItemNo)
+				if errors.Is(err, store.ErrNotFound) {
+					continue // claimed meanwhile: a live worker had it after all
+				}
+				if err != nil {
+					return err
+				}
+				it.TaskID = id
+			}
 			if states[i] == taskStale {
 				err := r.insp.DeleteTask(job.Queue, it.TaskID)
 				if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
@@ -490,7 +506,10 @@ func (r *Reconciler) repair(ctx context.Context, items []store.PendingItem, stat
 			if !enqueued {
 				continue // someone else enqueued it in between
 			}
-			if states[i] == taskStale {
+			if states[i] == taskOrphaned {
+				rep.TasksReplaced++
+				log.Warn().Msg("PENDING item's task is stuck active under a dead worker: re-enqueued under a new task id")
+			} else if states[i] == taskStale {
 				rep.TasksReplaced++
 				log.Warn().Msg("PENDING item's task was archived or completed in Redis: re-enqueued")
 			} else {

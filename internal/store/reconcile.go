@@ -286,3 +286,13 @@ const ScheduleTickIndex = "dw_etl_runs_schedule_tick_idx"
 
 // IsTickTaken reports whether err says the run's tick was already fired (by another replica).
 func IsTickTaken(err error) bool { return IsUniqueViolation(err, ScheduleTickIndex) }
+
+// RegenerateItemTask moves a PENDING item to its next task generation and returns the new
+// task id; ErrNotFound when the item is no longer PENDING.
+func (s *Store) RegenerateItemTask(ctx context.Context, runID uuid.UUID, itemNo int32) (string, error) {
+	id, err := s.q.RegenerateItemTask(ctx, sqlcdb.RegenerateItemTaskParams{RunID: runID, ItemNo: itemNo})
+	if err != nil {
+		return "", fmt.Errorf("regenerate task of item %d of run %s: %w", itemNo, runID, mapErr(err))
+	}
+	return id, nil
+}

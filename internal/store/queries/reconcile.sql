@@ -198,3 +198,12 @@ LEFT JOIN LATERAL (
 ) t ON true
 WHERE j.enabled AND j.schedule IS NOT NULL
 ORDER BY j.job_id;
+
+-- RegenerateItemTask gives a PENDING item a new task id (next generation) when its task is
+-- stuck active in Redis under a dead worker: the stuck task becomes stale and is ignored.
+-- name: RegenerateItemTask :one
+UPDATE dw_etl_run_items
+SET generation = generation + 1,
+    task_id = run_id::text || ':' || left(param_hash, 32) || ':g' || (generation + 1)::text
+WHERE run_id = @run_id AND item_no = @item_no AND status = 'PENDING'
+RETURNING task_id;

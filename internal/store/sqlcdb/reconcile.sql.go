@@ -387,6 +387,28 @@ func (q *Queries) PendingItemsToCheck(ctx context.Context, arg PendingItemsToChe
 	return items, nil
 }
 
+const regenerateItemTask = `-- name: RegenerateItemTask :one
+UPDATE dw_etl_run_items
+SET generation = generation + 1,
+    task_id = run_id::text || ':' || left(param_hash, 32) || ':g' || (generation + 1)::text
+WHERE run_id = $1 AND item_no = $2 AND status = 'PENDING'
+RETURNING task_id
+`
+
+type RegenerateItemTaskParams struct {
+	RunID  uuid.UUID
+	ItemNo int32
+}
+
+// RegenerateItemTask gives a PENDING item a new task id (next generation) when its task is
+// stuck active in Redis under a dead worker: the stuck task becomes stale and is ignored.
+func (q *Queries) RegenerateItemTask(ctx context.Context, arg RegenerateItemTaskParams) (string, error) {
+	row := q.db.QueryRow(ctx, regenerateItemTask, arg.RunID, arg.ItemNo)
+	var task_id string
+	err := row.Scan(&task_id)
+	return task_id, err
+}
+
 const scheduledJobTicks = `-- name: ScheduledJobTicks :many
 SELECT j.job_id, j.schedule::text AS schedule, j.updated_at, t.scheduled_for AS last_scheduled_for
 FROM dw_etl_jobs j
