@@ -480,11 +480,18 @@ type LogFilter struct {
 // HistoryLogs lists a run's log lines newest first (ts DESC, log_id DESC). It returns
 // ErrNotFound for an unknown run.
 //
-// The statement is assembled from the filters given rather than written once with
-// `($n IS NULL OR …)` arms: a prepared statement's generic plan cannot drop an arm, and the
-// planner must see the fields containment as a real predicate to weigh the GIN index on fields
-// (a rare key/value is cheaper to find there than by walking the run's lines on
-// (run_id, ts)). At most 2^6 statement shapes exist, each cached by pgx like any other.
+// A query is bounded by the run's own lines, never the month's: dw_etl_run_logs_run_ts_idx
+// (run_id, ts) walked backwards, stopping after a page (for a rare level the planner may
+// intersect it with (level, ts); it has statistics on level to decide). The statement is assembled
+// from the filters given rather than written once with `($n IS NULL OR …)` arms, so each shape
+// plans for exactly its predicates (at most 2^6 shapes, each cached by pgx like any other).
+//
+// Fields containment is jsonb_contains(fields, $n) — the function behind @>, same semantics —
+// on purpose: written as `fields @> $n` the planner may BitmapAnd the run's lines with the GIN
+// index on fields, whose posting list for a common pair such as {"page":2} spans a third of the
+// partition (bench queries -scale small: 8 ms p50, 17 ms p95 against 0.3 ms without it), and
+// it has no statistics to tell a common pair from a rare one. The GIN index serves searches
+// across runs; within one run the run's lines are the cheaper bound.
 func (s *Store) HistoryLogs(ctx context.Context, f LogFilter) (Page[LogLine], error) {
 	limit, err := pageLimit(f.Limit)
 	if err != nil {
@@ -521,7 +528,7 @@ func (s *Store) HistoryLogs(ctx context.Context, f LogFilter) (Page[LogLine], er
 		if err := json.Unmarshal(f.Fields, &obj); err != nil || obj == nil {
 			return Page[LogLine]{}, &FilterError{Param: "fields", Value: string(f.Fields), Reason: "want a JSON object, e.g. {\"page\":3}"}
 		}
-		sql.WriteString(" AND fields @> " + arg(string(f.Fields)) + "::jsonb")
+		sql.WriteString(" AND jsonb_contains(fields, " + arg(string(f.Fields)) + "::jsonb)")
 	}
 	if f.After != "" {
 		b, err := decodeToken(f.After, tokenLogs, 16)
