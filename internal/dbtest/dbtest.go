@@ -23,12 +23,17 @@ import (
 	"github.com/etlexec/etlexec/internal/store"
 )
 
-// DefaultURL is used when DATABASE_URL is unset: the local service scripts/services.sh checks.
+// DefaultURL is used when DATABASE_URL is unset (and no container was started): the local
+// service scripts/services.sh checks.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
-// ServerURL returns the URL of the Postgres server tests run against.
+// ServerURL returns the URL of the Postgres server tests run against: DATABASE_URL, else a
+// per-process container when built with -tags containers (containers.go), else DefaultURL.
 func ServerURL() string {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
+		return u
+	}
+	if u := containerURL(); u != "" {
 		return u
 	}
 	return DefaultURL

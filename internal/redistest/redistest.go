@@ -12,12 +12,16 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// DefaultURL is used when REDIS_URL is unset.
+// DefaultURL is used when REDIS_URL is unset (and no container was started).
 const DefaultURL = "redis://127.0.0.1:6379/0"
 
-// URL returns the Redis URL tests run against.
+// URL returns the Redis URL tests run against: REDIS_URL, else a per-process container when
+// built with -tags containers (containers.go), else DefaultURL.
 func URL() string {
 	if u := os.Getenv("REDIS_URL"); u != "" {
+		return u
+	}
+	if u := containerURL(); u != "" {
 		return u
 	}
 	return DefaultURL
