@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,9 +106,12 @@ type CursorAdvance struct {
 // the same window). It returns ErrLostClaim, changing nothing, when another attempt took the
 // item meanwhile; shardComplete tells whether the run may now be complete.
 func (tx *Tx) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bool, err error) {
-	shardComplete, err = finishAttempt(ctx, tx.q, e)
-	if err != nil || e.Cursor == nil {
-		return shardComplete, err
+	res, err := finishAttempts(ctx, tx.q, []AttemptEnd{e})
+	if err != nil {
+		return false, err
+	}
+	if res[0].Err != nil || e.Cursor == nil {
+		return res[0].ShardComplete, res[0].Err
 	}
 	c := e.Cursor
 	if err := tx.q.AdvanceCursors(ctx, sqlcdb.AdvanceCursorsParams{
@@ -115,37 +120,99 @@ func (tx *Tx) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bo
 	}); err != nil {
 		return false, fmt.Errorf("advance cursor of item %d: %w", e.ItemNo, err)
 	}
-	return shardComplete, nil
+	return res[0].ShardComplete, nil
 }
 
-func finishAttempt(ctx context.Context, q *sqlcdb.Queries, e AttemptEnd) (bool, error) {
-	var backoff *int64
-	if e.Backoff != nil {
-		ms := e.Backoff.Milliseconds()
-		backoff = &ms
+// FinishResult is the outcome of one attempt end in a batch.
+type FinishResult struct {
+	// ShardComplete is true when the item was terminal and completed its progress shard.
+	ShardComplete bool
+	// Err is ErrLostClaim when another attempt holds the item.
+	Err error
+}
+
+// finishAttempts sends the ends as one pipelined batch (one round trip).
+func finishAttempts(ctx context.Context, q *sqlcdb.Queries, ends []AttemptEnd) ([]FinishResult, error) {
+	params := make([]sqlcdb.FinishAttemptsParams, len(ends))
+	for i, e := range ends {
+		var backoff *int64
+		if e.Backoff != nil {
+			ms := e.Backoff.Milliseconds()
+			backoff = &ms
+		}
+		params[i] = sqlcdb.FinishAttemptsParams{
+			ItemStatus: e.ItemStatus, AttemptStatus: e.AttemptStatus, ErrorCategory: e.ErrorCategory,
+			ErrorMessage: e.ErrorMessage, ErrorDetail: e.ErrorDetail, BackoffMs: backoff, Terminal: e.Terminal,
+			RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
+			CursorEnd: e.CursorEnd, CursorNote: e.CursorNote, RunID: e.RunID, ItemNo: e.ItemNo,
+			AttemptID: &e.AttemptID, Shard: ShardOf(e.ItemNo, e.ItemCount),
+		}
 	}
-	row, err := q.FinishAttempt(ctx, sqlcdb.FinishAttemptParams{
-		ItemStatus: e.ItemStatus, AttemptStatus: e.AttemptStatus, ErrorCategory: e.ErrorCategory,
-		ErrorMessage: e.ErrorMessage, ErrorDetail: e.ErrorDetail, BackoffMs: backoff, Terminal: e.Terminal,
-		RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
-		CursorEnd: e.CursorEnd, CursorNote: e.CursorNote, RunID: e.RunID, ItemNo: e.ItemNo,
-		AttemptID: &e.AttemptID, Shard: ShardOf(e.ItemNo, e.ItemCount),
+	res := make([]FinishResult, len(ends))
+	var firstErr error
+	br := q.FinishAttempts(ctx, params)
+	br.QueryRow(func(i int, row sqlcdb.FinishAttemptsRow, err error) {
+		switch {
+		case err != nil:
+			if firstErr == nil {
+				e := ends[i]
+				firstErr = fmt.Errorf("finish attempt %s of item %d of run %s: %w", e.AttemptID, e.ItemNo, e.RunID, err)
+			}
+		case row.Matched == 0:
+			res[i].Err = ErrLostClaim
+		default:
+			res[i].ShardComplete = row.ShardComplete
+		}
+	})
+	if err := br.Close(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return res, firstErr
+}
+
+// FinishAttempts records many attempt ends in one transaction: one round trip for the batch
+// and one commit (one WAL flush) for all of them. Ends carrying a cursor advance must go
+// through FinishAttempt. The batch locks progress shards in (run, shard) order, so concurrent
+// batches from several workers cannot deadlock.
+func (s *Store) FinishAttempts(ctx context.Context, ends []AttemptEnd) ([]FinishResult, error) {
+	for _, e := range ends {
+		if e.Cursor != nil {
+			return nil, fmt.Errorf("finish attempts: item %d carries a cursor advance; use FinishAttempt", e.ItemNo)
+		}
+	}
+	order := make([]int, len(ends))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		ea, eb := ends[order[a]], ends[order[b]]
+		if c := bytes.Compare(ea.RunID[:], eb.RunID[:]); c != 0 {
+			return c < 0
+		}
+		return ShardOf(ea.ItemNo, ea.ItemCount) < ShardOf(eb.ItemNo, eb.ItemCount)
+	})
+	sorted := make([]AttemptEnd, len(ends))
+	for i, o := range order {
+		sorted[i] = ends[o]
+	}
+	var res []FinishResult
+	err := s.InTx(ctx, func(tx *Tx) error {
+		var err error
+		res, err = finishAttempts(ctx, tx.q, sorted)
+		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("finish attempt %s of item %d of run %s: %w", e.AttemptID, e.ItemNo, e.RunID, err)
+		return nil, err
 	}
-	if row.Matched == 0 {
-		return false, ErrLostClaim
+	out := make([]FinishResult, len(ends))
+	for i, o := range order {
+		out[o] = res[i]
 	}
-	return row.ShardComplete, nil
+	return out, nil
 }
 
-// FinishAttempt records an attempt's end: one autocommitted statement, or a transaction when
-// a cursor moves with it.
+// FinishAttempt records one attempt's end in its own transaction.
 func (s *Store) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bool, err error) {
-	if e.Cursor == nil {
-		return finishAttempt(ctx, s.q, e)
-	}
 	err = s.InTx(ctx, func(tx *Tx) error {
 		shardComplete, err = tx.FinishAttempt(ctx, e)
 		return err

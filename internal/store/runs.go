@@ -31,7 +31,7 @@ var ErrActiveRun = errors.New("job has an active run")
 const oneActiveIndex = "dw_etl_runs_one_active_idx"
 
 // ProgressShards caps how many counter rows a run spreads its completions over.
-const ProgressShards = 16
+const ProgressShards = 64
 
 // ShardOf is the progress shard of an item in a run of n items.
 func ShardOf(itemNo int32, itemCount int32) int16 {

@@ -225,9 +225,12 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 	}
 	var shardComplete bool
 	var err error
-	if tx == nil {
+	switch {
+	case tx == nil && end.Cursor == nil:
+		shardComplete, err = w.finish(rctx, end)
+	case tx == nil:
 		shardComplete, err = w.cfg.Store.FinishAttempt(rctx, end)
-	} else {
+	default:
 		err = w.cfg.Store.InTx(rctx, func(btx *store.Tx) error {
 			var err error
 			if shardComplete, err = btx.FinishAttempt(rctx, end); err != nil {

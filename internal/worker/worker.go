@@ -107,6 +107,9 @@ type Worker struct {
 	base       context.Context
 	cancelBase context.CancelCauseFunc
 
+	finisherOnce sync.Once
+	finishCh     chan *finishReq
+
 	mu   sync.Mutex
 	live map[uuid.UUID]*liveAttempt
 	idle *sync.Cond

@@ -58,7 +58,7 @@ FROM claimed c, ins;
 -- lost it changes nothing and returns matched = 0), and when the item became terminal it counts
 -- it in its progress shard, returning the shard's state so the caller reads the whole run's
 -- progress only when its own shard is complete.
--- name: FinishAttempt :one
+-- name: FinishAttempts :batchone
 WITH item AS (
   UPDATE dw_etl_run_items i
   SET status = @item_status, error_category = @error_category, error_message = @error_message,
