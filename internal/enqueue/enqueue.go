@@ -118,6 +118,11 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	if len(unique) == 0 {
 		return Result{}, fmt.Errorf("job %q: %w", job.JobID, ErrNoParams)
 	}
+	for i, u := range unique {
+		if err := params.CheckSize(u.Params); err != nil {
+			return Result{}, fmt.Errorf("params of job %q, set #%d: %w", job.JobID, i+1, err)
+		}
+	}
 	if req.Trigger == "" {
 		req.Trigger = "manual"
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"sigs.k8s.io/yaml"
 
+	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -72,9 +73,41 @@ func Parse(name string, b []byte, kinds []string) ([]store.UpsertJob, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fmt.Errorf("%w: %s is empty", ErrInvalid, name)
 	}
-	var f File
-	if err := yaml.UnmarshalStrict(b, &f); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	js, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: not valid YAML: %v", ErrInvalid, name, err)
+	}
+	var top struct {
+		Jobs []json.RawMessage `json:"jobs"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&top); err != nil {
+		return nil, fmt.Errorf("%w: %s: top level: %v (want only a `jobs:` list)", ErrInvalid, name, fieldError(err))
+	}
+	var (
+		f       File
+		decErrs []error
+	)
+	for i, raw := range top.Jobs {
+		var j Job
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&j); err != nil {
+			var id struct {
+				JobID string `json:"job_id"`
+			}
+			_ = json.Unmarshal(raw, &id)
+			where := fmt.Sprintf("job #%d", i+1)
+			if id.JobID != "" {
+				where = fmt.Sprintf("job %q", id.JobID)
+			}
+			decErrs = append(decErrs, fmt.Errorf("%s: %s: %s", name, where, fieldError(err)))
+		}
+		f.Jobs = append(f.Jobs, j)
+	}
+	if len(decErrs) > 0 {
+		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(decErrs...))
 	}
 	if len(f.Jobs) == 0 {
 		return nil, fmt.Errorf("%w: %s: no jobs (want a top-level `jobs:` list)", ErrInvalid, name)
@@ -103,6 +136,19 @@ func Parse(name string, b []byte, kinds []string) ([]store.UpsertJob, error) {
 		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// fieldError rewords encoding/json's decode errors for people editing YAML.
+func fieldError(err error) string {
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown field " + f + " (a typo?)"
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %s: got a %s, want %s", te.Field, te.Value, te.Type)
+	}
+	return strings.TrimPrefix(msg, "json: ")
 }
 
 func oneOf(field, v string, allowed ...string) error {
@@ -196,6 +242,8 @@ func (j Job) validate(kinds []string) (store.UpsertJob, []error) {
 	if len(j.Config) > 0 && string(j.Config) != "null" {
 		if !isObject(j.Config) {
 			add(errors.New("config: must be a mapping"))
+		} else if _, err := params.Canonical(j.Config); err != nil {
+			add(fmt.Errorf("config: %w", err))
 		} else {
 			row.Config = j.Config
 		}
@@ -242,6 +290,13 @@ func validateParamSource(b json.RawMessage) error {
 		for i, s := range src.Static {
 			if !isObject(s) {
 				return fmt.Errorf("static[%d]: must be a mapping", i)
+			}
+			c, err := params.Canonical(s)
+			if err == nil {
+				err = params.CheckSize(c)
+			}
+			if err != nil {
+				return fmt.Errorf("static[%d]: %w", i, err)
 			}
 		}
 	case src.SQL != "":

@@ -45,18 +45,46 @@ func ParseKV(pairs []string) (json.RawMessage, error) {
 		} else {
 			raw, _ = json.Marshal(val) // a valid UTF-8 string always marshals
 		}
-		// Canonicalise the value where it will sit, so its errors name this argument.
-		wrapped, err := Canonical(append(append([]byte(`{"v":`), raw...), '}'))
+		// Canonicalise the value under its own key, so errors name the path the operator wrote.
+		k, _ := json.Marshal(key)
+		obj := make([]byte, 0, len(k)+len(raw)+3)
+		obj = append(append(append(append(append(obj, '{'), k...), ':'), raw...), '}')
+		wrapped, err := Canonical(obj)
 		if err != nil {
 			return nil, fmt.Errorf("param %q: %w", arg, err)
 		}
-		members[key] = wrapped[len(`{"v":`) : len(wrapped)-1]
+		var one map[string]json.RawMessage
+		if err := json.Unmarshal(wrapped, &one); err != nil {
+			return nil, fmt.Errorf("param %q: %w", arg, err)
+		}
+		members[key] = one[key]
 	}
 	obj, err := json.Marshal(members)
 	if err != nil {
 		return nil, fmt.Errorf("build params object: %w", err)
 	}
-	return Canonical(obj)
+	c, err := Canonical(obj)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckSize(c); err != nil {
+		big, size := "", 0
+		for k, v := range members {
+			if len(v) > size {
+				big, size = k, len(v)
+			}
+		}
+		return nil, fmt.Errorf("param %q (%d bytes) makes the set too large: %w", big, size, err)
+	}
+	return c, nil
+}
+
+// CheckSize refuses a canonical parameter set larger than MaxSetBytes.
+func CheckSize(canonical []byte) error {
+	if len(canonical) > MaxSetBytes {
+		return fmt.Errorf("%w: parameter set is %d bytes in canonical form, over the limit of %d", ErrInvalid, len(canonical), MaxSetBytes)
+	}
+	return nil
 }
 
 // ParseFile reads parameter sets from r and returns each in canonical form, in file
@@ -133,8 +161,8 @@ func canonicalSet(raw []byte) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(c) > MaxSetBytes {
-		return nil, fmt.Errorf("%w: parameter set is %d bytes in canonical form, over the limit of %d", ErrInvalid, len(c), MaxSetBytes)
+	if err := CheckSize(c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
