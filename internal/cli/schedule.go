@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/schedule"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
 func init() { register(scheduleCmd) }
@@ -102,6 +104,7 @@ Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
 // scheduleMux serves /healthz (the process answers) and /readyz (Postgres and Redis answer).
 func scheduleMux(st *store.Store, client *asynq.Client) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(telemetry.NewMetrics(nil).Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -23,6 +24,7 @@ import (
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/httpapi"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
 const (
@@ -200,6 +202,9 @@ func (s *Server) routes() http.Handler {
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	root.HandleFunc("GET /readyz", s.ready)
+	// Counts only (queue depth and latency, runtime); kept open like the probes so Prometheus
+	// can scrape it; restrict it with the NetworkPolicy.
+	root.Handle("GET /metrics", promhttp.HandlerFor(telemetry.NewMetrics(s.insp).Registry, promhttp.HandlerOpts{}))
 	root.Handle("GET /static/", staticHandler())
 	root.Handle("/", s.authenticate(csrf.Handler(private)))
 	return root

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,6 +61,8 @@ func ConnectSized(ctx context.Context, url string, maxConns int32) (*Store, erro
 	if maxConns > cfg.MaxConns {
 		cfg.MaxConns = maxConns
 	}
+	// Every query becomes a child span of the caller's trace (a no-op without a provider).
+	cfg.ConnConfig.Tracer = otelpgx.NewTracer()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)

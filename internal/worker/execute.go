@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/aggregate"
@@ -46,6 +47,9 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 		return err // Postgres unreachable: let asynq retry the delivery
 	}
 	log = log.With().Str("job_id", ic.JobID).Logger()
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		log = log.With().Str("trace_id", sc.TraceID().String()).Logger()
+	}
 
 	if p.Generation < ic.Generation {
 		log.Info().Int32("task_generation", p.Generation).Int32("item_generation", ic.Generation).Msg("stale task of an earlier generation; ignored")
@@ -87,6 +91,8 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 	// shutdown grace) rather than asynq's, and carries the job timeout.
 	actx, cancel := context.WithCancelCause(w.base)
 	defer cancel(nil)
+	// Keep the delivery's trace: the handler's and the target's queries are its children.
+	actx = trace.ContextWithSpan(actx, trace.SpanFromContext(ctx))
 	// asynq cancels its ctx only for CancelProcessing or its own deadline; pass those on.
 	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
 	defer stop()

@@ -20,7 +20,13 @@ import (
 	"github.com/etlexec/etlexec/internal/redistest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/telemetry"
 	"github.com/etlexec/etlexec/internal/worker"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // testKind behaves as its params say, so one job can mix outcomes.
@@ -411,4 +417,55 @@ func TestConcurrentDeliveriesOneSuccess(t *testing.T) {
 	run, err := st.GetRun(ctx, runID)
 	require.NoError(t, err)
 	require.Equal(t, "SUCCESS", run.Status)
+}
+
+// One trace runs from the trigger through the task headers to the item's attempt, with the
+// attempt's Postgres queries as child spans. Not parallel: it installs the global provider.
+func TestTraceFromTriggerToAttempt(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { otel.SetTracerProvider(prevTP); otel.SetTextMapPropagator(prevProp) })
+
+	st, err := store.Connect(context.Background(), dbtest.URL(t)) // pools built now carry the pgx tracer
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	q := redistest.Queue(t)
+	b := &bundle{st: st, queue: q}
+	b.job(t, "traced", "none", "run", 1)
+	client := asynq.NewClient(redistest.ConnOpt(t))
+	t.Cleanup(func() { client.Close() })
+	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop(), Headers: telemetry.Headers})
+	require.NoError(t, err)
+	reg := etl.NewRegistry()
+	reg.Register("test", testKind)
+	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Queues: []string{q}, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	tctx, span := telemetry.StartEnqueue(context.Background(), "traced", "")
+	res, err := enq.Trigger(tctx, enqueue.Request{JobID: "traced", Params: raw(t, map[string]any{"records": 1})})
+	span.End()
+	require.NoError(t, err)
+	b.waitRun(t, res.Run.RunID)
+	traceID := span.SpanContext().TraceID()
+	var consumer, queries int
+	for _, s := range exp.GetSpans() {
+		if s.SpanContext.TraceID() != traceID {
+			continue
+		}
+		switch {
+		case s.Name == "asynq.process etl:item":
+			consumer++
+		case s.SpanKind == trace.SpanKindClient:
+			queries++
+		}
+	}
+	require.Equal(t, 1, consumer, "the attempt continues the trigger's trace")
+	require.Positive(t, queries, "Postgres queries are child spans of the trace")
 }
