@@ -5,6 +5,7 @@ package cli
 // aligned tables by default.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,12 +44,7 @@ func (p *historyPage) bind(cmd *cobra.Command) {
 
 // historyStore opens the store, runs fn and maps the store's filter errors to flag names.
 func historyStore(cmd *cobra.Command, e *env, fn func(st *store.Store) error) error {
-	st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	err = fn(st)
+	err := e.withStore(cmd.Context(), fn)
 	var fe *store.FilterError
 	if errors.As(err, &fe) {
 		flag := strings.ReplaceAll(fe.Param, "_", "-")
@@ -56,6 +52,35 @@ func historyStore(cmd *cobra.Command, e *env, fn func(st *store.Store) error) er
 	}
 	return err
 }
+
+// historyList fetches one page with fetch(st, ctx, f) and prints it: JSON, or a table of header
+// and one row per item. A non-empty notFound replaces store.ErrNotFound as the error.
+func historyList[F, T any](cmd *cobra.Command, e *env, asJSON bool, notFound string,
+	fetch func(*store.Store, context.Context, F) (store.Page[T], error), f F,
+	header string, row func(w io.Writer, it T)) error {
+	return historyStore(cmd, e, func(st *store.Store) error {
+		p, err := fetch(st, cmd.Context(), f)
+		if err != nil {
+			return historyNotFound(err, notFound)
+		}
+		return historyPrint(cmd, asJSON, p, p.Next, func(w io.Writer) {
+			fmt.Fprintln(w, header)
+			for _, it := range p.Items {
+				row(w, it)
+			}
+		})
+	})
+}
+
+// historyNotFound replaces store.ErrNotFound with an error reading msg, when msg is set.
+func historyNotFound(err error, msg string) error {
+	if msg != "" && errors.Is(err, store.ErrNotFound) {
+		return errors.New(msg)
+	}
+	return err
+}
+
+func runNotFound(runID uuid.UUID) string { return fmt.Sprintf("run %s not found", runID) }
 
 func historyRunsCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "runs", Short: "List runs and show one run's breakdown"}
@@ -97,20 +122,13 @@ func historyRunsListCmd(e *env) *cobra.Command {
 				*b.dst = &t
 			}
 			f.Limit, f.After = page.limit, page.after
-			return historyStore(cmd, e, func(st *store.Store) error {
-				p, err := st.HistoryRuns(cmd.Context(), f)
-				if err != nil {
-					return err
-				}
-				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
-					fmt.Fprintln(w, "RUN_ID\tJOB\tSTATUS\tDRY\tTRIGGER\tSTARTED\tDURATION\tITEMS\tOK\tFAILED\tATTEMPTS\tERROR")
-					for _, r := range p.Items {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.RunID, cell(r.JobID), r.Status,
-							yesNo(r.DryRun), r.Trigger, histTime(&r.StartedAt), histDuration(r.DurationMs), r.ItemCount,
-							r.ItemsSucceeded, r.ItemsFailed, r.AttemptCount, histError(r.ErrorCategory, r.ErrorMessage))
-					}
+			return historyList(cmd, e, page.asJSON, "", (*store.Store).HistoryRuns, f,
+				"RUN_ID\tJOB\tSTATUS\tDRY\tTRIGGER\tSTARTED\tDURATION\tITEMS\tOK\tFAILED\tATTEMPTS\tERROR",
+				func(w io.Writer, r store.RunRow) {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.RunID, cell(r.JobID), r.Status,
+						yesNo(r.DryRun), r.Trigger, histTime(&r.StartedAt), histDuration(r.DurationMs), r.ItemCount,
+						r.ItemsSucceeded, r.ItemsFailed, r.AttemptCount, histError(r.ErrorCategory, r.ErrorMessage))
 				})
-			})
 		},
 	}
 	cmd.Flags().StringVar(&f.JobID, "job", "", "only this job's runs")
@@ -135,11 +153,8 @@ func historyRunShowCmd(e *env) *cobra.Command {
 			}
 			return historyStore(cmd, e, func(st *store.Store) error {
 				d, err := st.HistoryRun(cmd.Context(), runID)
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("run %s not found", runID)
-				}
 				if err != nil {
-					return err
+					return historyNotFound(err, runNotFound(runID))
 				}
 				return historyPrint(cmd, page.asJSON, d, "", func(w io.Writer) { printRunDetail(w, d) })
 			})
@@ -220,23 +235,13 @@ func historyItemsCmd(e *env) *cobra.Command {
 				return err
 			}
 			f.RunID, f.Limit, f.After = runID, page.limit, page.after
-			return historyStore(cmd, e, func(st *store.Store) error {
-				p, err := st.HistoryItems(cmd.Context(), f)
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("run %s not found", runID)
-				}
-				if err != nil {
-					return err
-				}
-				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
-					fmt.Fprintln(w, "ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAMS\tPARAM_HASH\tDURATION\tREAD\tWRITTEN\tCURSOR_END\tNOTE\tERROR")
-					for _, i := range p.Items {
-						fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ItemNo, i.Status, i.ErrorCategory,
-							i.Attempts, cell(string(i.Params)), shortHash(i.ParamHash), histDuration(i.DurationMs), i.RecordsRead,
-							i.RecordsWritten, histTime(i.CursorEnd), histStr(i.CursorNote), histStr(i.ErrorMessage))
-					}
+			return historyList(cmd, e, page.asJSON, runNotFound(runID), (*store.Store).HistoryItems, f,
+				"ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAMS\tPARAM_HASH\tDURATION\tREAD\tWRITTEN\tCURSOR_END\tNOTE\tERROR",
+				func(w io.Writer, i store.ItemRow) {
+					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ItemNo, i.Status, i.ErrorCategory,
+						i.Attempts, cell(string(i.Params)), shortHash(i.ParamHash), histDuration(i.DurationMs), i.RecordsRead,
+						i.RecordsWritten, histTime(i.CursorEnd), histStr(i.CursorNote), histStr(i.ErrorMessage))
 				})
-			})
 		},
 	}
 	cmd.Flags().StringSliceVar(&f.Status, "status", nil, "only these statuses: "+strings.Join(store.RunStatuses, ","))
@@ -264,27 +269,13 @@ func historyAttemptsCmd(e *env) *cobra.Command {
 			if cmd.Flags().Changed("item") {
 				f.ItemNo = &item
 			}
-			return historyStore(cmd, e, func(st *store.Store) error {
-				p, err := st.HistoryAttempts(cmd.Context(), f)
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("run %s not found", runID)
-				}
-				if err != nil {
-					return err
-				}
-				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
-					fmt.Fprintln(w, "NO\tITEM\tTRY\tSTATUS\tCATEGORY\tSTARTED\tDURATION\tBACKOFF\tNEXT_RETRY\tWORKER\tATTEMPT_ID\tERROR\tDETAIL")
-					for _, a := range p.Items {
-						backoff := "-"
-						if a.BackoffMs != nil {
-							backoff = (time.Duration(*a.BackoffMs) * time.Millisecond).String()
-						}
-						fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AttemptNo, a.ItemNo, a.ItemAttempt,
-							a.Status, a.ErrorCategory, histTime(&a.StartedAt), histDuration(a.DurationMs), backoff,
-							histTime(a.NextRetryAt), histStr(a.WorkerID), a.AttemptID, histStr(a.ErrorMessage), histJSON(a.ErrorDetail))
-					}
+			return historyList(cmd, e, page.asJSON, runNotFound(runID), (*store.Store).HistoryAttempts, f,
+				"NO\tITEM\tTRY\tSTATUS\tCATEGORY\tSTARTED\tDURATION\tBACKOFF\tNEXT_RETRY\tWORKER\tATTEMPT_ID\tERROR\tDETAIL",
+				func(w io.Writer, a store.AttemptRow) {
+					fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AttemptNo, a.ItemNo, a.ItemAttempt,
+						a.Status, a.ErrorCategory, histTime(&a.StartedAt), histDuration(a.DurationMs), histDuration(a.BackoffMs),
+						histTime(a.NextRetryAt), histStr(a.WorkerID), a.AttemptID, histStr(a.ErrorMessage), histJSON(a.ErrorDetail))
 				})
-			})
 		},
 	}
 	cmd.Flags().Int32Var(&item, "item", 0, "only this item's attempts")
@@ -311,9 +302,9 @@ func historyLogsCmd(e *env) *cobra.Command {
 			}
 			f.RunID, f.Limit, f.After = runID, page.limit, page.after
 			if attempt != "" {
-				id, err := uuid.Parse(attempt)
+				id, err := parseUUIDArg("--attempt", "UUID", attempt)
 				if err != nil {
-					return fmt.Errorf("--attempt %q: not a UUID", attempt)
+					return err
 				}
 				f.AttemptID = &id
 			}
@@ -326,30 +317,20 @@ func historyLogsCmd(e *env) *cobra.Command {
 				}
 				f.Fields = json.RawMessage(fields)
 			}
-			return historyStore(cmd, e, func(st *store.Store) error {
-				p, err := st.HistoryLogs(cmd.Context(), f)
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("run %s not found", runID)
-				}
-				if err != nil {
-					return err
-				}
-				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
-					fmt.Fprintln(w, "TS\tLEVEL\tITEM\tATTEMPT_ID\tMESSAGE\tFIELDS")
-					for _, l := range p.Items {
-						itemNo := "-"
-						if l.ItemNo != nil {
-							itemNo = strconv.Itoa(int(*l.ItemNo))
-						}
-						attemptID := "-"
-						if l.AttemptID != nil {
-							attemptID = l.AttemptID.String()
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.TS.UTC().Format(time.RFC3339Nano), l.Level, itemNo, attemptID,
-							cell(l.Message), histJSON(l.Fields))
+			return historyList(cmd, e, page.asJSON, runNotFound(runID), (*store.Store).HistoryLogs, f,
+				"TS\tLEVEL\tITEM\tATTEMPT_ID\tMESSAGE\tFIELDS",
+				func(w io.Writer, l store.LogLine) {
+					itemNo := "-"
+					if l.ItemNo != nil {
+						itemNo = strconv.Itoa(int(*l.ItemNo))
 					}
+					attemptID := "-"
+					if l.AttemptID != nil {
+						attemptID = l.AttemptID.String()
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.TS.UTC().Format(time.RFC3339Nano), l.Level, itemNo, attemptID,
+						cell(l.Message), histJSON(l.Fields))
 				})
-			})
 		},
 	}
 	cmd.Flags().StringVar(&attempt, "attempt", "", "only this attempt's lines (attempt id)")
@@ -369,26 +350,17 @@ func historyCursorsCmd(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			jobID := args[0]
-			return historyStore(cmd, e, func(st *store.Store) error {
-				p, err := st.HistoryCursors(cmd.Context(), store.CursorFilter{JobID: jobID, Limit: page.limit, After: page.after})
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("job %q not found", jobID)
-				}
-				if err != nil {
-					return err
-				}
-				return historyPrint(cmd, page.asJSON, p, p.Next, func(w io.Writer) {
-					fmt.Fprintln(w, "PARAM_HASH\tPARAMS\tSTRATEGY\tVALUE\tLAST_RUN_ID\tUPDATED")
-					for _, c := range p.Items {
-						lastRun := "-"
-						if c.LastRunID != nil {
-							lastRun = c.LastRunID.String()
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", shortHash(c.ParamHash), cell(string(c.Params)), c.Strategy,
-							histTime(c.CursorValue), lastRun, histTime(&c.UpdatedAt))
+			f := store.CursorFilter{JobID: jobID, Limit: page.limit, After: page.after}
+			return historyList(cmd, e, page.asJSON, fmt.Sprintf("job %q not found", jobID), (*store.Store).HistoryCursors, f,
+				"PARAM_HASH\tPARAMS\tSTRATEGY\tVALUE\tLAST_RUN_ID\tUPDATED",
+				func(w io.Writer, c store.CursorRow) {
+					lastRun := "-"
+					if c.LastRunID != nil {
+						lastRun = c.LastRunID.String()
 					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", shortHash(c.ParamHash), cell(string(c.Params)), c.Strategy,
+						histTime(c.CursorValue), lastRun, histTime(&c.UpdatedAt))
 				})
-			})
 		},
 	}
 	page.bind(cmd)
@@ -416,13 +388,7 @@ func historyPrint(cmd *cobra.Command, asJSON bool, v any, next string, table fun
 	return nil
 }
 
-func histRunID(arg string) (uuid.UUID, error) {
-	id, err := uuid.Parse(arg)
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("RUN_ID %q: not a UUID", arg)
-	}
-	return id, nil
-}
+func histRunID(arg string) (uuid.UUID, error) { return parseUUIDArg("RUN_ID", "UUID", arg) }
 
 func histTime(t *time.Time) string {
 	if t == nil {

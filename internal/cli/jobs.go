@@ -1,10 +1,9 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"os"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -36,23 +35,20 @@ func jobsCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			inserted, err := st.UpsertJobs(cmd.Context(), rows)
-			if err != nil {
-				return err
-			}
-			for i, r := range rows {
-				verb := "updated"
-				if inserted[i] {
-					verb = "created"
+			return e.withStore(cmd.Context(), func(st *store.Store) error {
+				inserted, err := st.UpsertJobs(cmd.Context(), rows)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(stdout(cmd), "%s job %s (kind %s)\n", verb, r.JobID, r.Kind)
-			}
-			return nil
+				for i, r := range rows {
+					verb := "updated"
+					if inserted[i] {
+						verb = "created"
+					}
+					fmt.Fprintf(stdout(cmd), "%s job %s (kind %s)\n", verb, r.JobID, r.Kind)
+				}
+				return nil
+			})
 		},
 	}
 	apply.Flags().StringVarP(&file, "file", "f", "", "jobs.yaml to apply")
@@ -64,34 +60,30 @@ func jobsCmd(e *env) *cobra.Command {
 		Short: "List jobs with their last run",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			jobs, err := st.ListJobs(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(stdout(cmd)).Encode(jobs)
-			}
-			tw := tabwriter.NewWriter(stdout(cmd), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tKIND\tSTRATEGY\tQUEUE\tSCHEDULE\tENABLED\tLAST STATUS\tLAST STARTED")
-			for _, j := range jobs {
-				sched, last, started := "-", "-", "-"
-				if j.Schedule != nil {
-					sched = *j.Schedule
+			return e.withStore(cmd.Context(), func(st *store.Store) error {
+				jobs, err := st.ListJobs(cmd.Context())
+				if err != nil {
+					return err
 				}
-				if j.LastStatus != nil {
-					last = *j.LastStatus
-				}
-				if j.LastStartedAt != nil {
-					started = j.LastStartedAt.Format("2006-01-02 15:04:05")
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%s\t%s\n", j.JobID, j.Kind, j.Strategy, j.Queue, sched, j.Enabled, last, started)
-			}
-			return tw.Flush()
+				return printJSONOr(cmd, asJSON, jobs, func(w io.Writer) error {
+					return writeTable(w, func(tw io.Writer) {
+						fmt.Fprintln(tw, "JOB\tKIND\tSTRATEGY\tQUEUE\tSCHEDULE\tENABLED\tLAST STATUS\tLAST STARTED")
+						for _, j := range jobs {
+							sched, last, started := "-", "-", "-"
+							if j.Schedule != nil {
+								sched = *j.Schedule
+							}
+							if j.LastStatus != nil {
+								last = *j.LastStatus
+							}
+							if j.LastStartedAt != nil {
+								started = j.LastStartedAt.Format("2006-01-02 15:04:05")
+							}
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%s\t%s\n", j.JobID, j.Kind, j.Strategy, j.Queue, sched, j.Enabled, last, started)
+						}
+					})
+				})
+			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "JSON output")

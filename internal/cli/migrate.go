@@ -51,17 +51,14 @@ func migrateCmd(e *env) *cobra.Command {
 			if noLogs {
 				return nil
 			}
-			s, err := store.Connect(ctx, e.cfg.DatabaseURL)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			lr, err := s.MaintainLogPartitions(ctx, store.LogMaintenance{})
-			if err != nil {
-				return err
-			}
-			printLogMaintenance(cmd, lr)
-			return nil
+			return e.withStore(ctx, func(s *store.Store) error {
+				lr, err := s.MaintainLogPartitions(ctx, store.LogMaintenance{})
+				if err != nil {
+					return err
+				}
+				printLogMaintenance(cmd, lr)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&noLogs, "skip-log-partitions", false, "do not create/drop log partitions")
@@ -153,17 +150,14 @@ func logsMaintainCmd(e *env) *cobra.Command {
 		Short: "Create upcoming monthly log partitions and drop those past retention",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			rep, err := s.MaintainLogPartitions(cmd.Context(), m)
-			if err != nil {
-				return err
-			}
-			printLogMaintenance(cmd, rep)
-			return nil
+			return e.withStore(cmd.Context(), func(s *store.Store) error {
+				rep, err := s.MaintainLogPartitions(cmd.Context(), m)
+				if err != nil {
+					return err
+				}
+				printLogMaintenance(cmd, rep)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&m.Retention, "retention", store.LogRetentionDefault, "keep logs this long")

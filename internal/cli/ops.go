@@ -1,12 +1,11 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
@@ -22,13 +21,7 @@ func init() {
 	register(rerunCmd)
 }
 
-func parseRunID(arg string) (uuid.UUID, error) {
-	id, err := uuid.Parse(arg)
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("RUN_ID %q: not a uuid", arg)
-	}
-	return id, nil
-}
+func parseRunID(arg string) (uuid.UUID, error) { return parseUUIDArg("RUN_ID", "uuid", arg) }
 
 func operator() string {
 	if u, err := user.Current(); err == nil {
@@ -50,15 +43,11 @@ func cancelCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
+			st, redis, err := e.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
-			if err != nil {
-				return fmt.Errorf("REDIS_URL: %w", err)
-			}
 			insp := asynq.NewInspector(redis)
 			defer insp.Close()
 			if who == "" {
@@ -68,12 +57,11 @@ func cancelCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(stdout(cmd)).Encode(res)
-			}
-			fmt.Fprintf(stdout(cmd), "run %s: %d pending items cancelled (%d tasks removed from Redis), %d running items signalled; status %s\n",
-				runID, res.ItemsCancelled, res.TasksRemoved, res.Signalled, res.Status)
-			return nil
+			return printJSONOr(cmd, asJSON, res, func(w io.Writer) error {
+				fmt.Fprintf(w, "run %s: %d pending items cancelled (%d tasks removed from Redis), %d running items signalled; status %s\n",
+					runID, res.ItemsCancelled, res.TasksRemoved, res.Signalled, res.Status)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded on the run)")
@@ -118,39 +106,33 @@ func rerunCmd(e *env) *cobra.Command {
 			if f.Categories, err = upperList("category", categories, validCategories); err != nil {
 				return err
 			}
-			st, err := store.Connect(cmd.Context(), e.cfg.DatabaseURL)
+			st, redis, err := e.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
-			if err != nil {
-				return fmt.Errorf("REDIS_URL: %w", err)
-			}
-			client := asynq.NewClient(redis)
-			defer client.Close()
-			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log})
+			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
 			if err != nil {
 				return err
 			}
+			defer client.Close()
 			res, err := ops.Rerun(cmd.Context(), st, enq, runID, f, preview)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(stdout(cmd)).Encode(res)
-			}
-			verb := "re-running"
-			if preview {
-				verb = "would re-run"
-			}
-			fmt.Fprintf(stdout(cmd), "run %s: %s %d items\n", runID, verb, len(res.Items))
-			tw := tabwriter.NewWriter(stdout(cmd), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAM_HASH\tPARAMS")
-			for _, it := range res.Items {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", it.ItemNo, it.Status, it.ErrorCategory, it.Attempts, it.ParamHash[:16], string(it.Params))
-			}
-			return tw.Flush()
+			return printJSONOr(cmd, asJSON, res, func(w io.Writer) error {
+				verb := "re-running"
+				if preview {
+					verb = "would re-run"
+				}
+				fmt.Fprintf(w, "run %s: %s %d items\n", runID, verb, len(res.Items))
+				return writeTable(w, func(tw io.Writer) {
+					fmt.Fprintln(tw, "ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAM_HASH\tPARAMS")
+					for _, it := range res.Items {
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", it.ItemNo, it.Status, it.ErrorCategory, it.Attempts, it.ParamHash[:16], string(it.Params))
+					}
+				})
+			})
 		},
 	}
 	cmd.Flags().StringSliceVar(&statuses, "status", nil, "item statuses to re-run (default FAILED,CANCELLED)")

@@ -46,15 +46,11 @@ Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+			st, redis, err := e.connect(ctx)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
-			if err != nil {
-				return fmt.Errorf("REDIS_URL: %w", err)
-			}
 			if !skipPreflight {
 				res, err := preflight.Check(ctx, st.Pool(), redis)
 				for _, w := range res.Warnings {
@@ -64,12 +60,11 @@ Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
 					return fmt.Errorf("preflight (--skip-preflight to override): %w", err)
 				}
 			}
-			client := asynq.NewClient(redis)
-			defer client.Close()
-			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log})
+			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
 			if err != nil {
 				return err
 			}
+			defer client.Close()
 			s, err := schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Logger: e.log})
 			if err != nil {
 				return err

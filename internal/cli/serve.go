@@ -3,12 +3,10 @@ package cli
 import (
 	"fmt"
 
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/config"
 	"github.com/etlexec/etlexec/internal/serve"
-	"github.com/etlexec/etlexec/internal/store"
 )
 
 func init() { register(serveCmd) }
@@ -59,11 +57,11 @@ unless --insecure is given and --addr binds a loopback address (127.0.0.1, ::1, 
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
-			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
+			redis, err := e.redisOpt()
 			if err != nil {
-				return fmt.Errorf("REDIS_URL: %w", err)
+				return err
 			}
-			st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+			st, err := e.store(ctx)
 			if err != nil {
 				return err
 			}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -78,21 +77,16 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 				}
 				sets = append(sets, fs...)
 			}
-			st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+			st, redis, err := e.connect(ctx)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			redis, err := asynq.ParseRedisURI(e.cfg.RedisURL)
-			if err != nil {
-				return fmt.Errorf("REDIS_URL: %w", err)
-			}
-			client := asynq.NewClient(redis)
-			defer client.Close()
-			enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: e.log, Headers: telemetry.Headers})
+			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
 			if err != nil {
 				return err
 			}
+			defer client.Close()
 			shutdownTracing, err := telemetry.SetupTracing(ctx)
 			if err != nil {
 				return fmt.Errorf("tracing: %w", err)

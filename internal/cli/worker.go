@@ -15,7 +15,6 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/config"
-	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/kinds"
 	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/reconcile"
@@ -56,9 +55,9 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 		return err
 	}
 	defer st.Close()
-	redis, err := asynq.ParseRedisURI(cfg.RedisURL)
+	redis, err := parseRedisURL(cfg.RedisURL)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
+		return err
 	}
 	pre, err := preflight.Check(ctx, st.Pool(), redis)
 	if err != nil {
@@ -92,14 +91,8 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	if err != nil {
 		return err
 	}
-	client := asynq.NewClient(redis)
-	defer client.Close()
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: log})
-	if err != nil {
-		return err
-	}
 	// Every worker runs a reconciler; only the holder of its advisory lock acts.
-	rec, err := reconcile.New(reconcile.Config{Store: st, Redis: redis, Enqueuer: enq,
+	rec, err := reconcile.New(reconcile.Config{Store: st, Redis: redis,
 		Interval: cfg.ReconcileInterval, Lease: cfg.Lease, Logger: log})
 	if err != nil {
 		return err

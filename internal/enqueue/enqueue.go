@@ -178,7 +178,7 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	log.Info().Int("items", len(created)).Int("items_deduplicated", dropped).Bool("dry_run", req.DryRun).Msg("run created")
 	res := Result{Run: run, Items: len(created), Deduplicated: dropped}
 	start := time.Now()
-	res.Enqueued, err = e.enqueue(ctx, job, run.RunID, created, 0)
+	res.Enqueued, err = e.enqueue(ctx, job, run.RunID, created)
 	res.EnqueueTime = time.Since(start)
 	if err != nil {
 		// Postgres has the run; the reconciler (or EnqueueRun) finishes the fan-out.
@@ -246,41 +246,23 @@ func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	n, err := e.enqueue(ctx, job, runID, items, -1)
+	n, err := e.enqueue(ctx, job, runID, items)
 	if err != nil {
 		return n, err
 	}
 	return n, e.cfg.Store.MarkRunEnqueued(ctx, runID)
 }
 
-// enqueue hands the items' tasks to Redis, Concurrency at a time. generation -1 means "parse it
-// from the item's stored task id" (items carry their own generation).
-func (e *Enqueuer) enqueue(ctx context.Context, job store.Job, runID uuid.UUID, items []store.CreatedItem, generation int32) (int, error) {
-	opts := task.Options{
-		Queue: job.Queue, MaxRetry: task.MaxRetryFor(int(job.MaxAttempts)),
-		Timeout:   time.Duration(job.TimeoutMs) * time.Millisecond,
-		Retention: time.Duration(job.RetentionMs) * time.Millisecond,
-	}
-	var headers map[string]string
-	if e.cfg.Headers != nil {
-		headers = e.cfg.Headers(ctx)
-	}
+// enqueue hands the items' tasks to Redis, Concurrency at a time. A task id already in Redis
+// counts as enqueued: ids are deterministic, so it is the same task.
+func (e *Enqueuer) enqueue(ctx context.Context, job store.Job, runID uuid.UUID, items []store.CreatedItem) (int, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(e.cfg.Concurrency)
 	var enqueued = make([]bool, len(items))
 	for i, it := range items {
 		g.Go(func() error {
-			gen := generation
-			if gen < 0 {
-				gen = task.GenerationOf(it.TaskID)
-			}
-			t, err := task.NewItem(task.Item{RunID: runID, ItemNo: it.ItemNo, Generation: gen}, it.ParamHash, opts, headers)
-			if err != nil {
+			if _, err := e.EnqueueItem(gctx, job, runID, it); err != nil {
 				return err
-			}
-			_, err = e.cfg.Client.EnqueueContext(gctx, t)
-			if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-				return fmt.Errorf("enqueue item %d: %w", it.ItemNo, err)
 			}
 			enqueued[i] = true
 			return nil
@@ -294,4 +276,31 @@ func (e *Enqueuer) enqueue(ctx context.Context, job store.Job, runID uuid.UUID, 
 		}
 	}
 	return n, err
+}
+
+// EnqueueItem hands one item's task to Redis, built from the job and the item's stored task id
+// (its generation included). It reports false, without error, when a task with that id is
+// already in Redis.
+func (e *Enqueuer) EnqueueItem(ctx context.Context, job store.Job, runID uuid.UUID, it store.CreatedItem) (bool, error) {
+	var headers map[string]string
+	if e.cfg.Headers != nil {
+		headers = e.cfg.Headers(ctx)
+	}
+	gen := task.GenerationOf(it.TaskID)
+	if id := task.ItemID(runID, it.ParamHash, gen); id != it.TaskID {
+		return false, fmt.Errorf("item %d of run %s: stored task id %q is not the id its task would get (%q)", it.ItemNo, runID, it.TaskID, id)
+	}
+	t, err := task.NewItem(task.Item{RunID: runID, ItemNo: it.ItemNo, Generation: gen}, it.ParamHash, task.OptionsFor(
+		job.Queue, int(job.MaxAttempts), time.Duration(job.TimeoutMs)*time.Millisecond, time.Duration(job.RetentionMs)*time.Millisecond), headers)
+	if err != nil {
+		return false, err
+	}
+	_, err = e.cfg.Client.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("enqueue item %d of run %s: %w", it.ItemNo, runID, err)
+	}
+	return true, nil
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/etlexec/etlexec/internal/aggregate"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/store"
-	"github.com/etlexec/etlexec/internal/task"
 )
 
 // Config configures a Reconciler.
@@ -38,8 +37,6 @@ type Config struct {
 	Store *store.Store
 	// Redis is where tasks are checked and re-enqueued. Required.
 	Redis asynq.RedisConnOpt
-	// Enqueuer finishes the fan-out of runs never marked enqueued (EnqueueRun). Required.
-	Enqueuer *enqueue.Enqueuer
 	// Interval is the time between passes (and between attempts to become the leader).
 	// Defaults to IntervalDefault.
 	Interval time.Duration
@@ -115,11 +112,11 @@ func (r Report) Acted() bool {
 
 // Reconciler runs reconciliation passes.
 type Reconciler struct {
-	cfg    Config
-	log    zerolog.Logger
-	lock   *store.AdvisoryLock
-	insp   *asynq.Inspector
-	client *asynq.Client
+	cfg  Config
+	log  zerolog.Logger
+	lock *store.AdvisoryLock
+	insp *asynq.Inspector
+	enq  *enqueue.Enqueuer // this pass's, on a fresh client; see enqueuer
 }
 
 // New builds a Reconciler. Close it when done.
@@ -129,8 +126,6 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, errors.New("reconcile config: Store is required")
 	case cfg.Redis == nil:
 		return nil, errors.New("reconcile config: Redis is required")
-	case cfg.Enqueuer == nil:
-		return nil, errors.New("reconcile config: Enqueuer is required")
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = IntervalDefault
@@ -148,11 +143,10 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.CheckConcurrency = CheckConcurrencyDefault
 	}
 	return &Reconciler{
-		cfg:    cfg,
-		log:    cfg.Logger.With().Str("component", "reconciler").Logger(),
-		lock:   cfg.Store.AdvisoryLock(LockName),
-		insp:   asynq.NewInspector(cfg.Redis),
-		client: asynq.NewClient(cfg.Redis),
+		cfg:  cfg,
+		log:  cfg.Logger.With().Str("component", "reconciler").Logger(),
+		lock: cfg.Store.AdvisoryLock(LockName),
+		insp: asynq.NewInspector(cfg.Redis),
 	}, nil
 }
 
@@ -160,7 +154,7 @@ func New(cfg Config) (*Reconciler, error) {
 func (r *Reconciler) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return errors.Join(r.lock.Release(ctx), r.client.Close(), r.insp.Close())
+	return errors.Join(r.lock.Release(ctx), r.insp.Close())
 }
 
 // Leader reports whether this reconciler held the leadership lock at its last attempt.
@@ -217,6 +211,12 @@ func (r *Reconciler) Once(ctx context.Context) (Report, error) {
 		rep  Report
 		errs []error
 	)
+	enq, done, err := r.enqueuer()
+	if err != nil {
+		return Report{}, err
+	}
+	defer done()
+	r.enq = enq
 	start := time.Now()
 	for _, step := range []struct {
 		name string
@@ -350,7 +350,7 @@ func (r *Reconciler) unenqueuedRuns(ctx context.Context, rep *Report) error {
 	}
 	var errs []error
 	for _, id := range ids {
-		n, err := r.cfg.Enqueuer.EnqueueRun(ctx, id)
+		n, err := r.enq.EnqueueRun(ctx, id)
 		rep.TasksEnqueued += n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("enqueue run %s: %w", id, err))
@@ -367,10 +367,10 @@ func (r *Reconciler) unenqueuedRuns(ctx context.Context, rep *Report) error {
 type taskState int
 
 const (
-	taskPresent taskState = iota // pending, active, scheduled or retry: it will be delivered
-	taskGone                     // not in Redis (or its queue is gone)
-	taskStale                    // archived or completed: it will never be delivered again
-	taskOrphaned                 // active while Postgres says nobody holds the item: its worker died
+	taskPresent  taskState = iota // pending, active, scheduled or retry: it will be delivered
+	taskGone                      // not in Redis (or its queue is gone)
+	taskStale                     // archived or completed: it will never be delivered again
+	taskOrphaned                  // active while Postgres says nobody holds the item: its worker died
 )
 
 // missingTasks re-enqueues PENDING items whose task is gone from Redis or will never be
@@ -521,32 +521,23 @@ func (r *Reconciler) repair(ctx context.Context, items []store.PendingItem, stat
 	return nil
 }
 
-// enqueueItem rebuilds an item's task exactly as the enqueuer built it (same id, payload and
-// options from the job) and hands it to Redis. It reports false when a task with that id
-// appeared meanwhile.
+// enqueueItem re-enqueues an item's task exactly as the enqueuer built it (same id, payload
+// and options); false means a task with that id is already in Redis.
 func (r *Reconciler) enqueueItem(ctx context.Context, job store.Job, it store.PendingItem) (bool, error) {
-	gen := task.GenerationOf(it.TaskID)
-	if id := task.ItemID(it.RunID, it.ParamHash, gen); id != it.TaskID {
-		return false, fmt.Errorf("item %d of run %s: stored task id %q is not the id its task would get (%q)",
-			it.ItemNo, it.RunID, it.TaskID, id)
-	}
-	opts := task.Options{
-		Queue: job.Queue, MaxRetry: task.MaxRetryFor(int(job.MaxAttempts)),
-		Timeout:   time.Duration(job.TimeoutMs) * time.Millisecond,
-		Retention: time.Duration(job.RetentionMs) * time.Millisecond,
-	}
-	t, err := task.NewItem(task.Item{RunID: it.RunID, ItemNo: it.ItemNo, Generation: gen}, it.ParamHash, opts, nil)
+	return r.enq.EnqueueItem(ctx, job, it.RunID, store.CreatedItem{ItemNo: it.ItemNo, ParamHash: it.ParamHash, TaskID: it.TaskID})
+}
+
+// enqueuer builds the pass's enqueuer on a fresh asynq client. asynq's client remembers which queues it
+// has registered in Redis and never registers them again, so a long-lived client would leave a
+// queue rebuilt after Redis lost its data invisible to the Inspector and asynqmon.
+func (r *Reconciler) enqueuer() (*enqueue.Enqueuer, func(), error) {
+	client := asynq.NewClient(r.cfg.Redis)
+	enq, err := enqueue.New(enqueue.Config{Store: r.cfg.Store, Client: client, Logger: r.log})
 	if err != nil {
-		return false, fmt.Errorf("build task of item %d of run %s: %w", it.ItemNo, it.RunID, err)
+		client.Close()
+		return nil, nil, err
 	}
-	_, err = r.client.EnqueueContext(ctx, t)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("re-enqueue item %d of run %s: %w", it.ItemNo, it.RunID, err)
-	}
-	return true, nil
+	return enq, func() { client.Close() }, nil
 }
 
 // unfinalisedRuns finalises open runs whose items are all terminal.

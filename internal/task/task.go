@@ -65,6 +65,11 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// OptionsFor gives the delivery options of a job's item tasks.
+func OptionsFor(queue string, maxAttempts int, timeout, retention time.Duration) Options {
+	return Options{Queue: queue, MaxRetry: MaxRetryFor(maxAttempts), Timeout: timeout, Retention: retention}
+}
+
 // RetryHeadroom is added to a job's max_attempts for asynq's MaxRetry: Postgres decides when an
 // item is terminal (and then archives the task with SkipRetry), so asynq's own budget must never
 // run out first, e.g. after lease expiries that Postgres does not count as attempts.
