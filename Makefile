@@ -37,8 +37,10 @@ build: ## Build all packages and put the binaries into bin/
 	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: test
+# One package at a time (-p 1): packages share the server's max_connections (100 by default),
+# and the fault suite alone runs several worker processes with their own pools.
 test: ## Run all tests against real Postgres and Redis (brings services up)
-	@$(SERVICES) && $(GO) test -count=1 -timeout 15m ./...
+	@$(SERVICES) && $(GO) test -count=1 -p 1 -timeout 15m ./...
 
 .PHONY: test-short
 test-short: ## Run the tests in -short mode

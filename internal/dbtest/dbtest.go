@@ -5,6 +5,7 @@ package dbtest
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/etlexec/etlexec"
@@ -75,7 +77,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 }
 
 func buildTemplate(ctx context.Context, name string) error {
-	admin, err := pgx.Connect(ctx, ServerURL())
+	admin, err := connectAdmin(ctx)
 	if err != nil {
 		return fmt.Errorf("dbtest: connect to %s (run scripts/services.sh up): %w", ServerURL(), err)
 	}
@@ -145,7 +147,7 @@ func URL(t testing.TB) string {
 func createDatabase(t testing.TB, template string) string {
 	t.Helper()
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, ServerURL())
+	admin, err := connectAdmin(ctx)
 	if err != nil {
 		t.Fatalf("dbtest: connect to %s (run scripts/services.sh up): %v", ServerURL(), err)
 	}
@@ -169,7 +171,7 @@ func createDatabase(t testing.TB, template string) string {
 		t.Fatalf("dbtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, ServerURL())
+		c, err := connectAdmin(ctx)
 		if err != nil {
 			t.Logf("dbtest: drop %s: %v", name, err)
 			return
@@ -202,4 +204,19 @@ func Pool(t testing.TB) *pgxpool.Pool {
 func Store(t testing.TB) *store.Store {
 	t.Helper()
 	return store.New(Pool(t))
+}
+
+// connectAdmin connects to the server's admin database, waiting out a full server
+// ("too many clients", SQLSTATE 53300) for a while: parallel test packages share one
+// max_connections, and a burst elsewhere must not fail an unrelated test.
+func connectAdmin(ctx context.Context) (*pgx.Conn, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := pgx.Connect(ctx, ServerURL())
+		var pe *pgconn.PgError
+		if err == nil || !errors.As(err, &pe) || pe.Code != "53300" || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -93,7 +93,7 @@ func (s *Store) Close() {
 func (s *Store) relaxed() *sqlcdb.Queries {
 	s.relaxedOnce.Do(func() {
 		cfg := s.pool.Config().Copy()
-		cfg.MaxConns = max(4, cfg.MaxConns/2)
+		cfg.MaxConns = max(2, cfg.MaxConns/4) // claims and heartbeats are short statements
 		cfg.MinConns = 0
 		if cfg.ConnConfig.RuntimeParams == nil {
 			cfg.ConnConfig.RuntimeParams = map[string]string{}
