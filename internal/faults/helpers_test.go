@@ -82,11 +82,33 @@ type env struct {
 
 func newEnv(t *testing.T, timeout time.Duration) *env {
 	t.Helper()
+	return newEnvWith(t, envOpts{timeout: timeout})
+}
+
+// envOpts tunes newEnvWith; zero values keep newEnv's defaults.
+type envOpts struct {
+	timeout     time.Duration
+	dbURL       string // "" = a fresh database on the shared server (dbtest.URL)
+	overlap     string // "" = allow
+	maxAttempts int32  // 0 = 3
+}
+
+func newEnvWith(t *testing.T, o envOpts) *env {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("fault tests start processes and a private Redis; skipped with -short")
 	}
+	if o.overlap == "" {
+		o.overlap = "allow"
+	}
+	if o.maxAttempts == 0 {
+		o.maxAttempts = 3
+	}
 	ctx := context.Background()
-	e := &env{t: t, dbURL: dbtest.URL(t)}
+	e := &env{t: t, dbURL: o.dbURL}
+	if e.dbURL == "" {
+		e.dbURL = dbtest.URL(t)
+	}
 	st, err := store.Connect(ctx, e.dbURL)
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
@@ -100,8 +122,8 @@ func newEnv(t *testing.T, timeout time.Duration) *env {
 	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
 		JobID: jobID, Kind: "synthetic", SupportsParams: true, SupportsIncremental: true,
 		Strategy: "modified_date", CursorPolicy: "run",
-		Config: json.RawMessage(`{"target_table":"` + targetTable + `"}`), OverlapPolicy: "allow",
-		Queue: e.queue, MaxAttempts: 3, TimeoutMs: timeout.Milliseconds(), RetentionMs: 60000, Enabled: true,
+		Config: json.RawMessage(`{"target_table":"` + targetTable + `"}`), OverlapPolicy: o.overlap,
+		Queue: e.queue, MaxAttempts: o.maxAttempts, TimeoutMs: o.timeout.Milliseconds(), RetentionMs: 60000, Enabled: true,
 	}})
 	require.NoError(t, err)
 	return e
@@ -109,8 +131,9 @@ func newEnv(t *testing.T, timeout time.Duration) *env {
 
 // redisServer is a private redis-server on a free loopback port.
 type redisServer struct {
-	addr string
-	cmd  *exec.Cmd
+	addr   string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 func freePort(t *testing.T) int {
@@ -124,16 +147,25 @@ func freePort(t *testing.T) int {
 
 func startRedis(t *testing.T) *redisServer {
 	t.Helper()
+	return startRedisOn(t, 0)
+}
+
+// startRedisOn starts a private redis-server on port (0 = a free one, retried on collisions).
+func startRedisOn(t *testing.T, fixedPort int) *redisServer {
+	t.Helper()
 	dir := t.TempDir()
 	for try := 0; ; try++ {
-		port := freePort(t)
+		port := fixedPort
+		if port == 0 {
+			port = freePort(t)
+		}
 		logPath := filepath.Join(dir, "redis.log")
 		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", logPath)
 		require.NoError(t, cmd.Start())
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
-		r := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+		r := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, exited: exited}
 		deadline := time.Now().Add(10 * time.Second)
 		ok := false
 		for time.Now().Before(deadline) {
