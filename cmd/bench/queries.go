@@ -714,8 +714,8 @@ func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCa
 			return len(p.Items), describe(fl), err
 		}},
 		{name: "jobs", call: func(ctx context.Context, _ int) (int, string, error) {
-			js, err := st.ListJobs(ctx)
-			return len(js), "all jobs with their last run", err
+			js, _, err := st.ListJobs(ctx, "", store.JobsPageDefault)
+			return len(js), "first page of jobs with their last run", err
 		}},
 	}, rep, nil
 }

@@ -61,7 +61,7 @@ func jobsCmd(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.withStore(cmd.Context(), func(st *store.Store) error {
-				jobs, err := st.ListJobs(cmd.Context())
+				jobs, err := st.AllJobs(cmd.Context())
 				if err != nil {
 					return err
 				}

@@ -82,17 +82,27 @@ type Job struct {
 }
 
 func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
-	if _, ok := params(w, r); !ok {
+	q, ok := params(w, r, "limit", "after")
+	if !ok {
 		return
 	}
-	js, err := a.st.ListJobs(r.Context())
+	limit := 0
+	if !q.int(&limit, "limit") {
+		return
+	}
+	if limit < 0 || limit > store.JobsPageMax {
+		failStatus(w, http.StatusBadRequest, fmt.Sprintf("limit: %d out of range 1..%d", limit, store.JobsPageMax))
+		return
+	}
+	js, next, err := a.st.ListJobs(r.Context(), q.one("after"), limit)
 	if err != nil {
 		fail(w, r, err)
 		return
 	}
 	out := struct {
-		Items []Job `json:"items"`
-	}{Items: make([]Job, 0, len(js))}
+		Items []Job  `json:"items"`
+		Next  string `json:"next,omitempty"`
+	}{Items: make([]Job, 0, len(js)), Next: next}
 	for _, j := range js {
 		out.Items = append(out.Items, Job{
 			JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,

@@ -288,3 +288,27 @@ func TestAPI(t *testing.T) {
 		require.Contains(t, e["error"], "read-only")
 	})
 }
+
+func TestJobsPaginate(t *testing.T) {
+	t.Parallel()
+	srv, _ := setupAPI(t)
+	var page struct {
+		Items []struct {
+			JobID      string  `json:"job_id"`
+			LastStatus *string `json:"last_status"`
+		} `json:"items"`
+		Next string `json:"next"`
+	}
+	require.Equal(t, http.StatusOK, get(t, srv, "/api/v1/jobs?limit=1", &page))
+	require.Len(t, page.Items, 1)
+	require.Equal(t, "job_a", page.Items[0].JobID)
+	require.Equal(t, "FAILED", *page.Items[0].LastStatus, "the newest run of job_a")
+	require.Equal(t, "job_a", page.Next)
+	after := page.Next
+	page.Next = "" // absent on the last page
+	require.Equal(t, http.StatusOK, get(t, srv, "/api/v1/jobs?limit=1&after="+after, &page))
+	require.Len(t, page.Items, 1)
+	require.Equal(t, "job_b", page.Items[0].JobID)
+	require.Empty(t, page.Next, "last page")
+	require.Equal(t, http.StatusBadRequest, get(t, srv, "/api/v1/jobs?limit=5000", nil))
+}

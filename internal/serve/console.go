@@ -151,15 +151,17 @@ func statusOf(err error) int {
 type jobsPage struct {
 	base
 	Jobs []store.JobSummary
+	// Next is the job id the next page starts after; "" on the last page.
+	Next string
 }
 
 func (c *console) jobs(w http.ResponseWriter, r *http.Request) {
-	jobs, err := c.s.cfg.Store.ListJobs(r.Context())
+	jobs, next, err := c.s.cfg.Store.ListJobs(r.Context(), r.URL.Query().Get("after"), store.JobsPageDefault)
 	if err != nil {
 		c.fail(w, r, statusOf(err), fmt.Errorf("list jobs: %w", err))
 		return
 	}
-	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs})
+	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Next: next})
 }
 
 // ---- one job's runs ----

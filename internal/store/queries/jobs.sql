@@ -23,7 +23,9 @@ FROM dw_etl_jobs j
 LEFT JOIN dw_etl_runs r ON r.run_id = (
   SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
 )
-ORDER BY j.job_id;
+WHERE j.job_id > @after::text
+ORDER BY j.job_id
+LIMIT @page_size::int;
 
 -- name: ListScheduledJobs :many
 SELECT * FROM dw_etl_jobs WHERE enabled AND schedule IS NOT NULL ORDER BY job_id;

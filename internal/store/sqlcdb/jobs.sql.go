@@ -50,8 +50,15 @@ FROM dw_etl_jobs j
 LEFT JOIN dw_etl_runs r ON r.run_id = (
   SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
 )
+WHERE j.job_id > $1::text
 ORDER BY j.job_id
+LIMIT $2::int
 `
+
+type ListJobsParams struct {
+	After    string
+	PageSize int32
+}
 
 type ListJobsRow struct {
 	JobID               string
@@ -78,8 +85,8 @@ type ListJobsRow struct {
 	LastStartedAt       *time.Time
 }
 
-func (q *Queries) ListJobs(ctx context.Context) ([]ListJobsRow, error) {
-	rows, err := q.db.Query(ctx, listJobs)
+func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsRow, error) {
+	rows, err := q.db.Query(ctx, listJobs, arg.After, arg.PageSize)
 	if err != nil {
 		return nil, err
 	}
