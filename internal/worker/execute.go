@@ -56,7 +56,10 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	if runstate.Status(ic.Status).Terminal() {
-		log.Info().Str("status", ic.Status).Msg("duplicate delivery: item already terminal")
+		// Also what an operator sees after "Run" on an archived task in asynqmon: Postgres says
+		// the item ended, so running it again is a rerun, which is explicit.
+		log.Info().Str("status", ic.Status).Str("rerun_with", fmt.Sprintf("enqueuer rerun %s --param-hash %s", ic.RunID, ic.ParamHash)).
+			Msg("duplicate delivery: item already terminal; nothing to do")
 		return nil
 	}
 	if ic.CancelRequestedAt != nil && ic.Status == string(runstate.StatusPending) {
