@@ -23,6 +23,9 @@ import (
 	"github.com/etlexec/etlexec/internal/task"
 )
 
+// infraRetryDelay is how soon a delivery that could not reach Postgres is tried again.
+const infraRetryDelay = 2 * time.Second
+
 // errTargetCommit marks a target database that refused the commit of a successful attempt.
 var errTargetCommit = errors.New("commit target")
 
@@ -44,7 +47,10 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	if err != nil {
-		return err // Postgres unreachable: let asynq retry the delivery
+		// Postgres unreachable: try the delivery again soon, not after asynq's minute-long
+		// default delay.
+		log.Warn().Err(err).Msg("could not load item; delivery retried shortly")
+		return task.RetryIn(err, infraRetryDelay)
 	}
 	log = log.With().Str("job_id", ic.JobID).Logger()
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
@@ -78,7 +84,8 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 		return w.notClaimable(ctx, ic, log)
 	}
 	if err != nil {
-		return err
+		log.Warn().Err(err).Msg("could not claim item; delivery retried shortly")
+		return task.RetryIn(err, infraRetryDelay)
 	}
 	log = log.With().Str("attempt_id", attemptID.String()).Int64("attempt_no", claim.AttemptNo).
 		Int32("item_attempt", claim.ItemAttempt).Logger()
@@ -267,8 +274,10 @@ func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uui
 		return w.record(ctx, ic, attemptID, claim, nil, m, etl.DBError(err), cause, start, log)
 	}
 	if err != nil {
+		// The item stays RUNNING under this attempt until the reconciler closes it a lease
+		// after its last heartbeat; come back then rather than after asynq's default delay.
 		log.Error().Err(err).Msg("could not record attempt; the lease will expire and the item be retried")
-		return err
+		return task.RetryIn(err, w.cfg.Lease)
 	}
 	ev := log.Info()
 	if runErr != nil {
@@ -364,7 +373,8 @@ func (w *Worker) notClaimable(ctx context.Context, ic store.ItemContext, log zer
 		return fmt.Errorf("item out of attempts: %w", asynq.SkipRetry)
 	}
 	log.Info().Str("status", cur.Status).Msg("duplicate delivery: item held by a live attempt or terminal")
-	return fmt.Errorf("%w: item %s", errDuplicate, cur.Status)
+	// If the holder dies, the item becomes claimable a lease after its last heartbeat.
+	return task.RetryIn(fmt.Errorf("%w: item %s", errDuplicate, cur.Status), w.cfg.Lease)
 }
 
 // shareSecrets hands the values of environment variables named by *_env config keys to the
