@@ -204,6 +204,7 @@ func TestFaultDryRunUnderKillAndFlush(t *testing.T) {
 
 func TestFaultTenThousandItems(t *testing.T) {
 	t.Parallel()
+	loadSensitive(t)
 	start := time.Now()
 	e := newEnv(t, 10*time.Second)
 	e.startWorker("w1")

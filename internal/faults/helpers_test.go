@@ -26,6 +26,25 @@ import (
 	"github.com/etlexec/etlexec/internal/store"
 )
 
+// heavy serialises the tests that disturb the whole machine (a private Postgres restarting
+// with fsync on, SIGKILL storms) with the load-sensitive ones: with ETL_LEASE=3s on a small
+// machine, TestFaultTenThousandItems misses heartbeats while another test's Postgres restarts
+// (reproduced: 10009 attempts for 10000 items), and its lost attempts then wait for asynq's
+// default retry delay.
+var heavy sync.RWMutex
+
+// disruptive marks a test that must not overlap the load-sensitive ones; call after t.Parallel.
+func disruptive(t *testing.T) {
+	heavy.Lock()
+	t.Cleanup(heavy.Unlock)
+}
+
+// loadSensitive marks a test that must not overlap the disruptive ones; call after t.Parallel.
+func loadSensitive(t *testing.T) {
+	heavy.RLock()
+	t.Cleanup(heavy.RUnlock)
+}
+
 // workerBin is the worker binary built once per test process by TestMain.
 var workerBin string
 
