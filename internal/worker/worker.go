@@ -159,14 +159,17 @@ func (w *Worker) Run(ctx context.Context) error {
 		queues[q] = 1
 	}
 	srv := asynq.NewServer(w.cfg.Redis, asynq.Config{
-		Concurrency:     w.cfg.Concurrency,
-		Queues:          queues,
-		RetryDelayFunc:  task.RetryDelay,
-		BaseContext:     func() context.Context { return w.base },
-		ShutdownTimeout: w.cfg.ShutdownTimeout + abandonGrace + 5*time.Second,
-		Logger:          asynqLogger{w.log},
-		LogLevel:        asynq.WarnLevel,
-		IsFailure:       func(err error) bool { return !errors.Is(err, errDuplicate) },
+		Concurrency:    w.cfg.Concurrency,
+		Queues:         queues,
+		RetryDelayFunc: task.RetryDelay,
+		// asynq moves due retries to pending on this tick (default 5 s); a second keeps the
+		// recorded next_retry_at honest for short backoffs at one cheap Redis call a second.
+		DelayedTaskCheckInterval: time.Second,
+		BaseContext:              func() context.Context { return w.base },
+		ShutdownTimeout:          w.cfg.ShutdownTimeout + abandonGrace + 5*time.Second,
+		Logger:                   asynqLogger{w.log},
+		LogLevel:                 asynq.WarnLevel,
+		IsFailure:                func(err error) bool { return !errors.Is(err, errDuplicate) },
 	})
 	if err := srv.Start(w.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/logsink"
 	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/redistest"
 	"github.com/etlexec/etlexec/internal/runstate"
@@ -468,4 +469,47 @@ func TestTraceFromTriggerToAttempt(t *testing.T) {
 	}
 	require.Equal(t, 1, consumer, "the attempt continues the trigger's trace")
 	require.Positive(t, queries, "Postgres queries are child spans of the trace")
+}
+
+// Lines a handler logs land in dw_etl_run_logs with job, run, attempt and item set.
+func TestRunLogsQueryableByRunAndAttempt(t *testing.T) {
+	t.Parallel()
+	st := dbtest.Store(t)
+	ctx := context.Background()
+	sink, err := logsink.New(st, logsink.Config{})
+	require.NoError(t, err)
+	sink.Start(ctx)
+	q := redistest.Queue(t)
+	b := &bundle{st: st, queue: q}
+	b.job(t, "logged", "none", "run", 2)
+	client := asynq.NewClient(redistest.ConnOpt(t))
+	t.Cleanup(func() { client.Close() })
+	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	reg := etl.NewRegistry()
+	reg.Register("test", testKind)
+	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Queues: []string{q},
+		Logger: zerolog.New(sink).With().Timestamp().Logger(),
+		Retry:  runstate.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond, Jitter: 0.1}})
+	require.NoError(t, err)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	res, err := enq.Trigger(ctx, enqueue.Request{JobID: "logged", Params: raw(t,
+		map[string]any{"n": 7, "records": 1}, map[string]any{"n": 8, "fail_attempt": 1, "records": 1})})
+	require.NoError(t, err)
+	b.waitRun(t, res.Run.RunID)
+	cancel()
+	<-done
+	require.NoError(t, sink.Close(ctx))
+
+	var handlerLines, withAttempt, failedAttemptLines int
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT
+			count(*) FILTER (WHERE message = 'test item done'),
+			count(*) FILTER (WHERE attempt_id IS NOT NULL AND item_no IS NOT NULL AND job_id = 'logged'),
+			count(*) FILTER (WHERE attempt_id IN (SELECT attempt_id FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'FAILED'))
+		FROM dw_etl_run_logs WHERE run_id = $1`, res.Run.RunID).Scan(&handlerLines, &withAttempt, &failedAttemptLines))
+	require.Equal(t, 2, handlerLines, "one handler line per succeeded item")
+	require.Positive(t, withAttempt)
+	require.Positive(t, failedAttemptLines, "the failed first attempt's lines are findable by its attempt_id")
 }
