@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -114,4 +113,3 @@ func register(f func(*env) *cobra.Command) { enqueuerCommands = append(enqueuerC
 // Stdout is where results go (logs go to stderr).
 func stdout(cmd *cobra.Command) io.Writer { return cmd.OutOrStdout() }
 
-var _ = os.Stdout

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -154,4 +153,3 @@ type runLogs struct {
 	close      func(ctx context.Context)
 }
 
-var _ = os.Stdout

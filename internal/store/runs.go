@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
@@ -289,7 +288,6 @@ func (s *Store) PendingItemTasks(ctx context.Context, runID uuid.UUID) ([]Create
 	return out, nil
 }
 
-var _ = pgx.ErrNoRows
 
 // Progress is a live view of a run for progress displays.
 type Progress struct {

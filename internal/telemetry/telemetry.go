@@ -5,7 +5,6 @@ package telemetry
 
 import (
 	"context"
-	"errors"
 	"os"
 	"time"
 
@@ -135,4 +134,3 @@ func (m *Metrics) ObserveFinalise(d time.Duration) {
 	m.FinaliseLatency.Observe(d.Seconds())
 }
 
-var _ = errors.New
