@@ -112,4 +112,3 @@ func register(f func(*env) *cobra.Command) { enqueuerCommands = append(enqueuerC
 
 // Stdout is where results go (logs go to stderr).
 func stdout(cmd *cobra.Command) io.Writer { return cmd.OutOrStdout() }
-

@@ -152,4 +152,3 @@ type runLogs struct {
 	addSecrets func(vals ...string)
 	close      func(ctx context.Context)
 }
-

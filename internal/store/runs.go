@@ -288,7 +288,6 @@ func (s *Store) PendingItemTasks(ctx context.Context, runID uuid.UUID) ([]Create
 	return out, nil
 }
 
-
 // Progress is a live view of a run for progress displays.
 type Progress struct {
 	Items, Terminal, Failed int64

@@ -133,4 +133,3 @@ func (m *Metrics) ObserveFinalise(d time.Duration) {
 	}
 	m.FinaliseLatency.Observe(d.Seconds())
 }
-
