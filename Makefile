@@ -76,14 +76,13 @@ generate: ## Regenerate the sqlc code in internal/store/sqlcdb
 	$(GO) tool sqlc generate -f internal/store/sqlc.yaml
 
 .PHONY: demo
-demo: ## Run the end-to-end demo (scripts/demo.sh; until it exists: services, migrate, status)
-	@$(SERVICES) && if [ -f scripts/demo.sh ]; then bash scripts/demo.sh; \
-	else $(GO) run ./cmd/enqueuer migrate && $(GO) run ./cmd/enqueuer migrate status; fi
+demo: ## Run the main job end to end: 2 workers, 50 params, resume from cursors, a dry run
+	@bash scripts/demo.sh
 
 .PHONY: bench-pipeline
 bench-pipeline: ## Benchmark the whole pipeline with N items (N=20000)
 	@$(SERVICES) && $(GO) run ./cmd/bench pipeline -n $(N)
 
 .PHONY: bench-queries
-bench-queries: ## Benchmark the store's queries at SCALE (small|...)
+bench-queries: ## Benchmark the history queries at SCALE (small|medium|full)
 	@$(SERVICES) && $(GO) run ./cmd/bench queries -scale $(SCALE)
