@@ -129,7 +129,7 @@ func pipeline(ctx context.Context, args []string) error {
 	if _, err := st.UpsertJobs(ctx, []store.UpsertJob{{
 		JobID: pipelineJobID, Kind: "synthetic", Description: "bench pipeline: no-op items",
 		SupportsParams: true, Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
-		OverlapPolicy: "allow", Queue: etlQueue, MaxAttempts: 3, TimeoutMs: 60_000, RetentionMs: 60_000, Enabled: true,
+		OverlapPolicy: "allow", Queue: etlQueue, MaxAttempts: 3, TimeoutMs: 60_000, RetentionMs: 0, Enabled: true,
 	}}); err != nil {
 		return fmt.Errorf("define job: %w", err)
 	}

@@ -4,12 +4,14 @@
 package redistest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"testing"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // DefaultURL is used when REDIS_URL is unset (and no container was started).
@@ -48,6 +50,22 @@ func Queue(t testing.TB) string {
 		insp := asynq.NewInspector(opt)
 		defer insp.Close()
 		_ = insp.DeleteQueue(q, true)
+		// DeleteQueue leaves the queue's daily counters and completed tasks behind; a shared
+		// Redis should not collect them run after run.
+		rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+		if !ok {
+			return
+		}
+		defer rdb.Close()
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, "asynq:{"+q+"}:*", 500).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
 	})
 	return q
 }
