@@ -232,6 +232,10 @@ func TestLegacyInvalidRefused(t *testing.T) {
 			rep, err = m.Apply(ctx)
 			require.NoError(t, err)
 			require.Equal(t, embeddedFiles(t), rep.Applied)
+			// Even from NULLable job_id/status columns, the result is exactly schema.hcl.
+			drift, err := dbmigrate.Drift(ctx, m.DB, dbtest.ServerURL(), nil)
+			require.NoError(t, err)
+			require.Empty(t, drift)
 		})
 	}
 }
