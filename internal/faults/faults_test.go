@@ -207,6 +207,8 @@ func TestFaultTenThousandItems(t *testing.T) {
 	loadSensitive(t)
 	start := time.Now()
 	e := newEnv(t, 10*time.Second)
+	// No worker dies here: every attempt beyond 10000 would be a live worker taken for lost.
+	e.lease = 15 * time.Second
 	e.startWorker("w1")
 	e.startWorker("w2")
 	const n = 10000

@@ -97,6 +97,9 @@ type env struct {
 	client  *asynq.Client
 	mu      sync.Mutex
 	workers []*workerProc
+	// lease is the workers' ETL_LEASE: short (3 s) so kill faults recover fast; tests without
+	// kills may lengthen it so a loaded machine's late heartbeat is not taken for a lost worker.
+	lease time.Duration
 }
 
 func newEnv(t *testing.T, timeout time.Duration) *env {
@@ -247,7 +250,7 @@ func (e *env) startWorker(id string) *workerProc {
 		"ETL_QUEUES="+e.queue,
 		"ETL_CONCURRENCY=8",
 		"ETL_SHUTDOWN_TIMEOUT=2s",
-		"ETL_LEASE=3s",
+		"ETL_LEASE="+e.leaseOrDefault().String(),
 		"ETL_RECONCILE_INTERVAL=1s",
 		"ETL_HTTP_ADDR=",
 		"ETL_WORKER_ID="+id,
@@ -463,4 +466,11 @@ func (e *env) logAttempts(runID uuid.UUID) {
 			e.t.Logf("attempt item=%d #%d %s %s worker=%s: %s", itemNo, itemAttempt, status, cat, wid, msg)
 		}
 	}
+}
+
+func (e *env) leaseOrDefault() time.Duration {
+	if e.lease > 0 {
+		return e.lease
+	}
+	return 3 * time.Second
 }
