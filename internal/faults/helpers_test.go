@@ -46,7 +46,8 @@ func loadSensitive(t *testing.T) {
 }
 
 // workerBin is the worker binary built once per test process by TestMain.
-var workerBin string
+// workerBin and enqueuerBin are built once per test process.
+var workerBin, enqueuerBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -67,10 +68,11 @@ func TestMain(m *testing.M) {
 		}
 		root := filepath.Dir(strings.TrimSpace(string(gomod)))
 		workerBin = filepath.Join(dir, "worker")
-		build := exec.Command("go", "build", "-o", workerBin, "./cmd/worker")
+		enqueuerBin = filepath.Join(dir, "enqueuer")
+		build := exec.Command("go", "build", "-o", dir+"/", "./cmd/worker", "./cmd/enqueuer")
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build worker: %v\n%s", err, out)
+			fmt.Fprintf(os.Stderr, "build worker and enqueuer: %v\n%s", err, out)
 			return 1
 		}
 		return m.Run()
