@@ -39,7 +39,8 @@ build: ## Build all packages and put the binaries into bin/
 .PHONY: test
 # One package at a time (-p 1): packages share the server's max_connections (100 by default),
 # and the fault suite alone runs several worker processes with their own pools.
-test: ## Run all tests against real Postgres and Redis (brings services up)
+test: ## Run all tests against real Postgres and Redis (brings services up; Chromium for the console test)
+	@scripts/browser.sh
 	@$(SERVICES) && $(GO) test -count=1 -p 1 -timeout 15m ./...
 
 .PHONY: test-short
