@@ -129,15 +129,14 @@ func normalize(ctx context.Context, dev migrate.Driver, desired *schema.Realm) (
 	return s, nil
 }
 
-// Plan writes the next migration file named name into dir (with atlas.sum re-hashed): it replays
-// dir into a dev database, normalizes schema.hcl through it, and diffs. It returns the new file
-// name, or ErrNoChanges.
-func Plan(ctx context.Context, serverURL string, dir migrate.Dir, name string, hcl []byte) (file string, err error) {
+// withDesired parses schema.hcl (embedded unless hcl is given), normalizes it through a scratch
+// dev database on serverURL's server, and calls fn with that dev driver and the result.
+func withDesired(ctx context.Context, serverURL string, hcl []byte, fn func(dev migrate.Driver, want *schema.Schema) error) error {
 	desired, err := Desired(hcl)
 	if err != nil {
-		return "", err
+		return err
 	}
-	err = DevDatabase(ctx, serverURL, func(devURL string) error {
+	return DevDatabase(ctx, serverURL, func(devURL string) error {
 		dev, err := openDev(ctx, devURL)
 		if err != nil {
 			return err
@@ -147,7 +146,16 @@ func Plan(ctx context.Context, serverURL string, dir migrate.Dir, name string, h
 		if err != nil {
 			return err
 		}
-		pl := migrate.NewPlanner(dev.Driver, dir, migrate.PlanWithIndent("  "))
+		return fn(dev.Driver, want)
+	})
+}
+
+// Plan writes the next migration file named name into dir (with atlas.sum re-hashed): it replays
+// dir into a dev database, normalizes schema.hcl through it, and diffs. It returns the new file
+// name, or ErrNoChanges.
+func Plan(ctx context.Context, serverURL string, dir migrate.Dir, name string, hcl []byte) (file string, err error) {
+	err = withDesired(ctx, serverURL, hcl, func(dev migrate.Driver, want *schema.Schema) error {
+		pl := migrate.NewPlanner(dev, dir, migrate.PlanWithIndent("  "))
 		plan, err := pl.PlanSchema(ctx, name, migrate.Realm(schema.NewRealm(want)))
 		if errors.Is(err, migrate.ErrNoPlan) {
 			return ErrNoChanges
@@ -191,10 +199,6 @@ func Rehash(dir migrate.Dir) error {
 // Drift returns the SQL that would take the live database's public schema to schema.hcl; empty
 // means no drift. Partition children are invisible to Atlas's inspection and so never drift.
 func Drift(ctx context.Context, db *sql.DB, serverURL string, hcl []byte) ([]string, error) {
-	desired, err := Desired(hcl)
-	if err != nil {
-		return nil, err
-	}
 	drv, err := postgres.Open(db)
 	if err != nil {
 		return nil, err
@@ -204,16 +208,7 @@ func Drift(ctx context.Context, db *sql.DB, serverURL string, hcl []byte) ([]str
 		return nil, fmt.Errorf("inspect live schema: %w", err)
 	}
 	var stmts []string
-	err = DevDatabase(ctx, serverURL, func(devURL string) error {
-		dev, err := openDev(ctx, devURL)
-		if err != nil {
-			return err
-		}
-		defer dev.Close()
-		want, err := normalize(ctx, dev.Driver, desired)
-		if err != nil {
-			return err
-		}
+	err = withDesired(ctx, serverURL, hcl, func(_ migrate.Driver, want *schema.Schema) error {
 		want.Name = live.Name
 		changes, err := drv.SchemaDiff(live, want)
 		if err != nil {
