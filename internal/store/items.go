@@ -262,28 +262,3 @@ func (s *Store) CancelPendingItem(ctx context.Context, runID uuid.UUID, itemNo, 
 	}
 	return done, nil
 }
-
-// FailLostItem fails an item whose last attempt stopped heartbeating for longer than lease.
-func (s *Store) FailLostItem(ctx context.Context, runID uuid.UUID, itemNo, itemCount int32, lease time.Duration) (bool, error) {
-	var done bool
-	err := s.InTx(ctx, func(tx *Tx) error {
-		n, err := tx.q.FailLostItem(ctx, sqlcdb.FailLostItemParams{RunID: runID, ItemNo: itemNo, LeaseSeconds: lease.Seconds()})
-		if err != nil {
-			return err
-		}
-		// The item update is the CTE; n counts attempts closed. Check the item itself.
-		var status string
-		if err := tx.tx.QueryRow(ctx, `SELECT status FROM dw_etl_run_items WHERE run_id = $1 AND item_no = $2`, runID, itemNo).Scan(&status); err != nil {
-			return err
-		}
-		if status != "FAILED" || n == 0 {
-			return nil
-		}
-		done = true
-		return tx.q.BumpProgress(ctx, sqlcdb.BumpProgressParams{RunID: runID, Shard: ShardOf(itemNo, itemCount)})
-	})
-	if err != nil {
-		return false, fmt.Errorf("fail lost item %d of run %s: %w", itemNo, runID, err)
-	}
-	return done, nil
-}

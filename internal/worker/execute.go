@@ -354,26 +354,15 @@ func (w *Worker) cancelPending(ctx context.Context, ic store.ItemContext, log ze
 }
 
 // notClaimable handles a delivery that could not claim: a live attempt holds the item
-// (duplicate delivery), or its last attempt's worker was lost.
+// (a duplicate delivery), or its holder died. In the second case the reconciler closes the
+// lost attempt (retrying the item, or failing it when out of attempts), so the delivery only
+// comes back a lease later.
 func (w *Worker) notClaimable(ctx context.Context, ic store.ItemContext, log zerolog.Logger) error {
 	cur, err := w.cfg.Store.GetItemContext(ctx, ic.RunID, ic.ItemNo)
 	if err != nil {
 		return err
 	}
-	if cur.Status == string(runstate.StatusRunning) && cur.Attempts >= cur.AttemptLimit &&
-		cur.HeartbeatAt != nil && time.Since(*cur.HeartbeatAt) > w.cfg.Lease {
-		ok, err := w.cfg.Store.FailLostItem(ctx, cur.RunID, cur.ItemNo, cur.ItemCount, w.cfg.Lease)
-		if err != nil {
-			return err
-		}
-		if ok {
-			log.Warn().Msg("last attempt's worker was lost; item failed")
-			w.maybeFinalise(context.WithoutCancel(ctx), ic.RunID, log)
-		}
-		return fmt.Errorf("item out of attempts: %w", asynq.SkipRetry)
-	}
-	log.Info().Str("status", cur.Status).Msg("duplicate delivery: item held by a live attempt or terminal")
-	// If the holder dies, the item becomes claimable a lease after its last heartbeat.
+	log.Info().Str("status", cur.Status).Msg("duplicate delivery: item held by another attempt or terminal")
 	return task.RetryIn(fmt.Errorf("%w: item %s", errDuplicate, cur.Status), w.cfg.Lease)
 }
 

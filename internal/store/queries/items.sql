@@ -104,21 +104,3 @@ WHERE i.run_id = @run_id AND i.item_no = n.item_no;
 -- name: CancelPendingItem :execrows
 UPDATE dw_etl_run_items SET status = 'CANCELLED', ended_at = now(), error_message = 'run cancelled'
 WHERE run_id = @run_id AND item_no = @item_no AND status = 'PENDING';
-
--- FailLostItem ends an item whose last attempt's worker stopped heartbeating, closing that
--- attempt as "worker lost".
--- name: FailLostItem :execrows
-WITH lost AS (
-  UPDATE dw_etl_run_items i
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost',
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - i.started_at) * 1000)::bigint,
-      current_attempt_id = NULL, heartbeat_at = NULL
-  WHERE i.run_id = @run_id AND i.item_no = @item_no AND i.status = 'RUNNING'
-    AND i.heartbeat_at < now() - make_interval(secs => @lease_seconds::float8)
-  RETURNING i.run_id, i.item_no
-)
-UPDATE dw_etl_run_attempts a
-SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost',
-    ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-FROM lost l
-WHERE a.run_id = l.run_id AND a.item_no = l.item_no AND a.status = 'RUNNING';

@@ -115,39 +115,6 @@ type CopyItemsParams struct {
 	CursorEnd   *time.Time
 }
 
-const failLostItem = `-- name: FailLostItem :execrows
-WITH lost AS (
-  UPDATE dw_etl_run_items i
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost',
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - i.started_at) * 1000)::bigint,
-      current_attempt_id = NULL, heartbeat_at = NULL
-  WHERE i.run_id = $1 AND i.item_no = $2 AND i.status = 'RUNNING'
-    AND i.heartbeat_at < now() - make_interval(secs => $3::float8)
-  RETURNING i.run_id, i.item_no
-)
-UPDATE dw_etl_run_attempts a
-SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost',
-    ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-FROM lost l
-WHERE a.run_id = l.run_id AND a.item_no = l.item_no AND a.status = 'RUNNING'
-`
-
-type FailLostItemParams struct {
-	RunID        uuid.UUID
-	ItemNo       int32
-	LeaseSeconds float64
-}
-
-// FailLostItem ends an item whose last attempt's worker stopped heartbeating, closing that
-// attempt as "worker lost".
-func (q *Queries) FailLostItem(ctx context.Context, arg FailLostItemParams) (int64, error) {
-	result, err := q.db.Exec(ctx, failLostItem, arg.RunID, arg.ItemNo, arg.LeaseSeconds)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
 const getItemContext = `-- name: GetItemContext :one
 SELECT i.run_id, i.item_no, i.params, i.param_hash, i.status, i.attempts, i.task_id, i.generation,
   coalesce(i.attempt_limit, j.max_attempts)::int AS attempt_limit,
