@@ -55,6 +55,13 @@ type Metrics struct {
 	Pages          int64
 	// Watermark is the greatest time passed to ObserveWatermark, nil if none was.
 	Watermark *time.Time
+	// CursorMeta is what the handler asked to keep with the cursor ([Item.SetCursorMeta]),
+	// nil when it set nothing (the stored meta is then kept).
+	CursorMeta json.RawMessage
+	// Note is the handler's one-line account of the load ([Item.SetNote]), "" if none.
+	Note string
+	// Progress is the handler's last progress message ([Item.SetProgress]), "" if none.
+	Progress string
 }
 
 // ItemSpec is everything the executor knows about one attempt of one item. Job
@@ -81,6 +88,9 @@ type ItemSpec struct {
 	WindowStart *time.Time
 	// WindowEnd is the run's logical start for StrategyLastRun, otherwise nil.
 	WindowEnd *time.Time
+	// CursorMeta is the metadata stored with the cursor (cursor_meta) when the run expanded
+	// its items, e.g. the key that breaks ties at the cursor's time; nil on a first load.
+	CursorMeta json.RawMessage
 	// Logger should already carry job_id, run_id, attempt_id and item_no.
 	Logger zerolog.Logger
 	// Target is the transaction on the job's target database, nil when the job has no
@@ -96,6 +106,8 @@ type Item struct {
 
 	read, written, pages atomic.Int64
 	watermark            atomic.Pointer[time.Time]
+	cursorMeta           atomic.Pointer[json.RawMessage]
+	note, progress       atomic.Pointer[string]
 }
 
 // NewItem returns the item described by spec. The spec's slices and times are
@@ -105,6 +117,7 @@ func NewItem(spec ItemSpec) *Item {
 	spec.Config = bytes.Clone(spec.Config)
 	spec.WindowStart = cloneTime(spec.WindowStart)
 	spec.WindowEnd = cloneTime(spec.WindowEnd)
+	spec.CursorMeta = bytes.Clone(spec.CursorMeta)
 	return &Item{spec: spec}
 }
 
@@ -147,6 +160,10 @@ func (it *Item) Window() Window {
 	return Window{Start: cloneTime(it.spec.WindowStart), End: cloneTime(it.spec.WindowEnd)}
 }
 
+// CursorMeta returns a copy of the metadata stored with the item's cursor, nil on a first
+// load or when none was stored.
+func (it *Item) CursorMeta() json.RawMessage { return bytes.Clone(it.spec.CursorMeta) }
+
 // Log returns the item's logger, tagged with job_id, run_id, attempt_id and item_no.
 // Lines written to it are stored with the run's logs.
 func (it *Item) Log() *zerolog.Logger { return &it.spec.Logger }
@@ -171,9 +188,14 @@ func (it *Item) Params(v any) error {
 }
 
 // Config decodes the job's configuration into v under the same rules as
-// [Item.Params].
+// [Item.Params], leaving out the keys the executor reads itself ([ExecutorConfigKeys]),
+// so a kind's strict decoding accepts a job that names its target database.
 func (it *Item) Config(v any) error {
-	return decodeStrict("config", it.spec.Config, v)
+	raw, err := KindConfig(it.spec.Config)
+	if err != nil {
+		return err
+	}
+	return decodeStrict("config", raw, v)
 }
 
 // decodeStrict decodes one JSON value into v and marks every failure as DATA: the
@@ -236,6 +258,25 @@ func (it *Item) ObserveWatermark(t time.Time) {
 	}
 }
 
+// SetCursorMeta asks the executor to store meta (a JSON value) with the item's cursor when
+// the cursor moves, e.g. the key of the last row read at the watermark's time. The last
+// call wins; meta that is not valid JSON is ignored.
+func (it *Item) SetCursorMeta(meta json.RawMessage) {
+	if !json.Valid(meta) {
+		return
+	}
+	c := json.RawMessage(bytes.Clone(meta))
+	it.cursorMeta.Store(&c)
+}
+
+// SetNote records a one-line account of what the load did (rows read, rows at the boundary
+// re-read, why the cursor held); it is stored as the item's cursor note. The last call wins.
+func (it *Item) SetNote(note string) { it.note.Store(&note) }
+
+// SetProgress records a short message saying where a long item is (a page, a table); the
+// executor shows it with the live counters while the item runs. The last call wins.
+func (it *Item) SetProgress(msg string) { it.progress.Store(&msg) }
+
 // Metrics returns what the handler has reported so far. The executor reads it after
 // the handler returns.
 func (it *Item) Metrics() Metrics {
@@ -244,7 +285,24 @@ func (it *Item) Metrics() Metrics {
 		RecordsWritten: it.written.Load(),
 		Pages:          it.pages.Load(),
 		Watermark:      cloneTime(it.watermark.Load()),
+		CursorMeta:     loadRaw(&it.cursorMeta),
+		Note:           loadString(&it.note),
+		Progress:       loadString(&it.progress),
 	}
+}
+
+func loadRaw(p *atomic.Pointer[json.RawMessage]) json.RawMessage {
+	if v := p.Load(); v != nil {
+		return bytes.Clone(*v)
+	}
+	return nil
+}
+
+func loadString(p *atomic.Pointer[string]) string {
+	if v := p.Load(); v != nil {
+		return *v
+	}
+	return ""
 }
 
 func cloneTime(t *time.Time) *time.Time {

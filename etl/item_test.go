@@ -205,3 +205,21 @@ func TestParseStrategy(t *testing.T) {
 		t.Errorf(`ParseStrategy("modifiedDate") error = %v, want unknown strategy`, err)
 	}
 }
+
+func TestConfigLeavesOutExecutorKeys(t *testing.T) {
+	t.Parallel()
+	it := etl.NewItem(etl.ItemSpec{Config: json.RawMessage(`{"target_table":"t","target_url_env":"WAREHOUSE_URL"}`)})
+	var cfg struct {
+		TargetTable string `json:"target_table"`
+	}
+	if err := it.Config(&cfg); err != nil {
+		t.Fatalf("Config with target_url_env: %v", err)
+	}
+	if cfg.TargetTable != "t" {
+		t.Errorf("target_table = %q, want t", cfg.TargetTable)
+	}
+	bad := etl.NewItem(etl.ItemSpec{Config: json.RawMessage(`{"target_tabel":"t"}`)})
+	if err := bad.Config(&cfg); err == nil || etl.Classify(err) != etl.CategoryData {
+		t.Errorf("Config with a typo = %v, want a DATA error", err)
+	}
+}
