@@ -581,13 +581,14 @@ func (p *pass) repairQueue(ctx context.Context, queue string, regenerate bool) e
 	st := p.r.cfg.Store
 	p.rep.QueuesRepaired++
 	var after store.ItemTask
+	var errs []error
 	for {
 		page, err := st.DeliverableItems(ctx, queue, after, p.r.cfg.BatchSize)
 		if err != nil {
-			return err
+			return errors.Join(append(errs, err)...)
 		}
 		if len(page) == 0 {
-			return nil
+			return errors.Join(errs...)
 		}
 		after = page[len(page)-1]
 		byRun := map[uuid.UUID][]store.ItemTask{}
@@ -598,19 +599,22 @@ func (p *pass) repairQueue(ctx context.Context, queue string, regenerate bool) e
 					continue // claimed or settled meanwhile
 				}
 				if err != nil {
-					return err
+					errs = append(errs, err)
+					continue
 				}
 				it = next
 			}
 			byRun[it.RunID] = append(byRun[it.RunID], it)
 		}
 		for runID, items := range byRun {
+			// One run's failure (its job's options, say) must not stop the others' repair.
 			if err := p.send(ctx, runID, items); err != nil {
-				return err
+				errs = append(errs, err)
+				p.r.log.Warn().Err(err).Str("queue", queue).Str("run_id", runID.String()).Msg("could not re-enqueue a run's tasks; carrying on")
 			}
 		}
 		if len(page) < p.r.cfg.BatchSize {
-			return nil
+			return errors.Join(errs...)
 		}
 	}
 }

@@ -419,3 +419,31 @@ func TestRecoversLostRedisEndToEnd(t *testing.T) {
 	require.NoError(t, b.st.Pool().QueryRow(t.Context(), `SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1`, run.RunID).Scan(&total))
 	require.Equal(t, 6, total, "one attempt per item, plus the lost one")
 }
+
+// A rerun whose fan-out never happened (its enqueue failed, or its process died) is finished
+// by the reconciler once the rerun's fan-out lease lapsed: it does not stay RUNNING for ever.
+func TestRerunWhoseFanOutFailed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 1, 0)
+	run := b.trigger(t, "j", 2)
+	_, err := b.st.SettleItems(t.Context(), 1, run.RunID, []int32{1, 2}, runstate.StatusFailed, etl.CategoryAPI, "down")
+	require.NoError(t, err)
+	r := b.reconciler(t)
+	_, err = r.Once(t.Context())
+	require.NoError(t, err)
+	got, err := b.st.GetRun(t.Context(), run.RunID)
+	require.NoError(t, err)
+	require.Equal(t, "FAILED", got.Status)
+
+	reopened, err := b.st.ReopenForRerun(t.Context(), run.RunID, []int32{1, 2}, 1) // ... and the enqueue never comes
+	require.NoError(t, err)
+	require.Len(t, reopened, 2)
+	b.exec(t, `UPDATE dw_etl_runs SET fanout_until = now() - interval '1 second' WHERE run_id = $1`, run.RunID)
+	rep, err := r.Once(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.RunsEnqueued)
+	for _, it := range reopened {
+		require.Equal(t, "pending", b.taskState(t, run.RunID, it.ItemNo, it.Generation))
+	}
+}
