@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"time"
 
@@ -23,6 +24,10 @@ import (
 
 func init() { register(triggerCmd) }
 
+// ParamsMaxBytesDefault bounds --params-file: 4 GiB, several million sets; the file is
+// streamed, so the bound guards the database, not the enqueuer's memory.
+const ParamsMaxBytesDefault = 4 << 30
+
 // Exit codes of `trigger --wait`.
 const (
 	ExitSuccess        = 0
@@ -32,19 +37,22 @@ const (
 
 func triggerCmd(e *env) *cobra.Command {
 	var (
-		kv         []string
-		paramsFile string
-		dryRun     bool
-		wait       bool
-		asJSON     bool
-		poll       time.Duration
+		kv          []string
+		paramsFile  string
+		paramsLimit int64
+		dryRun      bool
+		wait        bool
+		asJSON      bool
+		poll        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "trigger JOB_ID [--param k=v ...] [--params-file F] [--dry-run] [--wait] [--json]",
 		Short: "Start a run: expand params into items, record them, enqueue one task per item",
 		Long: `Start a run of JOB_ID. --params-file takes a JSON array or JSON lines of param objects
-("-" reads stdin); --param k=v adds one param set. Without either, the job's declared
-param_source is used, or a single {} for jobs without params.
+("-" reads stdin), streamed into the run one set at a time (memory does not grow with the
+file; --params-max-bytes bounds it); --param k=v adds one param set. Without either, the job's
+declared param_source (static list or SQL query) is used, or a single {} for jobs without
+params. A bad set stops the trigger and nothing is written.
 
 With --wait, a progress bar shows done/total, failed, rate and ETA, then a summary; the exit
 code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
@@ -59,6 +67,7 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 				}
 				sets = append(sets, p)
 			}
+			var source iter.Seq2[json.RawMessage, error]
 			if paramsFile != "" {
 				var r io.Reader = cmd.InOrStdin()
 				if paramsFile != "-" {
@@ -69,14 +78,16 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 					defer f.Close()
 					r = f
 				}
-				fs, err := params.ParseFile(r, 0)
-				if err != nil {
-					return fmt.Errorf("--params-file %s: %w", paramsFile, err)
+				source = func(yield func(json.RawMessage, error) bool) {
+					for set, err := range params.Stream(r, paramsLimit) {
+						if err != nil {
+							err = fmt.Errorf("--params-file %s: %w", paramsFile, err)
+						}
+						if !yield(set, err) || err != nil {
+							return
+						}
+					}
 				}
-				if len(fs) == 0 {
-					return fmt.Errorf("--params-file %s: no param sets", paramsFile)
-				}
-				sets = append(sets, fs...)
 			}
 			st, redis, err := e.connect(ctx)
 			if err != nil {
@@ -102,7 +113,10 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 			}
 			defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
 			tctx, span := telemetry.StartEnqueue(ctx, args[0], "")
-			res, err := enq.Trigger(tctx, enqueue.Request{JobID: args[0], Params: sets, DryRun: dryRun})
+			res, err := enq.Trigger(tctx, enqueue.Request{JobID: args[0], Params: sets, Source: source, DryRun: dryRun})
+			if paramsFile != "" && errors.Is(err, enqueue.ErrNoParams) {
+				err = fmt.Errorf("--params-file %s: no param sets", paramsFile)
+			}
 			span.End()
 			if err != nil {
 				return err
@@ -137,6 +151,7 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 	f := cmd.Flags()
 	f.StringArrayVar(&kv, "param", nil, "a param k=v (repeatable; values parse as JSON when valid JSON)")
 	f.StringVar(&paramsFile, "params-file", "", "JSON array or JSON lines of param objects (- for stdin)")
+	f.Int64Var(&paramsLimit, "params-max-bytes", ParamsMaxBytesDefault, "refuse a params file larger than this (0: no limit)")
 	f.BoolVar(&dryRun, "dry-run", false, "execute everything but keep no target writes and move no cursor")
 	f.BoolVar(&wait, "wait", false, "wait for the run to end, showing progress")
 	f.BoolVar(&asJSON, "json", false, "print the run as JSON")

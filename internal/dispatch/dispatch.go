@@ -95,27 +95,33 @@ func (d *Dispatcher) Send(ctx context.Context, job store.Job, items []store.Item
 	if err := base.Validate(); err != nil {
 		return Sent{}, fmt.Errorf("job %q task options: %w", job.JobID, err)
 	}
-	var fresh, present atomic.Int64
+	// A fixed set of senders takes items by index: no goroutine per task.
+	var fresh, present, next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(d.cfg.Concurrency)
-	for _, it := range items {
+	for range min(d.cfg.Concurrency, len(items)) {
 		g.Go(func() error {
-			o := base
-			o.ProcessAt = it.NotBefore
-			t, err := task.NewItem(task.Item{RunID: it.RunID, ItemNo: it.ItemNo, Generation: it.Generation}, o, headers)
-			if err != nil {
-				return err
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(items) || gctx.Err() != nil {
+					return nil
+				}
+				it := items[i]
+				o := base
+				o.ProcessAt = it.NotBefore
+				t, err := task.NewItem(task.Item{RunID: it.RunID, ItemNo: it.ItemNo, Generation: it.Generation}, o, headers)
+				if err != nil {
+					return err
+				}
+				_, err = d.client.EnqueueContext(gctx, t)
+				switch {
+				case errors.Is(err, asynq.ErrTaskIDConflict):
+					present.Add(1)
+				case err != nil:
+					return fmt.Errorf("enqueue item %d of run %s: %w", it.ItemNo, it.RunID, err)
+				default:
+					fresh.Add(1)
+				}
 			}
-			_, err = d.client.EnqueueContext(gctx, t)
-			switch {
-			case errors.Is(err, asynq.ErrTaskIDConflict):
-				present.Add(1)
-			case err != nil:
-				return fmt.Errorf("enqueue item %d of run %s: %w", it.ItemNo, it.RunID, err)
-			default:
-				fresh.Add(1)
-			}
-			return nil
 		})
 	}
 	err := g.Wait()

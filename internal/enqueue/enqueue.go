@@ -7,9 +7,11 @@ package enqueue
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,8 +45,8 @@ type Config struct {
 	Concurrency int
 	// Headers, when set, returns task headers for ctx (trace propagation).
 	Headers func(ctx context.Context) map[string]string
-	// ParamSource expands a job's declared param_source; nil means only static lists.
-	ParamSource func(ctx context.Context, job store.Job) ([]json.RawMessage, error)
+	// ParamSource expands a job's declared param_source; nil means DeclaredParamSource.
+	ParamSource func(ctx context.Context, job store.Job) (iter.Seq2[json.RawMessage, error], error)
 	// QueueWaitPoll is how often a trigger under overlap policy "queue" checks whether the
 	// active run ended. Defaults to QueueWaitPollDefault.
 	QueueWaitPoll time.Duration
@@ -87,8 +89,12 @@ func (e *Enqueuer) Dispatcher() *dispatch.Dispatcher { return e.d }
 // Request asks for a run.
 type Request struct {
 	JobID string
-	// Params are the raw param sets; empty means the job's declared source, or one `{}`.
-	Params       []json.RawMessage
+	// Params are the raw param sets; empty (and no Source) means the job's declared
+	// param_source, or one `{}`.
+	Params []json.RawMessage
+	// Source streams param sets instead of (or after) Params, pulled while the run's items are
+	// written, so a run of any size is held in memory one set at a time.
+	Source       iter.Seq2[json.RawMessage, error]
 	DryRun       bool
 	Trigger      string // manual (default) | schedule | rerun
 	ScheduledFor *time.Time
@@ -105,7 +111,9 @@ type Result struct {
 	EnqueueTime time.Duration
 }
 
-// Trigger starts a run of a job.
+// Trigger starts a run of a job: the run and its deduplicated items are written in one
+// transaction, streaming the param sets through canonicalisation, the size check and dedupe
+// into one COPY; then the tasks are enqueued.
 func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	job, err := e.cfg.Store.GetJob(ctx, req.JobID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -117,21 +125,9 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	if !job.Enabled {
 		return Result{}, fmt.Errorf("%w: %q", ErrJobDisabled, job.JobID)
 	}
-	sets, err := e.paramSets(ctx, job, req.Params)
+	sets, err := e.paramSets(ctx, job, req)
 	if err != nil {
 		return Result{}, err
-	}
-	unique, dropped, err := params.Dedupe(sets)
-	if err != nil {
-		return Result{}, fmt.Errorf("params of job %q: %w", job.JobID, err)
-	}
-	if len(unique) == 0 {
-		return Result{}, fmt.Errorf("job %q: %w", job.JobID, ErrNoParams)
-	}
-	for i, u := range unique {
-		if err := params.CheckSize(u.Params); err != nil {
-			return Result{}, fmt.Errorf("params of job %q, set #%d: %w", job.JobID, i+1, err)
-		}
 	}
 	if req.Trigger == "" {
 		req.Trigger = "manual"
@@ -148,17 +144,22 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 		RunID: runID, JobID: job.JobID, DryRun: req.DryRun, Trigger: req.Trigger, LogicalStart: &now,
 		ScheduledFor: req.ScheduledFor, Exclusive: job.OverlapPolicy != "allow", Strategy: job.Strategy,
 	}
-	if len(req.Params) == 1 {
-		nr.Params = unique[0].Params
-	}
-	items := make([]store.NewItem, len(unique))
-	for i, s := range unique {
-		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash}
+	if len(req.Params) == 1 && req.Source == nil {
+		c, _, err := params.Canon(req.Params[0])
+		if err != nil {
+			return Result{}, fmt.Errorf("params of job %q: parameter set 0: %w", job.JobID, err)
+		}
+		nr.Params = c
 	}
 	log := e.cfg.Logger.With().Str("job_id", job.JobID).Str("run_id", runID.String()).Logger()
-	var run store.Run
+	var (
+		run store.Run
+		src *itemSource
+	)
 	for {
-		run, err = e.cfg.Store.CreateRun(ctx, nr, items, dropped)
+		// The run row goes in first: a skip or a wait for the active run consumes no param set.
+		src = newItemSource(job, sets)
+		run, err = e.cfg.Store.CreateRunFrom(ctx, nr, src)
 		if !errors.Is(err, store.ErrActiveRun) {
 			break
 		}
@@ -179,16 +180,22 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 		case <-time.After(e.cfg.QueueWaitPoll):
 		}
 	}
-	if err != nil {
+	switch {
+	case src.err != nil:
+		return Result{}, src.err
+	case errors.Is(err, store.ErrNoItems):
+		return Result{}, fmt.Errorf("job %q: %w", job.JobID, ErrNoParams)
+	case err != nil:
 		return Result{}, fmt.Errorf("create run of job %q: %w", job.JobID, err)
 	}
-	log.Info().Int("items", len(items)).Int("items_deduplicated", dropped).Bool("dry_run", req.DryRun).Msg("run created")
-	res := Result{Run: run, Items: len(items), Deduplicated: dropped}
+	items := int(run.ItemCount)
+	log.Info().Int("items", items).Int("items_deduplicated", src.dropped).Bool("dry_run", req.DryRun).Msg("run created")
+	res := Result{Run: run, Items: items, Deduplicated: src.dropped}
 	start := time.Now()
 	res.Enqueued, err = e.fanout(ctx, job, run.RunID, func(after int32, limit int) ([]store.ItemTask, error) {
 		// The items are numbered 1..n as created; no need to read them back.
 		var page []store.ItemTask
-		for no := after + 1; no <= int32(len(items)) && len(page) < limit; no++ {
+		for no := after + 1; no <= int32(items) && len(page) < limit; no++ {
 			page = append(page, store.ItemTask{RunID: run.RunID, ItemNo: no})
 		}
 		return page, nil
@@ -201,6 +208,116 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	log.Info().Int("tasks", res.Enqueued).Dur("elapsed", res.EnqueueTime).Msg("run enqueued")
 	res.Run, _ = e.cfg.Store.GetRun(ctx, run.RunID)
 	return res, nil
+}
+
+// itemSource turns a stream of raw param sets into a run's items: canonical form, size check,
+// param_hash, and first occurrence kept. The set of hashes seen is the only thing that grows
+// with the run: 16 bytes of each hash, ~40 MB at a million items.
+type itemSource struct {
+	job     store.Job
+	next    func() (json.RawMessage, error, bool)
+	stop    func()
+	seen    map[[16]byte]struct{}
+	index   int
+	dropped int
+	err     error
+}
+
+func newItemSource(job store.Job, sets iter.Seq2[json.RawMessage, error]) *itemSource {
+	next, stop := iter.Pull2(sets)
+	return &itemSource{job: job, next: next, stop: stop, seen: map[[16]byte]struct{}{}}
+}
+
+// Next implements store.ItemSource; an error is also kept in err, for Trigger to report as is.
+func (s *itemSource) Next() (store.NewItem, bool, error) {
+	for {
+		raw, err, ok := s.next()
+		if !ok {
+			s.stop()
+			return store.NewItem{}, false, nil
+		}
+		i := s.index
+		s.index++
+		if err == nil {
+			var it store.NewItem
+			if it, err = s.item(raw); err == nil {
+				var key [16]byte
+				hex.Decode(key[:], []byte(it.ParamHash[:32])) //nolint:errcheck // a param_hash is hex
+				if _, dup := s.seen[key]; dup {
+					s.dropped++
+					continue
+				}
+				s.seen[key] = struct{}{}
+				return it, true, nil
+			}
+			err = fmt.Errorf("params of job %q: parameter set %d: %w", s.job.JobID, i, err)
+		}
+		s.err = err
+		s.stop()
+		return store.NewItem{}, false, err
+	}
+}
+
+func (s *itemSource) item(raw json.RawMessage) (store.NewItem, error) {
+	c, h, err := params.Canon(raw)
+	if err != nil {
+		return store.NewItem{}, err
+	}
+	if err := params.CheckSize(c); err != nil {
+		return store.NewItem{}, err
+	}
+	if !s.job.SupportsParams && string(c) != "{}" {
+		return store.NewItem{}, fmt.Errorf("%w: job %q has supports_params false; drop --param/--params-file", ErrParamsNotSupported, s.job.JobID)
+	}
+	return store.NewItem{Params: c, ParamHash: h}, nil
+}
+
+// Deduplicated implements store.ItemSource.
+func (s *itemSource) Deduplicated() int { return s.dropped }
+
+// paramSets picks the param sets of a trigger: the given ones (Params, then Source), the job's
+// declared source, or `{}`.
+func (e *Enqueuer) paramSets(ctx context.Context, job store.Job, req Request) (iter.Seq2[json.RawMessage, error], error) {
+	if len(req.Params) > 0 || req.Source != nil {
+		return func(yield func(json.RawMessage, error) bool) {
+			for _, p := range req.Params {
+				if !yield(p, nil) {
+					return
+				}
+			}
+			if req.Source != nil {
+				for p, err := range req.Source {
+					if !yield(p, err) || err != nil {
+						return
+					}
+				}
+			}
+		}, nil
+	}
+	if job.SupportsParams && len(job.ParamSource) > 0 && string(job.ParamSource) != "null" {
+		if e.cfg.ParamSource != nil {
+			return e.cfg.ParamSource(ctx, job)
+		}
+		return DeclaredParamSource(job)
+	}
+	return each([]json.RawMessage{json.RawMessage(`{}`)}), nil
+}
+
+// EnqueueRun enqueues the tasks of a run's open, unclaimed items from Postgres (a rerun),
+// under the fan-out lease its caller took, and marks the run enqueued. Task ids are
+// deterministic, so tasks still in Redis are left alone.
+func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error) {
+	run, err := e.cfg.Store.GetRun(ctx, runID)
+	if err != nil {
+		return 0, err
+	}
+	job, err := e.cfg.Store.GetJob(ctx, run.JobID)
+	if err != nil {
+		return 0, err
+	}
+	return e.fanout(ctx, job, runID, func(after int32, limit int) ([]store.ItemTask, error) {
+		return e.cfg.Store.OpenItems(ctx, runID, after, limit)
+	})
 }
 
 // fanout sends a run's tasks page by page (next returns the items after the given item_no),
@@ -227,7 +344,7 @@ func (e *Enqueuer) fanout(ctx context.Context, job store.Job, runID uuid.UUID, n
 		after = page[len(page)-1].ItemNo
 		if ok, err := e.cfg.Store.TakeFanout(ctx, runID, store.FanoutLeaseDefault, true); err != nil || !ok {
 			if err == nil {
-				err = errors.New("the run's fan-out lease was lost (the reconciler took the fan-out over)")
+				err = errors.New("the run's fan-out lease was lost (the run ended or the reconciler took the fan-out over)")
 			}
 			return total, err
 		}
@@ -240,56 +357,4 @@ func (e *Enqueuer) fanout(ctx context.Context, job store.Job, runID uuid.UUID, n
 		e.cfg.Logger.Warn().Err(err).Str("run_id", runID.String()).Msg("early finalise check failed")
 	}
 	return total, nil
-}
-
-// paramSets picks the param sets of a trigger: given ones, the job's declared source, or `{}`.
-func (e *Enqueuer) paramSets(ctx context.Context, job store.Job, given []json.RawMessage) ([]json.RawMessage, error) {
-	if len(given) > 0 {
-		if !job.SupportsParams {
-			for _, g := range given {
-				if c, _, err := params.Canon(g); err != nil || string(c) != "{}" {
-					return nil, fmt.Errorf("%w: job %q has supports_params false; drop --param/--params-file", ErrParamsNotSupported, job.JobID)
-				}
-			}
-		}
-		return given, nil
-	}
-	if job.SupportsParams && len(job.ParamSource) > 0 && string(job.ParamSource) != "null" {
-		if e.cfg.ParamSource != nil {
-			return e.cfg.ParamSource(ctx, job)
-		}
-		return StaticParamSource(job)
-	}
-	return []json.RawMessage{json.RawMessage(`{}`)}, nil
-}
-
-// StaticParamSource expands a param_source of the form {"static": [ {...}, ... ]}.
-func StaticParamSource(job store.Job) ([]json.RawMessage, error) {
-	var src struct {
-		Static []json.RawMessage `json:"static"`
-	}
-	if err := json.Unmarshal(job.ParamSource, &src); err != nil {
-		return nil, fmt.Errorf("job %q param_source: %w", job.JobID, err)
-	}
-	if src.Static == nil {
-		return nil, fmt.Errorf("job %q param_source: only {\"static\": [...]} is supported here", job.JobID)
-	}
-	return src.Static, nil
-}
-
-// EnqueueRun enqueues the tasks of a run's open, unclaimed items from Postgres (a rerun),
-// under the fan-out lease its caller took, and marks the run enqueued. Task ids are
-// deterministic, so tasks still in Redis are left alone.
-func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error) {
-	run, err := e.cfg.Store.GetRun(ctx, runID)
-	if err != nil {
-		return 0, err
-	}
-	job, err := e.cfg.Store.GetJob(ctx, run.JobID)
-	if err != nil {
-		return 0, err
-	}
-	return e.fanout(ctx, job, runID, func(after int32, limit int) ([]store.ItemTask, error) {
-		return e.cfg.Store.OpenItems(ctx, runID, after, limit)
-	})
 }

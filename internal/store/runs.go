@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/runstate"
@@ -50,12 +52,47 @@ type NewItem struct {
 	ParamHash string
 }
 
-// CreateRun writes the run and its items (COPY), each item's window start and cursor meta
-// taken from the stored cursor, in one transaction: a run is either fully expanded in Postgres
-// or absent. The run starts under a fan-out lease (FanoutLeaseDefault) held by the caller, so
-// the reconciler leaves its fan-out alone until the lease lapses. Items are numbered 1..n in
-// the order given.
+// ItemSource yields a new run's items one at a time, pulled while the run's transaction is
+// open (so a run of a million items is never held in memory): Next returns false when the
+// items are exhausted, Deduplicated how many param sets it dropped as duplicates.
+type ItemSource interface {
+	Next() (NewItem, bool, error)
+	Deduplicated() int
+}
+
+// ErrNoItems is returned by CreateRunFrom when the source yields no item.
+var ErrNoItems = errors.New("no items")
+
+// CreateRun writes the run and its items (see CreateRunFrom) from a slice.
 func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, deduplicated int) (Run, error) {
+	return s.CreateRunFrom(ctx, nr, &sliceSource{items: items, dropped: deduplicated})
+}
+
+type sliceSource struct {
+	items   []NewItem
+	dropped int
+}
+
+func (s *sliceSource) Next() (NewItem, bool, error) {
+	if len(s.items) == 0 {
+		return NewItem{}, false, nil
+	}
+	it := s.items[0]
+	s.items = s.items[1:]
+	return it, true, nil
+}
+
+func (s *sliceSource) Deduplicated() int { return s.dropped }
+
+var itemColumns = []string{"run_id", "item_no", "params", "param_hash", "cursor_end"}
+
+// CreateRunFrom writes the run and streams its items into one COPY, in one transaction: a run
+// is either fully expanded in Postgres or absent (a source error rolls it all back). Items are
+// numbered 1..n in the order given; each item's window start and cursor meta are the stored
+// cursor's (one set-based statement after the COPY, for incremental jobs). The run starts under
+// a fan-out lease (FanoutLeaseDefault) held by the caller, so the reconciler leaves its fan-out
+// alone until the lease lapses.
+func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (Run, error) {
 	var run Run
 	if nr.Params == nil {
 		nr.Params = json.RawMessage(`{}`)
@@ -73,44 +110,36 @@ func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, dedup
 		if err != nil {
 			return fmt.Errorf("insert run: %w", mapErr(err))
 		}
-		type cursor struct {
-			value *time.Time
-			meta  json.RawMessage
-		}
-		cursors := map[string]cursor{}
-		if nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun) {
-			hashes := make([]string, len(items))
-			for i, it := range items {
-				hashes[i] = it.ParamHash
-			}
-			rows, err := tx.q.CursorsForHashes(ctx, sqlcdb.CursorsForHashesParams{JobID: nr.JobID, ParamHashes: hashes})
-			if err != nil {
-				return fmt.Errorf("read cursors: %w", err)
-			}
-			for _, r := range rows {
-				cursors[r.ParamHash] = cursor{value: r.CursorValue, meta: r.CursorMeta}
-			}
-		}
 		var windowEnd *time.Time
 		if nr.Strategy == string(etl.StrategyLastRun) {
 			windowEnd = nr.LogicalStart
 		}
-		copyRows := make([]sqlcdb.CopyItemsParams, len(items))
-		for i, it := range items {
-			c := cursors[it.ParamHash]
-			copyRows[i] = sqlcdb.CopyItemsParams{
-				RunID: nr.RunID, ItemNo: int32(i + 1), Params: it.Params, ParamHash: it.ParamHash,
-				CursorStart: c.value, CursorMeta: c.meta, CursorEnd: windowEnd,
+		runID := pgtype.UUID{Bytes: nr.RunID, Valid: true}
+		var no int32
+		n, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"dw_etl_run_items"}, itemColumns, pgx.CopyFromFunc(func() ([]any, error) {
+			it, ok, err := src.Next()
+			if err != nil || !ok {
+				return nil, err
+			}
+			no++
+			return []any{runID, no, it.Params, it.ParamHash, windowEnd}, nil
+		}))
+		if err != nil {
+			return fmt.Errorf("copy items: %w", err)
+		}
+		if n == 0 {
+			return ErrNoItems
+		}
+		if nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun) {
+			if err := tx.q.StartItemsAtCursors(ctx, sqlcdb.StartItemsAtCursorsParams{RunID: nr.RunID, JobID: nr.JobID}); err != nil {
+				return fmt.Errorf("read cursors: %w", err)
 			}
 		}
-		if _, err := tx.q.CopyItems(ctx, copyRows); err != nil {
-			return fmt.Errorf("copy %d items: %w", len(items), err)
-		}
-		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(len(items)), ItemsDeduplicated: int32(deduplicated)}); err != nil {
+		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(n), ItemsDeduplicated: int32(src.Deduplicated())}); err != nil {
 			return err
 		}
-		run.ItemCount = int32(len(items))
-		run.ItemsDeduplicated = int32(deduplicated)
+		run.ItemCount = int32(n)
+		run.ItemsDeduplicated = int32(src.Deduplicated())
 		return nil
 	})
 	if err != nil {

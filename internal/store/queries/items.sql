@@ -9,10 +9,6 @@
 -- jsonb array (finishes, which carry NULLs), so one statement serves any batch size and keeps a
 -- generic plan.
 
--- name: CopyItems :copyfrom
-INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, cursor_start, cursor_meta, cursor_end)
-VALUES (@run_id, @item_no, @params, @param_hash, @cursor_start, @cursor_meta, @cursor_end);
-
 -- ClaimItems takes each requested item for one attempt: the item must be PENDING, unclaimed, of
 -- the requested generation, within its attempt limit (worker-lost attempts count against their
 -- own limit, not this one), of an open run that is neither cancelled nor past its deadline, and

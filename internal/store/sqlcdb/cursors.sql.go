@@ -7,45 +7,9 @@ package sqlcdb
 
 import (
 	"context"
-	"encoding/json"
-	"time"
+
+	"github.com/google/uuid"
 )
-
-const cursorsForHashes = `-- name: CursorsForHashes :many
-SELECT param_hash, cursor_value, cursor_meta FROM dw_etl_incremental_cursors
-WHERE job_id = $1 AND param_hash = ANY($2::text[])
-`
-
-type CursorsForHashesParams struct {
-	JobID       string
-	ParamHashes []string
-}
-
-type CursorsForHashesRow struct {
-	ParamHash   string
-	CursorValue *time.Time
-	CursorMeta  json.RawMessage
-}
-
-func (q *Queries) CursorsForHashes(ctx context.Context, arg CursorsForHashesParams) ([]CursorsForHashesRow, error) {
-	rows, err := q.db.Query(ctx, cursorsForHashes, arg.JobID, arg.ParamHashes)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []CursorsForHashesRow
-	for rows.Next() {
-		var i CursorsForHashesRow
-		if err := rows.Scan(&i.ParamHash, &i.CursorValue, &i.CursorMeta); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
 
 const listCursors = `-- name: ListCursors :many
 SELECT job_id, param_hash, params, strategy, cursor_value, cursor_meta, last_run_id, updated_at FROM dw_etl_incremental_cursors WHERE job_id = $1 ORDER BY cursor_value DESC NULLS LAST, param_hash
@@ -78,4 +42,22 @@ func (q *Queries) ListCursors(ctx context.Context, jobID string) ([]DwEtlIncreme
 		return nil, err
 	}
 	return items, nil
+}
+
+const startItemsAtCursors = `-- name: StartItemsAtCursors :exec
+UPDATE dw_etl_run_items i SET cursor_start = c.cursor_value, cursor_meta = c.cursor_meta
+FROM dw_etl_incremental_cursors c
+WHERE i.run_id = $1 AND c.job_id = $2 AND c.param_hash = i.param_hash
+`
+
+type StartItemsAtCursorsParams struct {
+	RunID uuid.UUID
+	JobID string
+}
+
+// StartItemsAtCursors gives a new run's items the window start and meta of their stored
+// cursors, in one statement (a HOT update of rows the same transaction just copied in).
+func (q *Queries) StartItemsAtCursors(ctx context.Context, arg StartItemsAtCursorsParams) error {
+	_, err := q.db.Exec(ctx, startItemsAtCursors, arg.RunID, arg.JobID)
+	return err
 }

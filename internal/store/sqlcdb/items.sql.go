@@ -14,6 +14,7 @@ import (
 )
 
 const claimItems = `-- name: ClaimItems :many
+
 WITH req AS (
   SELECT r.run_id, r.item_no, r.generation, r.attempt_id
   FROM (SELECT unnest($1::uuid[]) AS run_id, unnest($2::int[]) AS item_no, unnest($3::int[]) AS generation, unnest($4::uuid[]) AS attempt_id) AS r
@@ -119,6 +120,18 @@ type ClaimItemsRow struct {
 	JobUpdatedAt    *time.Time
 }
 
+// The item ledger: claim → liveness → finish, the statements on a worker's hot path.
+//
+// Lock order (docs/state-machine.md; every statement that waits follows it):
+//
+//	run row (FOR NO KEY UPDATE, never FOR UPDATE) → item rows in (run_id, item_no) order →
+//	their attempt rows → progress rows in (run_id, shard) order → cursor rows in
+//	(job_id, param_hash) order.
+//
+// Statements that touch attempt rows without holding their items (the heartbeat's progress
+// report) take them with SKIP LOCKED and never wait. Batches arrive as arrays (claims) or one
+// jsonb array (finishes, which carry NULLs), so one statement serves any batch size and keeps a
+// generic plan.
 // ClaimItems takes each requested item for one attempt: the item must be PENDING, unclaimed, of
 // the requested generation, within its attempt limit (worker-lost attempts count against their
 // own limit, not this one), of an open run that is neither cancelled nor past its deadline, and
@@ -185,16 +198,6 @@ func (q *Queries) ClaimItems(ctx context.Context, arg ClaimItemsParams) ([]Claim
 		return nil, err
 	}
 	return items, nil
-}
-
-type CopyItemsParams struct {
-	RunID       uuid.UUID
-	ItemNo      int32
-	Params      json.RawMessage
-	ParamHash   string
-	CursorStart *time.Time
-	CursorMeta  json.RawMessage
-	CursorEnd   *time.Time
 }
 
 const finishAttempts = `-- name: FinishAttempts :many
