@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -17,8 +18,16 @@ type batcher[Req, Res any] struct {
 	linger time.Duration
 	flush  func(ctx context.Context, reqs []Req) ([]Res, error)
 	done   chan struct{}
-	once   sync.Once
+
+	// mu guards closed: senders hold it shared while they send, close takes it exclusively,
+	// so nobody sends on the channel once it is closed (a handler asynq abandoned at shutdown
+	// gets errBatcherClosed instead of a panic).
+	mu     sync.RWMutex
+	closed bool
 }
+
+// errBatcherClosed answers a request that arrives after the worker stopped its bookkeeping.
+var errBatcherClosed = errors.New("worker bookkeeping stopped")
 
 type call[Req, Res any] struct {
 	req  Req
@@ -44,19 +53,31 @@ func newBatcher[Req, Res any](ctx context.Context, max int, linger time.Duration
 // so a bookkeeping write is never abandoned half-way.
 func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	c := &call[Req, Res]{req: req, done: make(chan result[Res], 1)}
+	var zero Res
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return zero, errBatcherClosed
+	}
 	select {
 	case b.ch <- c:
 	case <-ctx.Done():
-		var zero Res
+		b.mu.RUnlock()
 		return zero, ctx.Err()
 	}
+	b.mu.RUnlock()
 	r := <-c.done
 	return r.res, r.err
 }
 
 // close stops the loop once every queued request was flushed.
 func (b *batcher[Req, Res]) close() {
-	b.once.Do(func() { close(b.ch) })
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.ch)
+	}
+	b.mu.Unlock()
 	<-b.done
 }
 
