@@ -82,6 +82,8 @@ type Request struct {
 	DryRun       bool
 	Trigger      string // manual (default) | schedule | rerun
 	ScheduledFor *time.Time
+	// Extras pass through to the run's creation (idempotency key, backfill window).
+	Extras store.RunExtras
 }
 
 // Result describes a started (or skipped) run.
@@ -137,6 +139,7 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	nr := store.NewRun{
 		RunID: runID, JobID: job.JobID, DryRun: req.DryRun, Trigger: req.Trigger, LogicalStart: &now,
 		ScheduledFor: req.ScheduledFor, Exclusive: job.OverlapPolicy != "allow", Strategy: job.Strategy,
+		Extras: req.Extras,
 	}
 	if len(req.Params) == 1 {
 		nr.Params = unique[0].Params

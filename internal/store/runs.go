@@ -57,6 +57,9 @@ type NewRun struct {
 	Exclusive    bool
 	// Strategy of the job: last_run items get the logical start as their window end.
 	Strategy string
+	// Extras are optional parts written in the same transaction (idempotency key, a backfill
+	// window); see RunExtras.
+	Extras RunExtras
 }
 
 // NewItem is one deduplicated param set of a new run.
@@ -84,6 +87,13 @@ func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, dedup
 	if nr.Params == nil {
 		nr.Params = json.RawMessage(`{}`)
 	}
+	// Extras: a window replaces the logical start and every item's stored cursor.
+	if nr.Extras.WindowEnd != nil {
+		nr.LogicalStart = nr.Extras.WindowEnd
+	}
+	if nr.Extras.NotExclusive {
+		nr.Exclusive = false
+	}
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
 		run, err = tx.q.InsertRun(ctx, sqlcdb.InsertRunParams{
@@ -95,6 +105,9 @@ func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, dedup
 		}
 		if err != nil {
 			return fmt.Errorf("insert run: %w", err)
+		}
+		if err := tx.recordExtras(ctx, nr); err != nil {
+			return fmt.Errorf("record run extras: %w", err)
 		}
 		hashes := make([]string, len(items))
 		for i, it := range items {
@@ -108,6 +121,11 @@ func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, dedup
 			}
 			for _, r := range rows {
 				cursors[r.ParamHash] = r.CursorValue
+			}
+		}
+		if nr.Extras.WindowStart != nil {
+			for _, h := range hashes {
+				cursors[h] = nr.Extras.WindowStart
 			}
 		}
 		var windowEnd *time.Time
