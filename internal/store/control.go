@@ -7,10 +7,10 @@ package store
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -485,22 +485,14 @@ func (s *Store) SetControlState(ctx context.Context, name string, v any) error {
 const ParamHashPrefixMin = 4
 
 // ResolveParamHash expands a unique prefix of a param hash (as the CLI prints it, 12 or 16
-// characters) to the full hash of one of the run's items. A full hash, or a prefix no item has,
-// comes back as given (so a filter on it finds nothing); a prefix two items share is a
+// hex characters, at least ParamHashPrefixMin) to the full hash of one of the run's items.
+// Anything else (a full hash, a shorter or non-hex value, a prefix no item has) comes back as
+// given, so a filter on it finds what it names or nothing; a prefix two items share is a
 // FilterError naming both.
 func (s *Store) ResolveParamHash(ctx context.Context, runID uuid.UUID, h string) (string, error) {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if h == "" {
-		return "", nil
-	}
-	if _, err := hex.DecodeString(h + strings.Repeat("0", len(h)%2)); err != nil || len(h) > 64 {
-		return "", &FilterError{Param: "param_hash", Value: h, Reason: "want a hex SHA-256 or a prefix of one"}
-	}
-	if len(h) == 64 {
+	h = strings.TrimSpace(h)
+	if len(h) < ParamHashPrefixMin || len(h) >= 64 || !isLowerHex(h) {
 		return h, nil
-	}
-	if len(h) < ParamHashPrefixMin {
-		return "", &FilterError{Param: "param_hash", Value: h, Reason: fmt.Sprintf("a prefix needs at least %d characters", ParamHashPrefixMin)}
 	}
 	rows, err := s.q.ResolveParamHash(ctx, sqlcdb.ResolveParamHashParams{RunID: runID, Prefix: h})
 	if err != nil {
@@ -513,8 +505,19 @@ func (s *Store) ResolveParamHash(ctx context.Context, runID uuid.UUID, h string)
 		return rows[0], nil
 	}
 	return "", &FilterError{Param: "param_hash", Value: h,
-		Reason: fmt.Sprintf("prefix of more than one item's hash (%s…, %s…); give more characters", rows[0][:16], rows[1][:16])}
+		Reason: fmt.Sprintf("prefix of more than one item's hash (%s…, %s…); give more characters", clip16(rows[0]), clip16(rows[1]))}
 }
+
+func isLowerHex(s string) bool {
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func clip16(s string) string { return s[:min(len(s), 16)] }
 
 // ResolveParamHashes is ResolveParamHash for each of hs.
 func (s *Store) ResolveParamHashes(ctx context.Context, runID uuid.UUID, hs []string) ([]string, error) {
@@ -529,6 +532,25 @@ func (s *Store) ResolveParamHashes(ctx context.Context, runID uuid.UUID, hs []st
 		}
 	}
 	return out, nil
+}
+
+// ---- ages ----
+
+// ParseAge reads an age as retention settings and `prune --older-than` take it: a Go
+// duration ("720h", "90m") or whole days ("90d").
+func ParseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(strings.TrimSpace(s), "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("age %q: want a whole number of days such as 90d, or a duration such as 720h", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("age %q: want a whole number of days such as 90d, or a duration such as 720h", s)
+	}
+	return d, nil
 }
 
 // ---- schema ----
