@@ -99,7 +99,7 @@ func Trigger(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, req Tr
 	}
 	hash, err := RequestHash(req.Params, req.DryRun)
 	if err != nil {
-		return TriggerResult{}, err
+		return TriggerResult{}, &store.FilterError{Param: "params", Value: "", Reason: err.Error()}
 	}
 	if key != "" {
 		if res, ok, err := replay(ctx, st, enq, req.JobID, key, hash); ok || err != nil {

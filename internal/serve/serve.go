@@ -191,7 +191,8 @@ func (s *Server) Close() error {
 func (s *Server) routes() http.Handler {
 	private := http.NewServeMux()
 	private.Handle(AsynqmonPath+"/", s.monitor)
-	private.Handle("/api/v1/", httpapi.New(s.cfg.Store))
+	private.Handle("/api/v1/", httpapi.New(httpapi.Config{Store: s.cfg.Store, Enqueuer: s.enq, Inspector: s.insp,
+		ReadOnly: s.cfg.ReadOnly, Principal: principal}))
 	s.console.register(private)
 
 	csrf := http.NewCrossOriginProtection()

@@ -179,23 +179,21 @@ func (s *Store) GetJobControl(ctx context.Context, jobID string) (JobControl, er
 	return c, nil
 }
 
-// PauseJob marks a job paused (who, why, since when; a second pause keeps the first time).
+// PauseJob marks a job paused (who, why, since when; a second pause keeps the first time) and
+// returns its control state.
 func (s *Store) PauseJob(ctx context.Context, jobID, who, reason string) (JobControl, error) {
-	r, err := s.q.PauseJob(ctx, sqlcdb.PauseJobParams{JobID: jobID, PausedBy: &who, PauseReason: &reason})
-	if err != nil {
+	if _, err := s.q.PauseJob(ctx, sqlcdb.PauseJobParams{JobID: jobID, PausedBy: &who, PauseReason: &reason}); err != nil {
 		return JobControl{}, fmt.Errorf("pause job %q: %w", jobID, mapErr(err))
 	}
-	return JobControl{JobID: jobID, Paused: r.Paused, PausedAt: r.PausedAt, PausedBy: r.PausedBy,
-		PauseReason: r.PauseReason, ResumedAt: r.ResumedAt}, nil
+	return s.GetJobControl(ctx, jobID)
 }
 
 // ResumeJob clears a job's pause and, if it was paused, records when it resumed.
 func (s *Store) ResumeJob(ctx context.Context, jobID string) (JobControl, error) {
-	r, err := s.q.ResumeJob(ctx, jobID)
-	if err != nil {
+	if _, err := s.q.ResumeJob(ctx, jobID); err != nil {
 		return JobControl{}, fmt.Errorf("resume job %q: %w", jobID, mapErr(err))
 	}
-	return JobControl{JobID: jobID, Paused: r.Paused, ResumedAt: r.ResumedAt}, nil
+	return s.GetJobControl(ctx, jobID)
 }
 
 // JobHistory is what a job's history holds: what deleting it with history removes.
