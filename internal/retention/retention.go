@@ -87,10 +87,10 @@ type JobReport struct {
 	// Retention is the age runs of this job are kept ("2160h0m0s").
 	Retention string    `json:"retention"`
 	Cutoff    time.Time `json:"cutoff"`
-	Runs      int64         `json:"runs"`
-	Items     int64         `json:"items"`
-	Attempts  int64         `json:"attempts"`
-	Batches   int           `json:"batches"`
+	Runs      int64     `json:"runs"`
+	Items     int64     `json:"items"`
+	Attempts  int64     `json:"attempts"`
+	Batches   int       `json:"batches"`
 }
 
 // Report sums a pass; Jobs lists the jobs with something expired.
