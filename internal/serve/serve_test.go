@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -684,4 +685,65 @@ func TestServeShutsDownOnContext(t *testing.T) {
 	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		t.Error("server still answers after shutdown")
 	}
+}
+
+// TestItemGridPages: a run of 1,200 items draws one page of 500 squares with a status
+// histogram and a keyset link to the next page, not every item; a status filter pages too.
+func TestItemGridPages(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := t.Context()
+	runID := uuid.Must(uuid.NewV7())
+	for _, q := range []string{
+		`INSERT INTO dw_etl_jobs (job_id, kind) VALUES ('big', 'synthetic')`,
+		`INSERT INTO dw_etl_runs (run_id, job_id, status, exclusive, item_count) VALUES ('` + runID.String() + `', 'big', 'RUNNING', false, 1200)`,
+		`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, task_id)
+		 SELECT '` + runID.String() + `', g, jsonb_build_object('n', g, 'pad', repeat('x', 200)), md5(g::text),
+		   CASE WHEN g % 10 = 0 THEN 'FAILED' WHEN g % 3 = 0 THEN 'RUNNING' ELSE 'SUCCESS' END, 't' || g
+		 FROM generate_series(1, 1200) g`,
+	} {
+		if _, err := b.st.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth := bearer(testToken)
+	squares := regexp.MustCompile(`<a class="sq st-[a-z-]+" href="\?item=(\d+)#logs"`)
+	next := regexp.MustCompile(`<a href="([^"]+)" rel="next" id="items-next">`)
+
+	r := b.get(t, "/runs/"+runID.String(), auth)
+	wantStatus(t, r, http.StatusOK)
+	if len(r.body) > 400<<10 {
+		t.Errorf("run page is %d KB for 1,200 items", len(r.body)>>10)
+	}
+	wantContains(t, r.body, `id="item-histogram"`, "<title>SUCCESS: 720 items</title>", "<title>FAILED: 120 items</title>",
+		"<title>RUNNING: 360 items</title>", `href="/api/v1/runs/`+runID.String()+`/items?format=csv"`)
+	seen := 0
+	for page := 1; ; page++ {
+		got := squares.FindAllStringSubmatch(r.body, -1)
+		want := min(500, 1200-seen)
+		if len(got) != want {
+			t.Fatalf("page %d has %d squares, want %d", page, len(got), want)
+		}
+		if first := got[0][1]; first != strconv.Itoa(seen+1) {
+			t.Fatalf("page %d starts at item %s, want %d", page, first, seen+1)
+		}
+		seen += len(got)
+		m := next.FindStringSubmatch(r.body)
+		if m == nil {
+			break
+		}
+		r = b.get(t, strings.ReplaceAll(m[1], "&amp;", "&"), auth)
+		wantStatus(t, r, http.StatusOK)
+	}
+	if seen != 1200 {
+		t.Errorf("the pages showed %d items, want 1200", seen)
+	}
+
+	r = b.get(t, "/runs/"+runID.String()+"?items_status=FAILED", auth)
+	wantStatus(t, r, http.StatusOK)
+	got := squares.FindAllStringSubmatch(r.body, -1)
+	if len(got) != 120 || got[0][1] != "10" || strings.Count(r.body, `<a class="sq st-failed"`) != 120 {
+		t.Errorf("FAILED grid has %d squares from item %v", len(got), got[0][1])
+	}
+	wantStatus(t, b.get(t, "/runs/"+runID.String()+"?items_status=NOPE", auth), http.StatusBadRequest)
 }
