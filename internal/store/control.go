@@ -555,3 +555,224 @@ func ParseAge(s string) (time.Duration, error) {
 
 // ErrNotMigrated is returned when the database lacks etlexec's schema.
 var ErrNotMigrated = errors.New("database is not migrated: run `enqueuer migrate`")
+
+// ---- the alerter's run watch and deliveries ----
+
+// WatchRuns adds to the watch every open run (and re-opens the watch of a run re-run since
+// it ended) and every run that started since since and has already ended. It returns how many
+// rows it added or re-opened.
+func (s *Store) WatchRuns(ctx context.Context, since time.Time) (int64, error) {
+	a, err := s.q.WatchOpenRuns(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("watch open runs: %w", err)
+	}
+	b, err := s.q.WatchRecentRuns(ctx, since)
+	if err != nil {
+		return a, fmt.Errorf("watch recent runs: %w", err)
+	}
+	return a + b, nil
+}
+
+// WatchedRun is a watched run whose end the alerter has not handled yet, with what its job
+// says about alerts.
+type WatchedRun struct {
+	RunID          uuid.UUID  `json:"run_id"`
+	JobID          string     `json:"job_id"`
+	Status         string     `json:"status"`
+	DryRun         bool       `json:"dry_run"`
+	Trigger        string     `json:"trigger"`
+	StartedAt      time.Time  `json:"started_at"`
+	EndedAt        *time.Time `json:"ended_at"`
+	DurationMs     *int64     `json:"duration_ms"`
+	ItemCount      int32      `json:"item_count"`
+	ItemsSucceeded int32      `json:"items_succeeded"`
+	ItemsFailed    int32      `json:"items_failed"`
+	ItemsCancelled int32      `json:"items_cancelled"`
+	ErrorCategory  string     `json:"error_category"`
+	ErrorMessage   *string    `json:"error_message"`
+	// OpenedAt is when this opening of the run began (its start, or its last rerun);
+	// OverdueAt is when its run_overdue notice was recorded, if it was.
+	OpenedAt  time.Time  `json:"-"`
+	OverdueAt *time.Time `json:"-"`
+	// AlertOn and ExpectedDurationMs are the job's alert rules (nil: the defaults).
+	AlertOn            []string `json:"-"`
+	ExpectedDurationMs *int64   `json:"-"`
+}
+
+// WatchedRuns lists up to limit watched runs not yet handled as ended, oldest first.
+func (s *Store) WatchedRuns(ctx context.Context, limit int) ([]WatchedRun, error) {
+	rows, err := s.q.WatchedRuns(ctx, int32(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list watched runs: %w", err)
+	}
+	out := make([]WatchedRun, len(rows))
+	for i, r := range rows {
+		out[i] = WatchedRun{RunID: r.RunID, JobID: r.JobID, Status: r.Status, DryRun: r.DryRun, Trigger: r.Trigger,
+			StartedAt: r.StartedAt, EndedAt: r.EndedAt, DurationMs: r.DurationMs, ItemCount: r.ItemCount,
+			ItemsSucceeded: r.ItemsSucceeded, ItemsFailed: r.ItemsFailed, ItemsCancelled: r.ItemsCancelled,
+			ErrorCategory: r.ErrorCategory, ErrorMessage: r.ErrorMessage, OpenedAt: r.OpenedAt, OverdueAt: r.OverdueAt,
+			AlertOn: r.AlertOn, ExpectedDurationMs: r.ExpectedDurationMs}
+	}
+	return out, nil
+}
+
+// NewDelivery is a notification to record for delivery.
+type NewDelivery struct {
+	Event       string
+	Destination string
+	Payload     json.RawMessage
+}
+
+// Alert events.
+const (
+	EventRunEnded   = "run_ended"
+	EventRunOverdue = "run_overdue"
+)
+
+// RecordRunEnd marks a watched run's end handled and records its notifications, in one
+// transaction: each end is noticed once, and its deliveries exist exactly when it was.
+func (s *Store) RecordRunEnd(ctx context.Context, r WatchedRun, deliveries []NewDelivery) error {
+	at := r.StartedAt
+	if r.EndedAt != nil {
+		at = *r.EndedAt
+	}
+	err := s.InTx(ctx, func(tx *Tx) error {
+		if err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &r.Status}); err != nil {
+			return err
+		}
+		return tx.insertDeliveries(ctx, r, at, deliveries)
+	})
+	if err != nil {
+		return fmt.Errorf("record end of run %s: %w", r.RunID, err)
+	}
+	return nil
+}
+
+// RecordRunOverdue marks a watched run overdue for this opening and records its notifications.
+func (s *Store) RecordRunOverdue(ctx context.Context, r WatchedRun, at time.Time, deliveries []NewDelivery) error {
+	err := s.InTx(ctx, func(tx *Tx) error {
+		if err := tx.q.MarkWatchOverdue(ctx, r.RunID); err != nil {
+			return err
+		}
+		return tx.insertDeliveries(ctx, r, at, deliveries)
+	})
+	if err != nil {
+		return fmt.Errorf("record run %s overdue: %w", r.RunID, err)
+	}
+	return nil
+}
+
+func (tx *Tx) insertDeliveries(ctx context.Context, r WatchedRun, at time.Time, ds []NewDelivery) error {
+	for _, d := range ds {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		if err := tx.q.InsertDelivery(ctx, sqlcdb.InsertDeliveryParams{DeliveryID: id, RunID: r.RunID, JobID: r.JobID,
+			Event: d.Event, OccurredAt: at, Destination: d.Destination, Payload: d.Payload}); err != nil {
+			return fmt.Errorf("insert %s delivery to %s: %w", d.Event, d.Destination, err)
+		}
+	}
+	return nil
+}
+
+// ForgetWatched drops handled watch rows of runs that started before before.
+func (s *Store) ForgetWatched(ctx context.Context, before time.Time) (int64, error) {
+	n, err := s.q.ForgetWatched(ctx, before)
+	if err != nil {
+		return 0, fmt.Errorf("forget watched runs: %w", err)
+	}
+	return n, nil
+}
+
+// Delivery statuses.
+const (
+	DeliveryPending   = "PENDING"
+	DeliveryDelivered = "DELIVERED"
+	DeliveryFailed    = "FAILED"
+)
+
+// Delivery is one notification of a run event to one destination.
+type Delivery struct {
+	DeliveryID     uuid.UUID       `json:"delivery_id"`
+	RunID          uuid.UUID       `json:"run_id"`
+	JobID          string          `json:"job_id"`
+	Event          string          `json:"event"`
+	OccurredAt     time.Time       `json:"occurred_at"`
+	Destination    string          `json:"destination"`
+	Status         string          `json:"status"`
+	Attempts       int32           `json:"attempts"`
+	NextAttemptAt  time.Time       `json:"next_attempt_at"`
+	LastStatusCode *int32          `json:"last_status_code"`
+	LastError      *string         `json:"last_error"`
+	Payload        json.RawMessage `json:"payload"`
+	CreatedAt      time.Time       `json:"created_at"`
+	DeliveredAt    *time.Time      `json:"delivered_at"`
+}
+
+func delivery(d sqlcdb.DwEtlAlertDelivery) Delivery {
+	return Delivery{DeliveryID: d.DeliveryID, RunID: d.RunID, JobID: d.JobID, Event: d.Event, OccurredAt: d.OccurredAt,
+		Destination: d.Destination, Status: d.Status, Attempts: d.Attempts, NextAttemptAt: d.NextAttemptAt,
+		LastStatusCode: d.LastStatusCode, LastError: d.LastError, Payload: d.Payload, CreatedAt: d.CreatedAt, DeliveredAt: d.DeliveredAt}
+}
+
+// DueDeliveries lists up to limit pending deliveries whose next attempt is due.
+func (s *Store) DueDeliveries(ctx context.Context, limit int) ([]Delivery, error) {
+	rows, err := s.q.DueDeliveries(ctx, int32(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list due alert deliveries: %w", err)
+	}
+	out := make([]Delivery, len(rows))
+	for i, r := range rows {
+		out[i] = delivery(r)
+	}
+	return out, nil
+}
+
+// DeliveryAttempt is one HTTP attempt of a delivery.
+type DeliveryAttempt struct {
+	Attempt    int32     `json:"attempt"`
+	At         time.Time `json:"at"`
+	StatusCode *int32    `json:"status_code"`
+	Error      *string   `json:"error"`
+	DurationMs int64     `json:"duration_ms"`
+}
+
+// RecordDeliveryAttempt records an attempt and the delivery's new state: status (PENDING to
+// retry after backoff, DELIVERED, FAILED), in one transaction.
+func (s *Store) RecordDeliveryAttempt(ctx context.Context, d Delivery, a DeliveryAttempt, status string, backoff time.Duration) error {
+	err := s.InTx(ctx, func(tx *Tx) error {
+		if err := tx.q.InsertAlertAttempt(ctx, sqlcdb.InsertAlertAttemptParams{DeliveryID: d.DeliveryID, Attempt: a.Attempt,
+			StatusCode: a.StatusCode, Error: a.Error, DurationMs: a.DurationMs}); err != nil {
+			return err
+		}
+		return tx.q.FinishDeliveryAttempt(ctx, sqlcdb.FinishDeliveryAttemptParams{DeliveryID: d.DeliveryID, Attempts: a.Attempt,
+			Status: status, StatusCode: a.StatusCode, Error: a.Error, BackoffSeconds: backoff.Seconds()})
+	})
+	if err != nil {
+		return fmt.Errorf("record attempt %d of delivery %s: %w", a.Attempt, d.DeliveryID, err)
+	}
+	return nil
+}
+
+// RunDeliveries lists a run's alert deliveries with their attempts.
+func (s *Store) RunDeliveries(ctx context.Context, runID uuid.UUID) ([]Delivery, map[uuid.UUID][]DeliveryAttempt, error) {
+	rows, err := s.q.RunDeliveries(ctx, runID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list alert deliveries of run %s: %w", runID, err)
+	}
+	out := make([]Delivery, len(rows))
+	attempts := map[uuid.UUID][]DeliveryAttempt{}
+	for i, r := range rows {
+		out[i] = delivery(r)
+		as, err := s.q.DeliveryAttempts(ctx, r.DeliveryID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list attempts of delivery %s: %w", r.DeliveryID, err)
+		}
+		for _, a := range as {
+			attempts[r.DeliveryID] = append(attempts[r.DeliveryID], DeliveryAttempt{Attempt: a.Attempt, At: a.At,
+				StatusCode: a.StatusCode, Error: a.Error, DurationMs: a.DurationMs})
+		}
+	}
+	return out, attempts, nil
+}
