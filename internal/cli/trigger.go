@@ -16,7 +16,6 @@ import (
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
-	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/telemetry"
@@ -59,32 +58,9 @@ run; the same key with other params or --dry-run is refused. A paused job is ref
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var sets []json.RawMessage
-			if len(kv) > 0 {
-				p, err := params.ParseKV(kv)
-				if err != nil {
-					return fmt.Errorf("--param: %w", err)
-				}
-				sets = append(sets, p)
-			}
-			if paramsFile != "" {
-				var r io.Reader = cmd.InOrStdin()
-				if paramsFile != "-" {
-					f, err := os.Open(paramsFile)
-					if err != nil {
-						return fmt.Errorf("--params-file: %w", err)
-					}
-					defer f.Close()
-					r = f
-				}
-				fs, err := params.ParseFile(r, 0)
-				if err != nil {
-					return fmt.Errorf("--params-file %s: %w", paramsFile, err)
-				}
-				if len(fs) == 0 {
-					return fmt.Errorf("--params-file %s: no param sets", paramsFile)
-				}
-				sets = append(sets, fs...)
+			sets, err := readParamSets(cmd, kv, paramsFile)
+			if err != nil {
+				return err
 			}
 			st, redis, err := e.connect(ctx)
 			if err != nil {

@@ -776,3 +776,81 @@ func (s *Store) RunDeliveries(ctx context.Context, runID uuid.UUID) ([]Delivery,
 	}
 	return out, attempts, nil
 }
+
+// ---- backfills ----
+
+// Backfill is a backfill's definition: one run per window of Step from WindowFrom to WindowTo.
+type Backfill struct {
+	BackfillID  uuid.UUID         `json:"backfill_id"`
+	JobID       string            `json:"job_id"`
+	SpecHash    string            `json:"spec_hash"`
+	WindowFrom  time.Time         `json:"window_from"`
+	WindowTo    time.Time         `json:"window_to"`
+	StepMs      int64             `json:"step_ms"`
+	Params      []json.RawMessage `json:"params"`
+	DryRun      bool              `json:"dry_run"`
+	Concurrency int32             `json:"concurrency"`
+	CreatedBy   string            `json:"created_by"`
+	CreatedAt   time.Time         `json:"created_at"`
+	FinishedAt  *time.Time        `json:"finished_at"`
+}
+
+func backfill(b sqlcdb.DwEtlBackfill) (Backfill, error) {
+	out := Backfill{BackfillID: b.BackfillID, JobID: b.JobID, SpecHash: b.SpecHash, WindowFrom: b.WindowFrom, WindowTo: b.WindowTo,
+		StepMs: b.StepMs, DryRun: b.DryRun, Concurrency: b.Concurrency, CreatedBy: b.CreatedBy, CreatedAt: b.CreatedAt,
+		FinishedAt: b.FinishedAt}
+	if err := json.Unmarshal(b.Params, &out.Params); err != nil {
+		return Backfill{}, fmt.Errorf("decode params of backfill %s: %w", b.BackfillID, err)
+	}
+	return out, nil
+}
+
+// UpsertBackfill records a backfill, or returns the one with the same job and spec hash (its
+// concurrency updated and its finish cleared): running the same backfill again resumes it.
+func (s *Store) UpsertBackfill(ctx context.Context, b Backfill) (Backfill, bool, error) {
+	params, err := json.Marshal(nonNilRaw(b.Params))
+	if err != nil {
+		return Backfill{}, false, err
+	}
+	row, err := s.q.UpsertBackfill(ctx, sqlcdb.UpsertBackfillParams{BackfillID: b.BackfillID, JobID: b.JobID, SpecHash: b.SpecHash,
+		WindowFrom: b.WindowFrom, WindowTo: b.WindowTo, StepMs: b.StepMs, Params: params, DryRun: b.DryRun,
+		Concurrency: b.Concurrency, CreatedBy: b.CreatedBy})
+	if err != nil {
+		return Backfill{}, false, fmt.Errorf("record backfill of job %q: %w", b.JobID, err)
+	}
+	out, err := backfill(row)
+	return out, out.BackfillID != b.BackfillID, err
+}
+
+// FindBackfill returns the backfill of a job with a spec hash; ErrNotFound when there is none.
+func (s *Store) FindBackfill(ctx context.Context, jobID, specHash string) (Backfill, error) {
+	row, err := s.q.FindBackfill(ctx, sqlcdb.FindBackfillParams{JobID: jobID, SpecHash: specHash})
+	if err != nil {
+		return Backfill{}, fmt.Errorf("find backfill of job %q: %w", jobID, mapErr(err))
+	}
+	return backfill(row)
+}
+
+// GetBackfill loads a backfill; ErrNotFound when there is none.
+func (s *Store) GetBackfill(ctx context.Context, id uuid.UUID) (Backfill, error) {
+	row, err := s.q.GetBackfill(ctx, id)
+	if err != nil {
+		return Backfill{}, fmt.Errorf("get backfill %s: %w", id, mapErr(err))
+	}
+	return backfill(row)
+}
+
+// FinishBackfill records that every window of a backfill has a finished run.
+func (s *Store) FinishBackfill(ctx context.Context, id uuid.UUID) error {
+	if err := s.q.FinishBackfill(ctx, id); err != nil {
+		return fmt.Errorf("finish backfill %s: %w", id, err)
+	}
+	return nil
+}
+
+func nonNilRaw(s []json.RawMessage) []json.RawMessage {
+	if s == nil {
+		return []json.RawMessage{}
+	}
+	return s
+}

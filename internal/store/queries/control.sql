@@ -194,3 +194,6 @@ WHERE run_id = @run_id AND param_hash >= @prefix::text AND param_hash < (@prefix
   AND left(param_hash, length(@prefix::text)) = @prefix::text
 ORDER BY param_hash
 LIMIT 2;
+
+-- name: FindBackfill :one
+SELECT * FROM dw_etl_backfills WHERE job_id = @job_id AND spec_hash = @spec_hash;

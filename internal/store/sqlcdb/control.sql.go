@@ -164,6 +164,35 @@ func (q *Queries) DueDeliveries(ctx context.Context, batchSize int32) ([]DwEtlAl
 	return items, nil
 }
 
+const findBackfill = `-- name: FindBackfill :one
+SELECT backfill_id, job_id, spec_hash, window_from, window_to, step_ms, params, dry_run, concurrency, created_by, created_at, finished_at FROM dw_etl_backfills WHERE job_id = $1 AND spec_hash = $2
+`
+
+type FindBackfillParams struct {
+	JobID    string
+	SpecHash string
+}
+
+func (q *Queries) FindBackfill(ctx context.Context, arg FindBackfillParams) (DwEtlBackfill, error) {
+	row := q.db.QueryRow(ctx, findBackfill, arg.JobID, arg.SpecHash)
+	var i DwEtlBackfill
+	err := row.Scan(
+		&i.BackfillID,
+		&i.JobID,
+		&i.SpecHash,
+		&i.WindowFrom,
+		&i.WindowTo,
+		&i.StepMs,
+		&i.Params,
+		&i.DryRun,
+		&i.Concurrency,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.FinishedAt,
+	)
+	return i, err
+}
+
 const finishBackfill = `-- name: FinishBackfill :exec
 UPDATE dw_etl_backfills SET finished_at = now() WHERE backfill_id = $1
 `
