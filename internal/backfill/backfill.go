@@ -164,20 +164,28 @@ func (r *Runner) check(ctx context.Context, s *Spec) ([]Window, error) {
 	return Windows(s.From, s.To, s.Step)
 }
 
-// Preview lists the windows and the runs a backfill with s already has; it changes nothing.
-func (r *Runner) Preview(ctx context.Context, s Spec) (Report, error) {
+// prepare checks s and returns its windows and its record (without an id yet).
+func (r *Runner) prepare(ctx context.Context, s Spec) ([]Window, store.Backfill, error) {
 	windows, err := r.check(ctx, &s)
 	if err != nil {
-		return Report{}, err
+		return nil, store.Backfill{}, err
 	}
 	hash, err := specHash(s)
 	if err != nil {
+		return nil, store.Backfill{}, err
+	}
+	return windows, store.Backfill{JobID: s.JobID, SpecHash: hash, WindowFrom: s.From, WindowTo: s.To,
+		StepMs: s.Step.Milliseconds(), Params: s.Params, DryRun: s.DryRun, Concurrency: int32(s.Concurrency), CreatedBy: s.CreatedBy}, nil
+}
+
+// Preview lists the windows and the runs a backfill with s already has; it changes nothing.
+func (r *Runner) Preview(ctx context.Context, s Spec) (Report, error) {
+	windows, rec, err := r.prepare(ctx, s)
+	if err != nil {
 		return Report{}, err
 	}
-	rep := Report{Preview: true, Windows: windows, Backfill: store.Backfill{JobID: s.JobID, SpecHash: hash,
-		WindowFrom: s.From, WindowTo: s.To, StepMs: s.Step.Milliseconds(), Params: s.Params, DryRun: s.DryRun,
-		Concurrency: int32(s.Concurrency)}}
-	b, err := r.cfg.Store.FindBackfill(ctx, s.JobID, hash)
+	rep := Report{Preview: true, Windows: windows, Backfill: rec}
+	b, err := r.cfg.Store.FindBackfill(ctx, rec.JobID, rec.SpecHash)
 	if errors.Is(err, store.ErrNotFound) {
 		return rep, nil
 	}
@@ -228,21 +236,17 @@ func SpecOf(b store.Backfill, concurrency int) Spec {
 // order, at most Concurrency runs open at once. Windows whose runs exist are not run again,
 // whatever their status (rerun a failed one with `enqueuer rerun`).
 func (r *Runner) Run(ctx context.Context, s Spec) (Report, error) {
-	windows, err := r.check(ctx, &s)
+	windows, rec, err := r.prepare(ctx, s)
 	if err != nil {
 		return Report{}, err
 	}
-	hash, err := specHash(s)
-	if err != nil {
+	if s.Concurrency == 0 {
+		s.Concurrency = 1
+	}
+	if rec.BackfillID, err = uuid.NewV7(); err != nil {
 		return Report{}, err
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return Report{}, err
-	}
-	b, resumed, err := r.cfg.Store.UpsertBackfill(ctx, store.Backfill{BackfillID: id, JobID: s.JobID, SpecHash: hash,
-		WindowFrom: s.From, WindowTo: s.To, StepMs: s.Step.Milliseconds(), Params: s.Params, DryRun: s.DryRun,
-		Concurrency: int32(s.Concurrency), CreatedBy: s.CreatedBy})
+	b, resumed, err := r.cfg.Store.UpsertBackfill(ctx, rec)
 	if err != nil {
 		return Report{}, err
 	}

@@ -297,13 +297,8 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, ok := readBody(w, r)
-	if !ok || !b.allow(w, "reason") {
-		return
-	}
-	reason, err := b.str("reason")
-	if err != nil {
-		failWrite(w, r, err)
+	reason, ok := readReason(w, r)
+	if !ok {
 		return
 	}
 	if strings.TrimSpace(reason) == "" {
@@ -315,6 +310,20 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, res)
+}
+
+// readReason reads a body that takes only {"reason": "..."}.
+func readReason(w http.ResponseWriter, r *http.Request) (string, bool) {
+	b, ok := readBody(w, r)
+	if !ok || !b.allow(w, "reason") {
+		return "", false
+	}
+	reason, err := b.str("reason")
+	if err != nil {
+		failWrite(w, r, err)
+		return "", false
+	}
+	return reason, true
 }
 
 // rerun is POST /api/v1/runs/{run_id}/rerun {"statuses", "categories", "param_hashes",
@@ -383,13 +392,8 @@ func (a *api) pause(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, ok := readBody(w, r)
-	if !ok || !b.allow(w, "reason") {
-		return
-	}
-	reason, err := b.str("reason")
-	if err != nil {
-		failWrite(w, r, err)
+	reason, ok := readReason(w, r)
+	if !ok {
 		return
 	}
 	c, err := ops.PauseJob(r.Context(), a.st, r.PathValue("job_id"), who, reason)
