@@ -158,6 +158,8 @@ func statusOf(err error) int {
 type jobsPage struct {
 	base
 	Jobs []store.JobSummary
+	// Paused lists the paused jobs of the page.
+	Paused map[string]bool
 	// Next is the job id the next page starts after; "" on the last page.
 	Next string
 }
@@ -168,7 +170,20 @@ func (c *console) jobs(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), fmt.Errorf("list jobs: %w", err))
 		return
 	}
-	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Next: next})
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.JobID
+	}
+	controls, err := c.s.cfg.Store.JobControls(r.Context(), ids)
+	if err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
+	paused := map[string]bool{}
+	for id, ctl := range controls {
+		paused[id] = ctl.Paused
+	}
+	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Paused: paused, Next: next})
 }
 
 // ---- one job's runs ----

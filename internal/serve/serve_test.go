@@ -371,6 +371,12 @@ func TestConsole(t *testing.T) {
 			t.Errorf("Content-Security-Policy %q", csp)
 		}
 		wantNotContains(t, r.body, "http://", "https://") // everything from the binary, no CDN
+		wantNotContains(t, r.body, `badge paused`)
+		if _, err := b.st.PauseJob(t.Context(), s.jobID, "t", ""); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _, _ = b.st.ResumeJob(context.Background(), s.jobID) }()
+		wantContains(t, b.get(t, "/", auth).body, `<span class="badge paused">paused</span>`)
 	})
 
 	t.Run("Job", func(t *testing.T) {
