@@ -18,6 +18,7 @@
 //	GET  /api/v1/runs/{run_id}/items?status=&category=&param_hash=&limit=&after=&format=csv
 //	GET  /api/v1/runs/{run_id}/attempts?item=&limit=&after=
 //	GET  /api/v1/runs/{run_id}/logs?attempt=&item=&level=&grep=&fields=&limit=&after=
+//	GET  /api/v1/runs/{run_id}/alerts
 //	GET  /api/v1/openapi.json
 //
 // List parameters (status, category, level) take comma-separated values and may repeat. since
@@ -100,6 +101,7 @@ func (a *api) routes() []Route {
 		{"GET", "/api/v1/runs/{run_id}/items", a.items},
 		{"GET", "/api/v1/runs/{run_id}/attempts", a.attempts},
 		{"GET", "/api/v1/runs/{run_id}/logs", a.logs},
+		{"GET", "/api/v1/runs/{run_id}/alerts", a.alerts},
 	}
 }
 

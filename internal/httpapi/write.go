@@ -489,3 +489,40 @@ func failWrite(w http.ResponseWriter, r *http.Request, err error) {
 		fail(w, r, err)
 	}
 }
+
+// AlertDelivery is an alert delivery of a run with its attempts, as GET .../alerts lists it.
+type AlertDelivery struct {
+	store.Delivery
+	AttemptLog []store.DeliveryAttempt `json:"attempt_log"`
+}
+
+// alerts is GET /api/v1/runs/{run_id}/alerts: the run's alert deliveries, oldest first.
+func (a *api) alerts(w http.ResponseWriter, r *http.Request) {
+	runID, ok := pathRun(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := params(w, r); !ok {
+		return
+	}
+	if _, err := a.st.HistoryRun(r.Context(), runID); err != nil {
+		respondRun(w, r, runID, nil, err)
+		return
+	}
+	ds, attempts, err := a.st.RunDeliveries(r.Context(), runID)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	out := struct {
+		Items []AlertDelivery `json:"items"`
+	}{Items: make([]AlertDelivery, 0, len(ds))}
+	for _, d := range ds {
+		log := attempts[d.DeliveryID]
+		if log == nil {
+			log = []store.DeliveryAttempt{}
+		}
+		out.Items = append(out.Items, AlertDelivery{Delivery: d, AttemptLog: log})
+	}
+	reply(w, out)
+}

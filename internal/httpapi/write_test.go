@@ -279,4 +279,20 @@ func TestWrites(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, b.do(t, http.MethodGet, "/api/v1/runs/"+runID+"/items?limit=0", "", nil).status)
 		require.Equal(t, http.StatusBadRequest, b.do(t, http.MethodGet, "/api/v1/runs/"+runID+"/items?format=xml", "", nil).status)
 	})
+
+	t.Run("Alerts", func(t *testing.T) {
+		r := b.do(t, http.MethodGet, "/api/v1/runs/"+runID+"/alerts", "", nil)
+		require.Equal(t, http.StatusOK, r.status)
+		require.JSONEq(t, `{"items": []}`, string(r.body))
+		_, err := b.st.Pool().Exec(t.Context(), `INSERT INTO dw_etl_alert_deliveries (delivery_id, run_id, job_id, event, occurred_at, destination, status, attempts, payload)
+			VALUES (gen_random_uuid(), $1, 'regions', 'run_ended', now(), 'webhook', 'PENDING', 1, '{"event": "run_ended"}')`, runID)
+		require.NoError(t, err)
+		_, err = b.st.Pool().Exec(t.Context(), `INSERT INTO dw_etl_alert_attempts (delivery_id, attempt, status_code, error, duration_ms)
+			SELECT delivery_id, 1, 503, 'HTTP 503', 12 FROM dw_etl_alert_deliveries`)
+		require.NoError(t, err)
+		r = b.do(t, http.MethodGet, "/api/v1/runs/"+runID+"/alerts", "", nil)
+		require.Equal(t, http.StatusOK, r.status)
+		require.Contains(t, string(r.body), `"attempt_log":[{"attempt":1`)
+		require.Equal(t, http.StatusNotFound, b.do(t, http.MethodGet, "/api/v1/runs/"+noSuch+"/alerts", "", nil).status)
+	})
 }

@@ -272,6 +272,7 @@ type runPage struct {
 	LogErr      string
 	LogsNextURL string
 	RerunOpts   []rerunOpt
+	Alerts      []store.Delivery
 }
 
 type kv struct{ Key, Value string }
@@ -365,6 +366,10 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.Timeline = attemptTimeline(runID, attempts, time.Now())
+	if p.Alerts, _, err = st.RunDeliveries(ctx, runID); err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
 	for _, a := range attempts {
 		if a.ErrorMessage != nil && len(p.Failed) < failedListMax {
 			p.Failed = append(p.Failed, a)

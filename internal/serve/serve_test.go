@@ -450,6 +450,14 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		wantContains(t, r.body, "upstream 503 again") // the attempt errors table
+		wantNotContains(t, r.body, `id="alert-deliveries"`)
+		if _, err := b.st.Pool().Exec(t.Context(), `INSERT INTO dw_etl_alert_deliveries (delivery_id, run_id, job_id, event, occurred_at,
+			destination, status, attempts, last_status_code, payload) VALUES (gen_random_uuid(), $1, $2, 'run_ended', now(), 'slack',
+			'DELIVERED', 2, 200, '{}')`, s.runPartial, s.jobID); err != nil {
+			t.Fatal(err)
+		}
+		wantContains(t, b.get(t, "/runs/"+s.runPartial.String(), auth).body, `id="alert-deliveries"`,
+			"<td>run_ended</td><td>slack</td><td>DELIVERED</td><td class=\"num\">2</td><td>200</td>")
 	})
 
 	t.Run("LogFilters", func(t *testing.T) {
