@@ -537,6 +537,13 @@ func TestReadOnly(t *testing.T) {
 
 	wantStatus(t, b.do(t, http.MethodPost, "/runs/"+s.runPartial.String()+"/cancel", url.Values{}, auth), http.StatusForbidden)
 	wantStatus(t, b.do(t, http.MethodPost, "/runs/"+s.runPartial.String()+"/rerun?preview=1&status=FAILED", url.Values{}, auth), http.StatusForbidden)
+	// The API's writes are refused too; its reads still answer.
+	wantStatus(t, b.do(t, http.MethodPost, "/api/v1/runs/"+s.runPartial.String()+"/cancel", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.do(t, http.MethodPost, "/api/v1/jobs/"+s.jobID+"/trigger", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.do(t, http.MethodPost, "/api/v1/jobs/"+s.jobID+"/pause", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.do(t, http.MethodPost, "/jobs/"+s.jobID+"/pause", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.get(t, "/api/v1/runs/"+s.runPartial.String(), auth), http.StatusOK)
+	wantNotContains(t, b.get(t, "/jobs/"+s.jobID, auth).body, `id="trigger-form"`, `id="pause-button"`)
 	// asynqmon's own API refuses writes too.
 	wantStatus(t, b.do(t, http.MethodPost, "/asynqmon/api/queues/"+b.queue+":pause", nil, auth), http.StatusMethodNotAllowed)
 
