@@ -191,7 +191,8 @@ func (a *Alerter) notice(ctx context.Context, r store.WatchedRun, now time.Time,
 		if slices.Contains(on, r.Status) {
 			ds = a.deliveries(store.EventRunEnded, r, now)
 		}
-		if err := a.cfg.Store.RecordRunEnd(ctx, r, ds); err != nil {
+		noticed, err := a.cfg.Store.RecordRunEnd(ctx, r, ds)
+		if err != nil || !noticed {
 			return err
 		}
 		rep.Ended++
@@ -209,7 +210,8 @@ func (a *Alerter) notice(ctx context.Context, r store.WatchedRun, now time.Time,
 		return nil
 	}
 	ds := a.deliveries(store.EventRunOverdue, r, now)
-	if err := a.cfg.Store.RecordRunOverdue(ctx, r, now, ds); err != nil {
+	noticed, err := a.cfg.Store.RecordRunOverdue(ctx, r, now, ds)
+	if err != nil || !noticed {
 		return err
 	}
 	rep.Overdue++

@@ -86,12 +86,6 @@ type TriggerResult struct {
 // returns the first request's run. The key is written in the run's creation transaction, so
 // two racing requests with one key create one run: the loser finds the winner's.
 func Trigger(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, req TriggerRequest) (TriggerResult, error) {
-	if err := CheckNotPaused(ctx, st, req.JobID); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return TriggerResult{}, fmt.Errorf("%w %q", enqueue.ErrUnknownJob, req.JobID)
-		}
-		return TriggerResult{}, err
-	}
 	key := req.IdempotencyKey
 	if len(key) > IdempotencyKeyMax || (key != "" && strings.TrimSpace(key) == "") {
 		return TriggerResult{}, &store.FilterError{Param: "idempotency_key", Value: key,
@@ -102,10 +96,17 @@ func Trigger(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, req Tr
 		return TriggerResult{}, &store.FilterError{Param: "params", Value: "", Reason: err.Error()}
 	}
 	if key != "" {
+		// A retry gets its run even if the job was paused since: the run exists already.
 		if res, ok, err := replay(ctx, st, enq, req.JobID, key, hash); ok || err != nil {
 			return res, err
 		}
 		req.Extras.IdempotencyKey, req.Extras.RequestHash = key, hash
+	}
+	if err := CheckNotPaused(ctx, st, req.JobID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return TriggerResult{}, fmt.Errorf("%w %q", enqueue.ErrUnknownJob, req.JobID)
+		}
+		return TriggerResult{}, err
 	}
 	er, err := enq.Trigger(ctx, enqueue.Request{JobID: req.JobID, Params: req.Params, DryRun: req.DryRun, Extras: req.Extras})
 	if key != "" && store.IsIdempotencyConflict(err) {

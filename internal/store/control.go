@@ -630,36 +630,42 @@ const (
 )
 
 // RecordRunEnd marks a watched run's end handled and records its notifications, in one
-// transaction: each end is noticed once, and its deliveries exist exactly when it was.
-func (s *Store) RecordRunEnd(ctx context.Context, r WatchedRun, deliveries []NewDelivery) error {
+// transaction: each end is noticed once, and its deliveries exist exactly when it was. noticed
+// is false when another alerter handled this end first (nothing is recorded then).
+func (s *Store) RecordRunEnd(ctx context.Context, r WatchedRun, deliveries []NewDelivery) (noticed bool, err error) {
 	at := r.StartedAt
 	if r.EndedAt != nil {
 		at = *r.EndedAt
 	}
-	err := s.InTx(ctx, func(tx *Tx) error {
-		if err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &r.Status}); err != nil {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		n, err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &r.Status})
+		if err != nil || n == 0 {
 			return err
 		}
+		noticed = true
 		return tx.insertDeliveries(ctx, r, at, deliveries)
 	})
 	if err != nil {
-		return fmt.Errorf("record end of run %s: %w", r.RunID, err)
+		return false, fmt.Errorf("record end of run %s: %w", r.RunID, err)
 	}
-	return nil
+	return noticed, nil
 }
 
-// RecordRunOverdue marks a watched run overdue for this opening and records its notifications.
-func (s *Store) RecordRunOverdue(ctx context.Context, r WatchedRun, at time.Time, deliveries []NewDelivery) error {
-	err := s.InTx(ctx, func(tx *Tx) error {
-		if err := tx.q.MarkWatchOverdue(ctx, r.RunID); err != nil {
+// RecordRunOverdue marks a watched run overdue for this opening and records its notifications;
+// noticed is false when it already was.
+func (s *Store) RecordRunOverdue(ctx context.Context, r WatchedRun, at time.Time, deliveries []NewDelivery) (noticed bool, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		n, err := tx.q.MarkWatchOverdue(ctx, r.RunID)
+		if err != nil || n == 0 {
 			return err
 		}
+		noticed = true
 		return tx.insertDeliveries(ctx, r, at, deliveries)
 	})
 	if err != nil {
-		return fmt.Errorf("record run %s overdue: %w", r.RunID, err)
+		return false, fmt.Errorf("record run %s overdue: %w", r.RunID, err)
 	}
-	return nil
+	return noticed, nil
 }
 
 func (tx *Tx) insertDeliveries(ctx context.Context, r WatchedRun, at time.Time, ds []NewDelivery) error {

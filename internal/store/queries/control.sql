@@ -130,11 +130,11 @@ WHERE w.ended_at IS NULL
 ORDER BY w.started_at
 LIMIT @batch_size::int;
 
--- name: MarkWatchEnded :exec
-UPDATE dw_etl_run_watch SET ended_at = @ended_at, status = @status WHERE run_id = @run_id;
+-- name: MarkWatchEnded :execrows
+UPDATE dw_etl_run_watch SET ended_at = @ended_at, status = @status WHERE run_id = @run_id AND ended_at IS NULL;
 
--- name: MarkWatchOverdue :exec
-UPDATE dw_etl_run_watch SET overdue_at = now() WHERE run_id = @run_id;
+-- name: MarkWatchOverdue :execrows
+UPDATE dw_etl_run_watch SET overdue_at = now() WHERE run_id = @run_id AND overdue_at IS NULL;
 
 -- name: ForgetWatched :execrows
 DELETE FROM dw_etl_run_watch WHERE ended_at IS NOT NULL AND started_at < @before;

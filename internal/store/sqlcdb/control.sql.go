@@ -595,8 +595,8 @@ func (q *Queries) JobsNotIn(ctx context.Context, keep []string) ([]JobsNotInRow,
 	return items, nil
 }
 
-const markWatchEnded = `-- name: MarkWatchEnded :exec
-UPDATE dw_etl_run_watch SET ended_at = $1, status = $2 WHERE run_id = $3
+const markWatchEnded = `-- name: MarkWatchEnded :execrows
+UPDATE dw_etl_run_watch SET ended_at = $1, status = $2 WHERE run_id = $3 AND ended_at IS NULL
 `
 
 type MarkWatchEndedParams struct {
@@ -605,18 +605,24 @@ type MarkWatchEndedParams struct {
 	RunID   uuid.UUID
 }
 
-func (q *Queries) MarkWatchEnded(ctx context.Context, arg MarkWatchEndedParams) error {
-	_, err := q.db.Exec(ctx, markWatchEnded, arg.EndedAt, arg.Status, arg.RunID)
-	return err
+func (q *Queries) MarkWatchEnded(ctx context.Context, arg MarkWatchEndedParams) (int64, error) {
+	result, err := q.db.Exec(ctx, markWatchEnded, arg.EndedAt, arg.Status, arg.RunID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
-const markWatchOverdue = `-- name: MarkWatchOverdue :exec
-UPDATE dw_etl_run_watch SET overdue_at = now() WHERE run_id = $1
+const markWatchOverdue = `-- name: MarkWatchOverdue :execrows
+UPDATE dw_etl_run_watch SET overdue_at = now() WHERE run_id = $1 AND overdue_at IS NULL
 `
 
-func (q *Queries) MarkWatchOverdue(ctx context.Context, runID uuid.UUID) error {
-	_, err := q.db.Exec(ctx, markWatchOverdue, runID)
-	return err
+func (q *Queries) MarkWatchOverdue(ctx context.Context, runID uuid.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, markWatchOverdue, runID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const pauseJob = `-- name: PauseJob :one
