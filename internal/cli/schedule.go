@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/alert"
@@ -171,24 +172,7 @@ Retention (every --retention-every, default daily, shared across replicas and re
 			}
 			defer client.Close()
 			met := telemetry.NewMetrics(nil)
-			runMet := telemetry.NewRunMetrics(met.Registry)
-			on := make([]string, len(se.AlertOn))
-			for i, s := range se.AlertOn {
-				on[i] = strings.ToUpper(s)
-			}
-			al, err := alert.New(alert.Config{Store: st, Destinations: se.destinations(), DefaultOn: on, ConsoleURL: se.ConsoleURL,
-				OnRunEnd: runMet.ObserveRunEnd, OnDelivery: runMet.ObserveDelivery, Logger: e.log})
-			if err != nil {
-				return fmt.Errorf("configuration: %w", err)
-			}
-			pruner, err := retention.New(retention.Config{Store: st, Global: global, Every: se.RetentionEvery, Logger: e.log})
-			if err != nil {
-				return fmt.Errorf("configuration: %w", err)
-			}
-			s, err := schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Logger: e.log, Tasks: []schedule.Task{
-				{Name: "alerts", Every: se.AlertInterval, Run: func(ctx context.Context) error { _, err := al.Pass(ctx); return err }},
-				{Name: "retention", Every: time.Minute, Run: func(ctx context.Context) error { _, err := pruner.Daily(ctx); return err }},
-			}})
+			s, err := controlLoop(st, enq, se, global, interval, met.Registry, e.log)
 			if err != nil {
 				return err
 			}
@@ -225,6 +209,30 @@ Retention (every --retention-every, default daily, shared across replicas and re
 	f.DurationVar(&se.AlertInterval, "alert-interval", se.AlertInterval, "period of the alerter (env ETL_ALERT_INTERVAL)")
 	f.StringVar(&se.ConsoleURL, "console-url", se.ConsoleURL, "console base URL linked from notifications (env ETL_CONSOLE_URL)")
 	return cmd
+}
+
+// controlLoop builds the scheduler of `enqueuer schedule` with its tasks: the alerter (whose
+// notices of run ends feed the run metrics registered in reg) and the retention pass.
+func controlLoop(st *store.Store, enq *enqueue.Enqueuer, se scheduleEnv, global, interval time.Duration,
+	reg *prometheus.Registry, log zerolog.Logger) (*schedule.Scheduler, error) {
+	runMet := telemetry.NewRunMetrics(reg)
+	on := make([]string, len(se.AlertOn))
+	for i, s := range se.AlertOn {
+		on[i] = strings.ToUpper(s)
+	}
+	al, err := alert.New(alert.Config{Store: st, Destinations: se.destinations(), DefaultOn: on, ConsoleURL: se.ConsoleURL,
+		OnRunEnd: runMet.ObserveRunEnd, OnDelivery: runMet.ObserveDelivery, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	pruner, err := retention.New(retention.Config{Store: st, Global: global, Every: se.RetentionEvery, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	return schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Logger: log, Tasks: []schedule.Task{
+		{Name: "alerts", Every: se.AlertInterval, Run: func(ctx context.Context) error { _, err := al.Pass(ctx); return err }},
+		{Name: "retention", Every: time.Minute, Run: func(ctx context.Context) error { _, err := pruner.Daily(ctx); return err }},
+	}})
 }
 
 // scheduleMux serves /metrics, /healthz (the process answers) and /readyz (Postgres and Redis
