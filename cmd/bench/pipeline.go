@@ -121,7 +121,7 @@ func pipeline(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	st, err := store.ConnectSized(ctx, u, store.PoolSizeFor(*concurrency))
+	st, err := store.Open(ctx, u, store.Options{Bounded: true, MaxConns: int32(*concurrency + 8)})
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func pipeline(ctx context.Context, args []string) error {
 	}}); err != nil {
 		return fmt.Errorf("define job: %w", err)
 	}
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: log})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: opt, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -269,16 +269,14 @@ func etlProcess(ctx context.Context, st *store.Store, u string, opt asynq.RedisC
 		wst := st
 		if i > 0 {
 			var err error
-			if wst, err = store.ConnectSized(ctx, u, store.PoolSizeFor(concurrency)); err != nil {
+			if wst, err = store.Open(ctx, u, store.Options{Bounded: true, MaxConns: int32(concurrency + 8)}); err != nil {
 				return 0, store.Run{}, err
 			}
 			defer wst.Close()
-		} else if st.Pool().Config().MaxConns < store.PoolSizeFor(concurrency) {
-			return 0, store.Run{}, errors.New("store pool smaller than PoolSizeFor(concurrency)")
 		}
 		w, err := worker.New(worker.Config{
 			Store: wst, Redis: opt, Registry: reg, Queues: []string{queue}, Concurrency: concurrency,
-			WorkerID: fmt.Sprintf("bench-%d", i), Logger: log,
+			Name: fmt.Sprintf("bench-%d", i), Logger: log,
 		})
 		if err != nil {
 			return 0, store.Run{}, err
@@ -289,7 +287,7 @@ func etlProcess(ctx context.Context, st *store.Store, u string, opt asynq.RedisC
 	for _, w := range workers {
 		wg.Go(func() {
 			if err := w.Run(wctx); err != nil {
-				log.Error().Err(err).Str("worker", w.ID()).Msg("worker stopped")
+				log.Error().Err(err).Str("worker", w.ID().String()).Msg("worker stopped")
 			}
 		})
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -22,9 +21,7 @@ var day = func(d int) time.Time { return time.Date(2026, 1, d, 0, 0, 0, 0, time.
 func setup(t *testing.T) (*store.Store, *enqueue.Enqueuer) {
 	t.Helper()
 	st := dbtest.Store(t)
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	t.Cleanup(func() { client.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	_, err = st.Pool().Exec(t.Context(), `INSERT INTO dw_etl_jobs (job_id, kind, supports_params, supports_incremental, strategy, overlap_policy, queue)
 		VALUES ('daily', 'synthetic', true, true, 'last_run', 'skip', $1), ('plain', 'synthetic', false, false, 'none', 'skip', $1)`, redistest.Queue(t))

@@ -123,11 +123,11 @@ window's run succeeded, 2 otherwise. A paused job is refused.`,
 					return err
 				}
 			}
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer enq.Close()
 			r, err := backfill.New(backfill.Config{Store: st, Enqueuer: enq, Poll: poll, Logger: e.log,
 				Progress: func(rep backfill.Report) {
 					if !asJSON {

@@ -29,7 +29,10 @@ func runCLIFull(t *testing.T, u string, args ...string) (stdout, stderr string, 
 	var out, errb bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errb)
-	code = cli.Main(t.Context(), cmd, append([]string{"--database-url", u, "--redis-url", redistest.URL(), "--log-level", "error"}, args...))
+	// A command that waits (trigger --wait) must not outlive a broken test by minutes.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	code = cli.Main(ctx, cmd, append([]string{"--database-url", u, "--redis-url", redistest.URL(), "--log-level", "error"}, args...))
 	return out.String(), errb.String(), code
 }
 
@@ -218,8 +221,9 @@ func TestTriggerWaitWithoutTerminal(t *testing.T) {
 		defer cancel()
 		for ctx.Err() == nil {
 			tag, err := st.Pool().Exec(ctx, `WITH r AS (UPDATE dw_etl_runs SET status = 'SUCCESS', ended_at = now(), items_succeeded = item_count
-				WHERE job_id = 'w' AND status = 'RUNNING' RETURNING run_id)
-				UPDATE dw_etl_run_progress p SET terminal = items FROM r WHERE p.run_id = r.run_id`)
+				WHERE job_id = 'w' AND status IN ('PENDING', 'RUNNING') AND enqueued_at IS NOT NULL RETURNING run_id, item_count)
+				INSERT INTO dw_etl_run_progress (run_id, shard, succeeded) SELECT run_id, 0, item_count FROM r
+				ON CONFLICT (run_id, shard) DO UPDATE SET succeeded = excluded.succeeded`)
 			if err == nil && tag.RowsAffected() > 0 {
 				return
 			}

@@ -10,9 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -153,7 +151,7 @@ Retention (every --retention-every, default daily, shared across replicas and re
 			}
 			defer st.Close()
 			if !skipPreflight {
-				res, err := preflight.Check(ctx, st.Pool(), redis)
+				res, err := preflight.Check(ctx, st.Pool(), redis, preflight.Options{AllowEviction: e.cfg.AllowRedisEviction})
 				for _, w := range res.Warnings {
 					e.log.Warn().Str("check", "preflight").Msg(w)
 				}
@@ -166,11 +164,11 @@ Retention (every --retention-every, default daily, shared across replicas and re
 				return fmt.Errorf("tracing: %w", err)
 			}
 			defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer enq.Close()
 			met := telemetry.NewMetrics(nil)
 			s, err := controlLoop(st, enq, se, global, interval, met.Registry, e.log)
 			if err != nil {
@@ -178,7 +176,7 @@ Retention (every --retention-every, default daily, shared across replicas and re
 			}
 			var srv *http.Server
 			if httpAddr != "" {
-				srv = &http.Server{Addr: httpAddr, Handler: scheduleMux(st, client, met.Registry), ReadHeaderTimeout: 5 * time.Second}
+				srv = &http.Server{Addr: httpAddr, Handler: healthMux(st, redis, met), ReadHeaderTimeout: 5 * time.Second}
 				go func() {
 					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 						e.log.Error().Err(err).Str("addr", httpAddr).Msg("health http server failed")
@@ -229,30 +227,8 @@ func controlLoop(st *store.Store, enq *enqueue.Enqueuer, se scheduleEnv, global,
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
-	return schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Logger: log, Tasks: []schedule.Task{
+	return schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Name: processLabel(), Logger: log, Tasks: []schedule.Task{
 		{Name: "alerts", Every: se.AlertInterval, Run: func(ctx context.Context) error { _, err := al.Pass(ctx); return err }},
 		{Name: "retention", Every: time.Minute, Run: func(ctx context.Context) error { _, err := pruner.Daily(ctx); return err }},
 	}})
-}
-
-// scheduleMux serves /metrics, /healthz (the process answers) and /readyz (Postgres and Redis
-// answer).
-func scheduleMux(st *store.Store, client *asynq.Client, reg *prometheus.Registry) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := st.Pool().Ping(ctx); err != nil {
-			http.Error(w, "postgres: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if err := client.Ping(); err != nil {
-			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	return mux
 }

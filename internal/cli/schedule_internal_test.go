@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -26,9 +25,7 @@ import (
 func TestControlLoopAlertsAndCounts(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	defer client.Close()
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 
 	var (

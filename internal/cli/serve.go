@@ -29,7 +29,7 @@ func serveCmd(e *env) *cobra.Command {
 		insecure bool
 		readOnly bool
 	)
-	_ = config.Load(&se) // the server's Validate names what is missing
+	loadErr := config.Load(&se) // reported when the command runs
 	if se.Addr == "" {
 		se.Addr = serve.AddrDefault
 	}
@@ -52,6 +52,9 @@ buttons use it.
 write 403.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if loadErr != nil {
+				return fmt.Errorf("configuration: %w", loadErr)
+			}
 			ctx := cmd.Context()
 			cfg := serve.Config{
 				Addr: se.Addr, Token: se.Token, BasicUser: se.User, BasicPassword: se.Password,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
+	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/telemetry"
@@ -67,11 +68,19 @@ run; the same key with other params or --dry-run is refused. A paused job is ref
 				return err
 			}
 			defer st.Close()
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
+			// Tasks go to Redis only after the run is recorded; an evicting Redis would lose them.
+			pre, err := preflight.Check(ctx, st.Pool(), redis, preflight.Options{AllowEviction: e.cfg.AllowRedisEviction})
+			if err != nil {
+				return fmt.Errorf("refusing to trigger: %w", err)
+			}
+			for _, w := range pre.Warnings {
+				e.log.Warn().Str("check", "preflight").Msg(w)
+			}
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer enq.Close()
 			shutdownTracing, err := telemetry.SetupTracing(ctx)
 			if err != nil {
 				return fmt.Errorf("tracing: %w", err)
@@ -168,9 +177,9 @@ func waitRun(cmd *cobra.Command, st *store.Store, runID uuid.UUID, total int, po
 		return store.Run{}, fmt.Errorf("--progress-every %s: want a positive duration", every)
 	}
 	line := func(p store.Progress) {
-		rate := float64(p.Terminal) / max(time.Since(start).Seconds(), 0.001)
+		rate := float64(p.Settled) / max(time.Since(start).Seconds(), 0.001)
 		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d items done (%d failed), %.1f items/s, %s elapsed\n",
-			runID, p.Terminal, p.Items, p.Failed, rate, time.Since(start).Round(time.Second))
+			runID, p.Settled, p.Items, p.Failed, rate, time.Since(start).Round(time.Second))
 		lastLine = time.Now()
 	}
 	if show && !lines {
@@ -196,7 +205,7 @@ func waitRun(cmd *cobra.Command, st *store.Store, runID uuid.UUID, total int, po
 			if p, err := st.RunProgress(ctx, runID); err == nil {
 				if pb != nil {
 					pb.Describe(fmt.Sprintf("items (%d failed)", p.Failed))
-					_ = pb.Set64(p.Terminal)
+					_ = pb.Set64(p.Settled)
 				}
 				if lines && (lastLine.IsZero() || time.Since(lastLine) >= every || runstate.Status(run.Status).Terminal()) {
 					line(p)

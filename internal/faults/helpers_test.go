@@ -141,7 +141,7 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 	e.queue = "fq_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	e.client = asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.addr})
 	t.Cleanup(func() { e.client.Close() })
-	e.enq, err = enqueue.New(enqueue.Config{Store: st, Client: e.client, Logger: zerolog.Nop()})
+	e.enq, err = enqueue.New(enqueue.Config{Store: st, Redis: asynq.RedisClientOpt{Addr: e.redis.addr}, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
 		JobID: jobID, Kind: "synthetic", SupportsParams: true, SupportsIncremental: true,

@@ -43,7 +43,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
 	"github.com/etlexec/etlexec/internal/enqueue"
@@ -54,11 +53,10 @@ import (
 type Config struct {
 	// Store is etlexec's database. Required.
 	Store *store.Store
-	// Enqueuer and Inspector carry the writes (trigger, rerun; cancel); without them, or with
-	// ReadOnly, every write answers 403.
-	Enqueuer  *enqueue.Enqueuer
-	Inspector *asynq.Inspector
-	ReadOnly  bool
+	// Enqueuer carries the writes (and its dispatcher cancel's task removals); without it, or
+	// with ReadOnly, every write answers 403.
+	Enqueuer *enqueue.Enqueuer
+	ReadOnly bool
 	// Principal names who made a request, recorded on what it changes ("alice", "token").
 	// Defaults to "api".
 	Principal func(*http.Request) string

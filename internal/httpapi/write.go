@@ -40,7 +40,7 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 
 // writable answers 403 when writes are off; who made the request otherwise.
 func (a *api) writable(w http.ResponseWriter, r *http.Request) (string, bool) {
-	if a.cfg.ReadOnly || a.cfg.Enqueuer == nil || a.cfg.Inspector == nil {
+	if a.cfg.ReadOnly || a.cfg.Enqueuer == nil {
 		failStatus(w, http.StatusForbidden, "read-only: this server does not accept writes (enqueuer serve --read-only)")
 		return "", false
 	}
@@ -304,7 +304,7 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 	if strings.TrimSpace(reason) == "" {
 		reason = "cancelled through the API"
 	}
-	res, err := ops.Cancel(r.Context(), a.st, a.cfg.Inspector, runID, who, reason)
+	res, err := ops.Cancel(r.Context(), a.st, a.cfg.Enqueuer.Dispatcher(), runID, who, reason)
 	if err != nil {
 		failWrite(w, r, err)
 		return

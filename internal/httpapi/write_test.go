@@ -69,16 +69,14 @@ type writeBundle struct {
 func setupWrites(t *testing.T) *writeBundle {
 	t.Helper()
 	b := &writeBundle{st: dbtest.Store(t), queue: redistest.Queue(t)}
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	t.Cleanup(func() { client.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: b.st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: b.st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	b.insp = asynq.NewInspector(redistest.ConnOpt(t))
 	t.Cleanup(func() { b.insp.Close() })
 	_, err = b.st.Pool().Exec(t.Context(), `INSERT INTO dw_etl_jobs (job_id, kind, supports_params, overlap_policy, queue)
 		VALUES ('regions', 'synthetic', true, 'allow', $1)`, b.queue)
 	require.NoError(t, err)
-	b.srv = httptest.NewServer(httpapi.New(httpapi.Config{Store: b.st, Enqueuer: enq, Inspector: b.insp,
+	b.srv = httptest.NewServer(httpapi.New(httpapi.Config{Store: b.st, Enqueuer: enq,
 		Principal: func(*http.Request) string { return "tester" }}))
 	t.Cleanup(b.srv.Close)
 	doc := loadDoc(t)

@@ -64,8 +64,9 @@ type TriggerRequest struct {
 	Params []json.RawMessage
 	DryRun bool
 	// IdempotencyKey makes the request safe to retry: the same key on the same job returns
-	// the run the first request created (finishing its fan-out if Redis failed it), and the
-	// same key with other params or dry run is refused with ErrKeyReused.
+	// the run the first request created (finishing its fan-out if Redis failed it and its
+	// fan-out lease lapsed), and the same key with other params or dry run is refused with
+	// ErrKeyReused.
 	IdempotencyKey string
 	// Extras pass through to the run (a backfill window).
 	Extras store.RunExtras
@@ -149,7 +150,14 @@ func replay(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, jobID, 
 	res := TriggerResult{Replayed: true, Skipped: run.Status == "SKIPPED", Items: int(run.ItemCount),
 		Deduplicated: int(run.ItemsDeduplicated)}
 	if run.Status == "PENDING" && run.EnqueuedAt == nil {
-		// The first request recorded the run but did not finish handing its tasks to Redis.
+		// The first request recorded the run but did not finish handing its tasks to Redis. Its
+		// fan-out is ours once its lease lapsed; while another process holds it (the first
+		// request still sending, or the reconciler), that process finishes it.
+		took, err := st.TakeFanout(ctx, run.RunID, store.FanoutLeaseDefault, false)
+		if err != nil || !took {
+			res.Run = store.RunRowOf(run)
+			return res, true, err
+		}
 		if res.Enqueued, err = enq.EnqueueRun(ctx, run.RunID); err != nil {
 			res.Run = store.RunRowOf(run)
 			return res, true, fmt.Errorf("finish enqueueing run %s: %w (the run is recorded; retry or let the reconciler finish it)", run.RunID, err)

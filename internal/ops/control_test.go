@@ -29,9 +29,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	b := &bundle{st: dbtest.Store(t), queue: redistest.Queue(t)}
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	t.Cleanup(func() { client.Close() })
-	b.enq = newEnqueuer(t, b.st, client)
+	b.enq = newEnqueuer(t, b.st, redistest.ConnOpt(t))
 	b.insp = asynq.NewInspector(redistest.ConnOpt(t))
 	t.Cleanup(func() { b.insp.Close() })
 	_, err := b.st.ApplyJobs(t.Context(), []store.JobDefinition{{Job: store.UpsertJob{
@@ -43,10 +41,11 @@ func setup(t *testing.T) *bundle {
 	return b
 }
 
-func newEnqueuer(t *testing.T, st *store.Store, client *asynq.Client) *enqueue.Enqueuer {
+func newEnqueuer(t *testing.T, st *store.Store, redis asynq.RedisConnOpt) *enqueue.Enqueuer {
 	t.Helper()
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redis, Logger: zerolog.Nop()})
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = enq.Close() })
 	return enq
 }
 
@@ -75,15 +74,24 @@ func TestTriggerIdempotencyKey(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 
-	dead := asynq.NewClient(asynq.RedisClientOpt{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond})
-	defer dead.Close()
+	dead := asynq.RedisClientOpt{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond}
 	req := ops.TriggerRequest{JobID: "regions", Params: twoRegions, IdempotencyKey: "nightly-2026-01-01"}
 	first, err := ops.Trigger(ctx, b.st, newEnqueuer(t, b.st, dead), req)
 	require.Error(t, err, "Redis is down")
 	require.NotEqual(t, uuid.Nil, first.Run.RunID, "the run is recorded before the fan-out")
 	require.Equal(t, 0, b.pending(t))
 
+	// A retry while the failed trigger's fan-out lease still holds gets the run, unfinished.
 	again, err := ops.Trigger(ctx, b.st, b.enq, req)
+	require.NoError(t, err)
+	require.True(t, again.Replayed)
+	require.Equal(t, first.Run.RunID, again.Run.RunID)
+	require.Equal(t, "PENDING", again.Run.Status)
+	require.Equal(t, 0, b.pending(t))
+	// Once the lease lapsed (FanoutLeaseDefault), a retry finishes the fan-out itself.
+	_, err = b.st.Pool().Exec(ctx, `UPDATE dw_etl_runs SET fanout_until = now() - interval '1 second' WHERE run_id = $1`, first.Run.RunID)
+	require.NoError(t, err)
+	again, err = ops.Trigger(ctx, b.st, b.enq, req)
 	require.NoError(t, err)
 	require.True(t, again.Replayed)
 	require.Equal(t, first.Run.RunID, again.Run.RunID)
@@ -132,7 +140,7 @@ func TestPauseRefusesNewWork(t *testing.T) {
 	keyed := ops.TriggerRequest{JobID: "regions", Params: twoRegions, IdempotencyKey: "before-pause"}
 	res, err := ops.Trigger(ctx, b.st, b.enq, keyed)
 	require.NoError(t, err)
-	_, err = ops.Cancel(ctx, b.st, b.insp, res.Run.RunID, "test", "to rerun it")
+	_, err = ops.Cancel(ctx, b.st, b.enq.Dispatcher(), res.Run.RunID, "test", "to rerun it")
 	require.NoError(t, err)
 
 	c, err := ops.PauseJob(ctx, b.st, "regions", "alice", "source migration")
@@ -176,7 +184,7 @@ func TestDeleteJob(t *testing.T) {
 
 	_, err = ops.DeleteJob(ctx, b.st, "regions", true, false, "test")
 	require.ErrorIs(t, err, ops.ErrJobActive, "a running run blocks even --with-history")
-	_, err = ops.Cancel(ctx, b.st, b.insp, res.Run.RunID, "test", "")
+	_, err = ops.Cancel(ctx, b.st, b.enq.Dispatcher(), res.Run.RunID, "test", "")
 	require.NoError(t, err)
 	for range 2 {
 		_, err = ops.Trigger(ctx, b.st, b.enq, ops.TriggerRequest{JobID: "regions", Params: twoRegions})

@@ -41,8 +41,8 @@ func seed(t *testing.T, st *store.Store) seeded {
 			VALUES ($1, $2, $3, false, now() - $4 * interval '1 day',
 			  CASE WHEN $3 IN ('PENDING', 'RUNNING') THEN NULL ELSE now() - $4 * interval '1 day' + interval '1 minute' END, 3, 2)`,
 			id, job, status, ageDays)
-		exec(`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, task_id)
-			SELECT $1, g, '{}', 'h' || g, 'SUCCESS', 't' || g FROM generate_series(1, 3) g`, id)
+		exec(`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status)
+			SELECT $1, g, '{}', 'h' || g, 'SUCCESS' FROM generate_series(1, 3) g`, id)
 		exec(`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status)
 			VALUES (gen_random_uuid(), $1, 1, 1, 'SUCCESS'), (gen_random_uuid(), $1, 2, 1, 'SUCCESS')`, id)
 		exec(`INSERT INTO dw_etl_run_logs (run_id, job_id, level, message) VALUES ($1, $2, 'info', 'x')`, id, job)
