@@ -13,6 +13,7 @@ import (
 	"github.com/etlexec/etlexec/internal/backfill"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -121,6 +122,16 @@ window's run succeeded, 2 otherwise. A paused job is refused.`,
 				}
 				if spec.Params, err = readParamSets(cmd, kv, paramsFile); err != nil {
 					return err
+				}
+			}
+			if !preview {
+				// As trigger: window runs' tasks go to Redis after the runs are recorded.
+				pre, err := preflight.Check(ctx, st.Pool(), redis, preflight.Options{AllowEviction: e.cfg.AllowRedisEviction})
+				if err != nil {
+					return fmt.Errorf("refusing to backfill: %w", err)
+				}
+				for _, w := range pre.Warnings {
+					e.log.Warn().Str("check", "preflight").Msg(w)
 				}
 			}
 			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
