@@ -77,6 +77,52 @@ table "dw_etl_jobs" {
     type    = boolean
     default = true
   }
+  column "paused" {
+    type    = boolean
+    default = false
+    comment = "A paused job starts no new run: its schedule, triggers, reruns and backfills are refused."
+  }
+  column "paused_at" {
+    type = timestamptz
+    null = true
+  }
+  column "paused_by" {
+    type = text
+    null = true
+  }
+  column "pause_reason" {
+    type = text
+    null = true
+  }
+  column "resumed_at" {
+    type    = timestamptz
+    null    = true
+    comment = "When the job was last resumed: cron ticks before it are not fired (not caught up)."
+  }
+  column "history_retention_ms" {
+    type    = bigint
+    null    = true
+    comment = "How long finished runs (items, attempts) are kept; NULL means the global retention."
+  }
+  column "alert_on" {
+    type    = sql("text[]")
+    null    = true
+    comment = "Run end statuses that notify; NULL means the alerter's default, empty means none."
+  }
+  column "expected_duration_ms" {
+    type    = bigint
+    null    = true
+    comment = "An open run older than this notifies once (run_overdue)."
+  }
+  column "catchup_policy" {
+    type    = text
+    default = "once"
+    comment = "Missed cron ticks: skip (none), once (only the latest), each (every one, at most catchup_limit)."
+  }
+  column "catchup_limit" {
+    type    = integer
+    default = 10
+  }
   column "created_at" {
     type    = timestamptz
     default = sql("now()")
@@ -87,6 +133,18 @@ table "dw_etl_jobs" {
   }
   primary_key {
     columns = [column.job_id]
+  }
+  check "dw_etl_jobs_catchup_policy_check" {
+    expr = "catchup_policy IN ('skip', 'once', 'each')"
+  }
+  check "dw_etl_jobs_catchup_limit_check" {
+    expr = "catchup_limit >= 1"
+  }
+  check "dw_etl_jobs_history_retention_ms_check" {
+    expr = "history_retention_ms > 0"
+  }
+  check "dw_etl_jobs_expected_duration_ms_check" {
+    expr = "expected_duration_ms > 0"
   }
   check "dw_etl_jobs_strategy_check" {
     expr = "strategy IN ('none', 'modified_date', 'last_run')"
@@ -960,5 +1018,294 @@ table "dw_etl_run_logs" {
   partition {
     type    = RANGE
     columns = [column.ts]
+  }
+}
+
+table "dw_etl_idempotency_keys" {
+  schema  = schema.public
+  comment = "Idempotency-Key of a trigger: a retried request returns the run the first one created."
+  column "job_id" {
+    type = text
+  }
+  column "key" {
+    type = text
+  }
+  column "run_id" {
+    type = uuid
+  }
+  column "request_hash" {
+    type    = text
+    comment = "SHA-256 of what was asked (params, dry run): the same key with another request is refused."
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.job_id, column.key]
+  }
+  foreign_key "dw_etl_idempotency_keys_job_id_fkey" {
+    columns     = [column.job_id]
+    ref_columns = [table.dw_etl_jobs.column.job_id]
+    on_update   = NO_ACTION
+    on_delete   = CASCADE
+  }
+  foreign_key "dw_etl_idempotency_keys_run_id_fkey" {
+    columns     = [column.run_id]
+    ref_columns = [table.dw_etl_runs.column.run_id]
+    on_update   = NO_ACTION
+    on_delete   = CASCADE
+  }
+  index "dw_etl_idempotency_keys_run_idx" {
+    columns = [column.run_id]
+  }
+  check "dw_etl_idempotency_keys_key_check" {
+    expr = "length(key) BETWEEN 1 AND 255"
+  }
+}
+
+table "dw_etl_backfills" {
+  schema  = schema.public
+  comment = "A backfill of a last_run job: one run per window from window_from to window_to by step."
+  column "backfill_id" {
+    type = uuid
+  }
+  column "job_id" {
+    type = text
+  }
+  column "spec_hash" {
+    type    = text
+    comment = "SHA-256 of the job, bounds, step, params and dry run: the same command resumes the same backfill."
+  }
+  column "window_from" {
+    type = timestamptz
+  }
+  column "window_to" {
+    type = timestamptz
+  }
+  column "step_ms" {
+    type = bigint
+  }
+  column "params" {
+    type    = jsonb
+    comment = "The param sets every window's run gets (a JSON array)."
+  }
+  column "dry_run" {
+    type    = boolean
+    default = false
+  }
+  column "concurrency" {
+    type    = integer
+    default = 1
+  }
+  column "created_by" {
+    type = text
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "finished_at" {
+    type = timestamptz
+    null = true
+  }
+  primary_key {
+    columns = [column.backfill_id]
+  }
+  foreign_key "dw_etl_backfills_job_id_fkey" {
+    columns     = [column.job_id]
+    ref_columns = [table.dw_etl_jobs.column.job_id]
+    on_update   = NO_ACTION
+    on_delete   = CASCADE
+  }
+  index "dw_etl_backfills_spec_key" {
+    unique  = true
+    columns = [column.job_id, column.spec_hash]
+  }
+  check "dw_etl_backfills_window_check" {
+    expr = "window_from < window_to"
+  }
+  check "dw_etl_backfills_step_ms_check" {
+    expr = "step_ms > 0"
+  }
+  check "dw_etl_backfills_concurrency_check" {
+    expr = "concurrency >= 1"
+  }
+}
+
+table "dw_etl_run_watch" {
+  schema  = schema.public
+  comment = "The alerter's view of runs: each run end (and overdue run) is noticed exactly once."
+  column "run_id" {
+    type = uuid
+  }
+  column "job_id" {
+    type = text
+  }
+  column "started_at" {
+    type = timestamptz
+  }
+  column "ended_at" {
+    type    = timestamptz
+    null    = true
+    comment = "The end the alerter handled; NULL while the run is open (a rerun clears it)."
+  }
+  column "status" {
+    type = text
+    null = true
+  }
+  column "overdue_at" {
+    type    = timestamptz
+    null    = true
+    comment = "When the run_overdue notice was recorded for this opening."
+  }
+  column "seen_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.run_id]
+  }
+  foreign_key "dw_etl_run_watch_run_id_fkey" {
+    columns     = [column.run_id]
+    ref_columns = [table.dw_etl_runs.column.run_id]
+    on_update   = NO_ACTION
+    on_delete   = CASCADE
+  }
+  index "dw_etl_run_watch_open_idx" {
+    columns = [column.started_at]
+    where   = "ended_at IS NULL"
+  }
+}
+
+table "dw_etl_alert_deliveries" {
+  schema  = schema.public
+  comment = "One notification of a run event to one destination, retried with backoff until delivered or given up."
+  column "delivery_id" {
+    type = uuid
+  }
+  column "run_id" {
+    type = uuid
+  }
+  column "job_id" {
+    type = text
+  }
+  column "event" {
+    type = text
+  }
+  column "occurred_at" {
+    type    = timestamptz
+    comment = "The run's end (run_ended) or when it was found overdue (run_overdue)."
+  }
+  column "destination" {
+    type = text
+  }
+  column "status" {
+    type    = text
+    default = "PENDING"
+  }
+  column "attempts" {
+    type    = integer
+    default = 0
+  }
+  column "next_attempt_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "last_status_code" {
+    type = integer
+    null = true
+  }
+  column "last_error" {
+    type = text
+    null = true
+  }
+  column "payload" {
+    type = jsonb
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "delivered_at" {
+    type = timestamptz
+    null = true
+  }
+  primary_key {
+    columns = [column.delivery_id]
+  }
+  foreign_key "dw_etl_alert_deliveries_run_id_fkey" {
+    columns     = [column.run_id]
+    ref_columns = [table.dw_etl_runs.column.run_id]
+    on_update   = NO_ACTION
+    on_delete   = CASCADE
+  }
+  index "dw_etl_alert_deliveries_event_key" {
+    unique  = true
+    columns = [column.run_id, column.event, column.occurred_at, column.destination]
+  }
+  index "dw_etl_alert_deliveries_due_idx" {
+    columns = [column.next_attempt_at]
+    where   = "status = 'PENDING'"
+  }
+  check "dw_etl_alert_deliveries_event_check" {
+    expr = "event IN ('run_ended', 'run_overdue')"
+  }
+  check "dw_etl_alert_deliveries_status_check" {
+    expr = "status IN ('PENDING', 'DELIVERED', 'FAILED')"
+  }
+}
+
+table "dw_etl_alert_attempts" {
+  schema  = schema.public
+  comment = "Every HTTP attempt of an alert delivery, with its outcome."
+  column "delivery_id" {
+    type = uuid
+  }
+  column "attempt" {
+    type = integer
+  }
+  column "at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "status_code" {
+    type = integer
+    null = true
+  }
+  column "error" {
+    type = text
+    null = true
+  }
+  column "duration_ms" {
+    type = bigint
+  }
+  primary_key {
+    columns = [column.delivery_id, column.attempt]
+  }
+  foreign_key "dw_etl_alert_attempts_delivery_id_fkey" {
+    columns     = [column.delivery_id]
+    ref_columns = [table.dw_etl_alert_deliveries.column.delivery_id]
+    on_update   = NO_ACTION
+    on_delete   = CASCADE
+  }
+}
+
+table "dw_etl_control_state" {
+  schema  = schema.public
+  comment = "Small named state of the control loop (e.g. when the last retention pass finished)."
+  column "name" {
+    type = text
+  }
+  column "value" {
+    type    = jsonb
+    default = sql("'{}'::jsonb")
+  }
+  column "updated_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.name]
   }
 }

@@ -251,7 +251,7 @@ func httpDo(t *testing.T, h http.Handler, method, path string, form url.Values, 
 
 func (f *fixture) api(t *testing.T, path string) result {
 	t.Helper()
-	return httpDo(t, httpapi.New(f.st), http.MethodGet, path, nil, false)
+	return httpDo(t, httpapi.New(httpapi.Config{Store: f.st}), http.MethodGet, path, nil, false)
 }
 
 // server is the whole `enqueuer serve` handler (console, /api/v1, asynqmon behind the token).

@@ -290,7 +290,7 @@ func TestHistoryCommands(t *testing.T) {
 		st, err := store.Connect(t.Context(), u)
 		require.NoError(t, err)
 		t.Cleanup(st.Close)
-		srv := httptest.NewServer(httpapi.New(st))
+		srv := httptest.NewServer(httpapi.New(httpapi.Config{Store: st}))
 		t.Cleanup(srv.Close)
 		for _, tc := range []struct {
 			args []string

@@ -102,7 +102,7 @@ func rerunCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f := store.RerunFilter{ParamHashes: hashes}
+			var f store.RerunFilter
 			if f.Statuses, err = upperList("status", statuses, validStatuses); err != nil {
 				return err
 			}
@@ -119,6 +119,9 @@ func rerunCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer enq.Close()
+			if f.ParamHashes, err = st.ResolveParamHashes(cmd.Context(), runID, hashes); err != nil {
+				return fmt.Errorf("--param-hash: %w", err)
+			}
 			res, err := ops.Rerun(cmd.Context(), st, enq, runID, f, preview)
 			if err != nil {
 				return err
@@ -140,7 +143,7 @@ func rerunCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&statuses, "status", nil, "item statuses to re-run (default FAILED,CANCELLED)")
 	cmd.Flags().StringSliceVar(&categories, "category", nil, "only items failed with these categories")
-	cmd.Flags().StringSliceVar(&hashes, "param-hash", nil, "only these param hashes")
+	cmd.Flags().StringSliceVar(&hashes, "param-hash", nil, "only these param hashes (unique prefixes will do)")
 	cmd.Flags().BoolVar(&preview, "preview", false, "show what would be re-run; change nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
 	return cmd

@@ -9,10 +9,12 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/config"
+	"github.com/etlexec/etlexec/internal/store"
 )
 
 // ExitError carries a specific process exit code (e.g. 2 for PARTIAL_SUCCESS).
@@ -38,6 +40,7 @@ func Main(ctx context.Context, cmd *cobra.Command, args []string) int {
 	if err == nil {
 		return 0
 	}
+	err = withMigrateHint(err)
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		if ee.Err != nil {
@@ -117,3 +120,13 @@ func register(f func(*env) *cobra.Command) { enqueuerCommands = append(enqueuerC
 
 // Stdout is where results go (logs go to stderr).
 func stdout(cmd *cobra.Command) io.Writer { return cmd.OutOrStdout() }
+
+// withMigrateHint adds "run enqueuer migrate" to an error Postgres raised for a table or column
+// that does not exist: the database is older than the binary (or empty).
+func withMigrateHint(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "42703") && !errors.Is(err, store.ErrNotMigrated) {
+		return fmt.Errorf("%w\nthe database schema is missing or older than this binary: run `enqueuer migrate`", err)
+	}
+	return err
+}

@@ -98,6 +98,8 @@ type Request struct {
 	DryRun       bool
 	Trigger      string // manual (default) | schedule | rerun
 	ScheduledFor *time.Time
+	// Extras pass through to the run's creation (idempotency key, backfill window).
+	Extras store.RunExtras
 }
 
 // Result describes a started (or skipped) run.
@@ -109,6 +111,9 @@ type Result struct {
 	// Enqueued counts tasks handed to Redis; EnqueueTime is how long that took.
 	Enqueued    int
 	EnqueueTime time.Duration
+	// RequestHash fingerprints the request's param sets and dry-run flag (params.Fingerprint),
+	// set once they were read, also when the run could not be created.
+	RequestHash string
 }
 
 // Trigger starts a run of a job: the run and its deduplicated items are written in one
@@ -143,6 +148,7 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	nr := store.NewRun{
 		RunID: runID, JobID: job.JobID, DryRun: req.DryRun, Trigger: req.Trigger, LogicalStart: &now,
 		ScheduledFor: req.ScheduledFor, Exclusive: job.OverlapPolicy != "allow", Strategy: job.Strategy,
+		Extras: req.Extras,
 	}
 	if len(req.Params) == 1 && req.Source == nil {
 		c, _, err := params.Canon(req.Params[0])
@@ -158,7 +164,7 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	)
 	for {
 		// The run row goes in first: a skip or a wait for the active run consumes no param set.
-		src = newItemSource(job, sets)
+		src = newItemSource(job, sets, req.DryRun)
 		run, err = e.cfg.Store.CreateRunFrom(ctx, nr, src)
 		if !errors.Is(err, store.ErrActiveRun) {
 			break
@@ -186,11 +192,11 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	case errors.Is(err, store.ErrNoItems):
 		return Result{}, fmt.Errorf("job %q: %w", job.JobID, ErrNoParams)
 	case err != nil:
-		return Result{}, fmt.Errorf("create run of job %q: %w", job.JobID, err)
+		return Result{RequestHash: src.RequestHash()}, fmt.Errorf("create run of job %q: %w", job.JobID, err)
 	}
 	items := int(run.ItemCount)
 	log.Info().Int("items", items).Int("items_deduplicated", src.dropped).Bool("dry_run", req.DryRun).Msg("run created")
-	res := Result{Run: run, Items: items, Deduplicated: src.dropped}
+	res := Result{Run: run, Items: items, Deduplicated: src.dropped, RequestHash: src.RequestHash()}
 	start := time.Now()
 	res.Enqueued, err = e.fanout(ctx, job, run.RunID, func(after int32, limit int) ([]store.ItemTask, error) {
 		// The items are numbered 1..n as created; no need to read them back.
@@ -218,15 +224,19 @@ type itemSource struct {
 	next    func() (json.RawMessage, error, bool)
 	stop    func()
 	seen    map[[16]byte]struct{}
+	fp      *params.Fingerprint
 	index   int
 	dropped int
 	err     error
 }
 
-func newItemSource(job store.Job, sets iter.Seq2[json.RawMessage, error]) *itemSource {
+func newItemSource(job store.Job, sets iter.Seq2[json.RawMessage, error], dryRun bool) *itemSource {
 	next, stop := iter.Pull2(sets)
-	return &itemSource{job: job, next: next, stop: stop, seen: map[[16]byte]struct{}{}}
+	return &itemSource{job: job, next: next, stop: stop, seen: map[[16]byte]struct{}{}, fp: params.NewFingerprint(dryRun)}
 }
+
+// RequestHash implements store.ItemSource: the fingerprint of the sets read so far.
+func (s *itemSource) RequestHash() string { return s.fp.Sum() }
 
 // Next implements store.ItemSource; an error is also kept in err, for Trigger to report as is.
 func (s *itemSource) Next() (store.NewItem, bool, error) {
@@ -241,6 +251,7 @@ func (s *itemSource) Next() (store.NewItem, bool, error) {
 		if err == nil {
 			var it store.NewItem
 			if it, err = s.item(raw); err == nil {
+				s.fp.Add(it.Params)
 				var key [16]byte
 				hex.Decode(key[:], []byte(it.ParamHash[:32])) //nolint:errcheck // a param_hash is hex
 				if _, dup := s.seen[key]; dup {

@@ -68,7 +68,7 @@ func setupAPI(t *testing.T) (srv *httptest.Server, attempt uuid.UUID) {
 		_, err := st.Pool().Exec(t.Context(), q.sql, q.args...)
 		require.NoError(t, err, q.sql)
 	}
-	srv = httptest.NewServer(httpapi.New(st))
+	srv = httptest.NewServer(httpapi.New(httpapi.Config{Store: st}))
 	t.Cleanup(srv.Close)
 	return srv, attempt
 }
@@ -290,6 +290,11 @@ func TestAPI(t *testing.T) {
 		var e map[string]string
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
 		require.Contains(t, e["error"], "read-only")
+		// The writes exist but this handler has no enqueuer: 403.
+		resp, err = http.Post(srv.URL+apiBase+"/runs/"+run2+"/cancel", "application/json", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	})
 }
 

@@ -117,6 +117,9 @@ func Rerun(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, runID uu
 	if preview {
 		return res, nil
 	}
+	if err := CheckNotPaused(ctx, st, job.JobID); err != nil {
+		return res, fmt.Errorf("rerun run %s: %w", runID, err)
+	}
 	nos := make([]int32, len(res.Items))
 	for i, it := range res.Items {
 		nos[i] = it.ItemNo

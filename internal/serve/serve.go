@@ -1,7 +1,8 @@
 // Package serve owns `enqueuer serve`: one HTTP server that puts the web console, the /api/v1
 // JSON API and asynqmon behind one authentication, and answers /healthz and /readyz without it.
-// The console reads through the store's history queries and acts (cancel, rerun) only through
-// internal/ops, the same functions `enqueuer cancel` and `enqueuer rerun` call.
+// The console reads through the store's history queries and acts (trigger, cancel, rerun,
+// pause, resume) through the /api/v1 writes from its script, or its own form routes without
+// it; both call internal/ops, the same functions the CLI calls.
 package serve
 
 import (
@@ -56,8 +57,8 @@ type Config struct {
 	// Insecure allows starting without any credential (everything but /healthz and /readyz is
 	// then open). It is refused unless Addr binds a loopback address. Flag --insecure.
 	Insecure bool
-	// ReadOnly makes asynqmon view-only, hides the console's cancel and rerun buttons and
-	// answers their POST endpoints 403. Flag --read-only.
+	// ReadOnly makes asynqmon view-only, hides the console's action buttons and answers their
+	// POST endpoints and every /api/v1 write 403. Flag --read-only.
 	ReadOnly bool
 	// AllowQueryToken also accepts the token as a `?token=` query parameter. Tests only (a
 	// headless browser cannot send headers): URLs end up in logs and histories.
@@ -196,7 +197,8 @@ func (s *Server) Close() error {
 func (s *Server) routes() http.Handler {
 	private := http.NewServeMux()
 	private.Handle(AsynqmonPath+"/", s.monitor)
-	private.Handle("/api/v1/", httpapi.New(s.cfg.Store))
+	private.Handle("/api/v1/", httpapi.New(httpapi.Config{Store: s.cfg.Store, Enqueuer: s.enq,
+		ReadOnly: s.cfg.ReadOnly, Principal: principal}))
 	s.console.register(private)
 
 	csrf := http.NewCrossOriginProtection()

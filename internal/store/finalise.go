@@ -43,7 +43,12 @@ func countersOf(r sqlcdb.RunCountersRow) RunCounters {
 
 // RunCounters reads a run's counters (at most ProgressShards rows).
 func (s *Store) RunCounters(ctx context.Context, runID uuid.UUID) (RunCounters, error) {
-	r, err := s.q.RunCounters(ctx, runID)
+	var r sqlcdb.RunCountersRow
+	err := Retry(ctx, RetryQuick, func(ctx context.Context) error {
+		var err error
+		r, err = s.q.RunCounters(ctx, runID)
+		return err
+	})
 	if err != nil {
 		return RunCounters{}, fmt.Errorf("read counters of run %s: %w", runID, err)
 	}

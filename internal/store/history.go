@@ -443,8 +443,8 @@ type LogFilter struct {
 	ItemNo    *int32
 	// Level keeps lines at any of these levels (case-insensitive).
 	Level []string
-	// Text keeps lines whose message contains it, case-insensitively (ILIKE; % and _ are
-	// literal).
+	// Text keeps lines whose message or fields (as JSON text) contain it, case-insensitively
+	// (ILIKE; % and _ are literal).
 	Text string
 	// Fields keeps lines whose fields contain this JSON object (fields @> Fields).
 	Fields json.RawMessage
@@ -496,7 +496,9 @@ func (s *Store) HistoryLogs(ctx context.Context, f LogFilter) (Page[LogLine], er
 		sql.WriteString(" AND level = ANY(" + arg(levels) + "::text[])")
 	}
 	if f.Text != "" {
-		sql.WriteString(" AND message ILIKE " + arg("%"+likeEscaper.Replace(f.Text)+"%"))
+		// The fields' JSON text too: a value logged as a field (a table, an error code) is found.
+		p := arg("%" + likeEscaper.Replace(f.Text) + "%")
+		sql.WriteString(" AND (message ILIKE " + p + " OR fields::text ILIKE " + p + ")")
 	}
 	if len(f.Fields) > 0 {
 		var obj map[string]json.RawMessage

@@ -44,6 +44,9 @@ type NewRun struct {
 	Exclusive    bool
 	// Strategy of the job: last_run items get the logical start as their window end.
 	Strategy string
+	// Extras are optional parts written in the same transaction (idempotency key, a backfill
+	// window); see RunExtras.
+	Extras RunExtras
 }
 
 // NewItem is one deduplicated param set of a new run.
@@ -58,6 +61,9 @@ type NewItem struct {
 type ItemSource interface {
 	Next() (NewItem, bool, error)
 	Deduplicated() int
+	// RequestHash fingerprints the request once every item was read; it is recorded with an
+	// idempotency key (RunExtras) unless the extras carry one.
+	RequestHash() string
 }
 
 // ErrNoItems is returned by CreateRunFrom when the source yields no item.
@@ -84,6 +90,8 @@ func (s *sliceSource) Next() (NewItem, bool, error) {
 
 func (s *sliceSource) Deduplicated() int { return s.dropped }
 
+func (s *sliceSource) RequestHash() string { return "" }
+
 var itemColumns = []string{"run_id", "item_no", "params", "param_hash", "cursor_end"}
 
 // CreateRunFrom writes the run and streams its items into one COPY, in one transaction: a run
@@ -96,6 +104,13 @@ func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (R
 	var run Run
 	if nr.Params == nil {
 		nr.Params = json.RawMessage(`{}`)
+	}
+	// Extras: a window replaces the logical start and every item's stored cursor.
+	if nr.Extras.WindowEnd != nil {
+		nr.LogicalStart = nr.Extras.WindowEnd
+	}
+	if nr.Extras.NotExclusive {
+		nr.Exclusive = false
 	}
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
@@ -130,13 +145,26 @@ func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (R
 		if n == 0 {
 			return ErrNoItems
 		}
-		if nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun) {
+		switch {
+		case nr.Extras.WindowStart != nil:
+			// A backfill window: every item starts there, whatever its stored cursor says.
+			if err := tx.q.StartItemsAt(ctx, sqlcdb.StartItemsAtParams{RunID: nr.RunID, WindowStart: nr.Extras.WindowStart}); err != nil {
+				return fmt.Errorf("set the window start: %w", err)
+			}
+		case nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun):
 			if err := tx.q.StartItemsAtCursors(ctx, sqlcdb.StartItemsAtCursorsParams{RunID: nr.RunID, JobID: nr.JobID}); err != nil {
 				return fmt.Errorf("read cursors: %w", err)
 			}
 		}
 		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(n), ItemsDeduplicated: int32(src.Deduplicated())}); err != nil {
 			return err
+		}
+		// After the items: the key's fingerprint covers every param set, read by now.
+		if nr.Extras.RequestHash == "" {
+			nr.Extras.RequestHash = src.RequestHash()
+		}
+		if err := tx.recordExtras(ctx, nr); err != nil {
+			return fmt.Errorf("record run extras: %w", err)
 		}
 		run.ItemCount = int32(n)
 		run.ItemsDeduplicated = int32(src.Deduplicated())

@@ -7,6 +7,7 @@ package sqlcdb
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -42,6 +43,21 @@ func (q *Queries) ListCursors(ctx context.Context, jobID string) ([]DwEtlIncreme
 		return nil, err
 	}
 	return items, nil
+}
+
+const startItemsAt = `-- name: StartItemsAt :exec
+UPDATE dw_etl_run_items SET cursor_start = $1::timestamptz WHERE run_id = $2
+`
+
+type StartItemsAtParams struct {
+	WindowStart *time.Time
+	RunID       uuid.UUID
+}
+
+// StartItemsAt gives a new run's items one window start (a backfill window).
+func (q *Queries) StartItemsAt(ctx context.Context, arg StartItemsAtParams) error {
+	_, err := q.db.Exec(ctx, startItemsAt, arg.WindowStart, arg.RunID)
+	return err
 }
 
 const startItemsAtCursors = `-- name: StartItemsAtCursors :exec

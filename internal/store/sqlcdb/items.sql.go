@@ -363,7 +363,7 @@ func (q *Queries) FinishAttempts(ctx context.Context, arg FinishAttemptsParams) 
 }
 
 const getJobIfChanged = `-- name: GetJobIfChanged :one
-SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at FROM dw_etl_jobs WHERE job_id = $1
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit FROM dw_etl_jobs WHERE job_id = $1
 `
 
 func (q *Queries) GetJobIfChanged(ctx context.Context, jobID string) (DwEtlJob, error) {
@@ -389,6 +389,16 @@ func (q *Queries) GetJobIfChanged(ctx context.Context, jobID string) (DwEtlJob, 
 		&i.Enabled,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Paused,
+		&i.PausedAt,
+		&i.PausedBy,
+		&i.PauseReason,
+		&i.ResumedAt,
+		&i.HistoryRetentionMs,
+		&i.AlertOn,
+		&i.ExpectedDurationMs,
+		&i.CatchupPolicy,
+		&i.CatchupLimit,
 	)
 	return i, err
 }

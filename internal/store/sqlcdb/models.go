@@ -11,6 +11,70 @@ import (
 	"github.com/google/uuid"
 )
 
+// Every HTTP attempt of an alert delivery, with its outcome.
+type DwEtlAlertAttempt struct {
+	DeliveryID uuid.UUID
+	Attempt    int32
+	At         time.Time
+	StatusCode *int32
+	Error      *string
+	DurationMs int64
+}
+
+// One notification of a run event to one destination, retried with backoff until delivered or given up.
+type DwEtlAlertDelivery struct {
+	DeliveryID uuid.UUID
+	RunID      uuid.UUID
+	JobID      string
+	Event      string
+	// The run's end (run_ended) or when it was found overdue (run_overdue).
+	OccurredAt     time.Time
+	Destination    string
+	Status         string
+	Attempts       int32
+	NextAttemptAt  time.Time
+	LastStatusCode *int32
+	LastError      *string
+	Payload        json.RawMessage
+	CreatedAt      time.Time
+	DeliveredAt    *time.Time
+}
+
+// A backfill of a last_run job: one run per window from window_from to window_to by step.
+type DwEtlBackfill struct {
+	BackfillID uuid.UUID
+	JobID      string
+	// SHA-256 of the job, bounds, step, params and dry run: the same command resumes the same backfill.
+	SpecHash   string
+	WindowFrom time.Time
+	WindowTo   time.Time
+	StepMs     int64
+	// The param sets every window's run gets (a JSON array).
+	Params      json.RawMessage
+	DryRun      bool
+	Concurrency int32
+	CreatedBy   string
+	CreatedAt   time.Time
+	FinishedAt  *time.Time
+}
+
+// Small named state of the control loop (e.g. when the last retention pass finished).
+type DwEtlControlState struct {
+	Name      string
+	Value     json.RawMessage
+	UpdatedAt time.Time
+}
+
+// Idempotency-Key of a trigger: a retried request returns the run the first one created.
+type DwEtlIdempotencyKey struct {
+	JobID string
+	Key   string
+	RunID uuid.UUID
+	// SHA-256 of what was asked (params, dry run): the same key with another request is refused.
+	RequestHash string
+	CreatedAt   time.Time
+}
+
 // Where each (job, parameter set) resumes its incremental load.
 type DwEtlIncrementalCursor struct {
 	JobID       string
@@ -47,6 +111,22 @@ type DwEtlJob struct {
 	Enabled     bool
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// A paused job starts no new run: its schedule, triggers, reruns and backfills are refused.
+	Paused      bool
+	PausedAt    *time.Time
+	PausedBy    *string
+	PauseReason *string
+	// When the job was last resumed: cron ticks before it are not fired (not caught up).
+	ResumedAt *time.Time
+	// How long finished runs (items, attempts) are kept; NULL means the global retention.
+	HistoryRetentionMs *int64
+	// Run end statuses that notify; NULL means the alerter's default, empty means none.
+	AlertOn []string
+	// An open run older than this notifies once (run_overdue).
+	ExpectedDurationMs *int64
+	// Missed cron ticks: skip (none), once (only the latest), each (every one, at most catchup_limit).
+	CatchupPolicy string
+	CatchupLimit  int32
 }
 
 // Named leader leases on the database clock (reconciler, scheduler): the holder renews lease_until; anyone may take a lapsed lease.
@@ -229,6 +309,19 @@ type DwEtlRunProgress struct {
 	RecordsDiscarded int64
 	PageCount        int64
 	LastEndedAt      *time.Time
+}
+
+// The alerter's view of runs: each run end (and overdue run) is noticed exactly once.
+type DwEtlRunWatch struct {
+	RunID     uuid.UUID
+	JobID     string
+	StartedAt time.Time
+	// The end the alerter handled; NULL while the run is open (a rerun clears it).
+	EndedAt *time.Time
+	Status  *string
+	// When the run_overdue notice was recorded for this opening.
+	OverdueAt *time.Time
+	SeenAt    time.Time
 }
 
 // One row per worker process: its liveness lease, set by the worker itself on the database clock. Attempts name their worker; a worker whose lease lapsed is dead and its attempts are closed.
