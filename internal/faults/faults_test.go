@@ -19,15 +19,6 @@ import (
 	"github.com/etlexec/etlexec/internal/task"
 )
 
-// slowItems are n items of `records` rows each, one page per pageMS.
-func slowItems(prefix string, n, records, pageSize, pageMS int) []p {
-	out := make([]p, n)
-	for i := range out {
-		out[i] = p{"key": fmt.Sprintf("%s%d", prefix, i), "records": records, "page_size": pageSize, "page_latency_ms": pageMS}
-	}
-	return out
-}
-
 func TestFaultWorkerKilledMidItem(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
