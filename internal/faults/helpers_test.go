@@ -49,8 +49,19 @@ func loadSensitive(t *testing.T) {
 // workerBin and enqueuerBin are built once per test process.
 var workerBin, enqueuerBin string
 
+// parallelDefault replaces go test's default -parallel (GOMAXPROCS, 2 on the development
+// machine): these tests spend most of their time waiting on leases, reconcile passes and
+// restarts, not on CPU, and the heavy lock keeps the load-sensitive ones apart from the
+// disruptive ones.
+const parallelDefault = "4"
+
 func TestMain(m *testing.M) {
 	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		_ = flag.Set("test.parallel", parallelDefault)
+	}
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
@@ -239,13 +250,8 @@ type workerProc struct {
 
 // startWorker starts a worker process; extra are environment overrides ("ETL_LEASE=60s").
 func (e *env) startWorker(id string, extra ...string) *workerProc {
-	t := e.t
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), id+".log")
-	f, err := os.Create(logPath)
-	require.NoError(t, err)
-	cmd := exec.Command(workerBin)
-	cmd.Env = e.processEnv(append([]string{
+	e.t.Helper()
+	return e.startProc(id, workerBin, nil, append([]string{
 		"ETL_QUEUES=" + e.queue,
 		"ETL_CONCURRENCY=8",
 		"ETL_SHUTDOWN_TIMEOUT=2s",
@@ -254,25 +260,48 @@ func (e *env) startWorker(id string, extra ...string) *workerProc {
 		"ETL_HTTP_ADDR=",
 		"ETL_WORKER_ID=" + id,
 	}, extra...)...)
+}
+
+// startProc starts bin with args in the scenario's environment plus extra, its output in a
+// file; it is killed when the test ends.
+func (e *env) startProc(id, bin string, args []string, extra ...string) *workerProc {
+	t := e.t
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), id+".log")
+	f, err := os.Create(logPath)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = e.processEnv(extra...)
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(t, cmd.Start())
 	w := &workerProc{id: id, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() { w.err = cmd.Wait(); f.Close(); close(w.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen worker cannot die
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen process cannot die
 		_ = cmd.Process.Kill()
 		<-w.done
 		if t.Failed() || os.Getenv("FAULTS_LOGS") != "" {
-			t.Logf("---- worker %s output ----\n%s", id, servertest.Tail(w.log(), 200))
+			t.Logf("---- %s output ----\n%s", id, servertest.Tail(w.log(), 200))
 		}
 	})
 	return w
+}
+
+// runProc runs bin with args to its end (at most within) and returns its output and exit error.
+func (e *env) runProc(id, bin string, args []string, within time.Duration, extra ...string) (string, error) {
+	e.t.Helper()
+	w := e.startProc(id, bin, args, extra...)
+	w.waitExit(e.t, within)
+	return w.log(), w.err
 }
 
 func (w *workerProc) log() string {
 	b, _ := os.ReadFile(w.logPath)
 	return string(b)
 }
+
+// logged reports whether the process's output contains s.
+func (w *workerProc) logged(s string) bool { return strings.Contains(w.log(), s) }
 
 // exited reports whether the process has ended.
 func (w *workerProc) exited() bool {
@@ -319,7 +348,7 @@ func (w *workerProc) waitExit(t *testing.T, within time.Duration) {
 // waitLog waits until the worker's output contains s and returns when that was seen.
 func (e *env) waitLog(w *workerProc, s string, within time.Duration) time.Time {
 	e.t.Helper()
-	e.waitFor(fmt.Sprintf("worker %s to log %q", w.id, s), within, func() bool { return strings.Contains(w.log(), s) })
+	e.waitFor(fmt.Sprintf("worker %s to log %q", w.id, s), within, func() bool { return w.logged(s) })
 	return time.Now()
 }
 
@@ -639,11 +668,11 @@ var errNoWorkerSessions = errors.New("no worker session")
 
 // workerBackends lists the pids of the workers' sessions on the private server: those whose
 // application_name starts with etlexec when any does (the workers' contract), else every
-// client session but the harness's own.
+// client session but the harness's own (application_name starting with harnessApp).
 func (e *env) workerBackends(ctx context.Context) ([]int32, error) {
 	rows, err := e.st.Pool().Query(ctx, `WITH s AS (
 		SELECT pid, application_name FROM pg_stat_activity
-		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> $1)
+		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE $1 || '%')
 		SELECT pid FROM s WHERE application_name LIKE 'etlexec%'
 			OR NOT EXISTS (SELECT 1 FROM s WHERE application_name LIKE 'etlexec%')`, harnessApp)
 	if err != nil {
