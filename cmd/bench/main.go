@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/etlexec/etlexec/internal/dbtest"
 )
 
 // serverURLDefault is the local Postgres that scripts/services.sh provides.
@@ -116,7 +118,7 @@ func recreateDatabase(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := migrateDatabase(ctx, u); err != nil {
+	if err := dbtest.Migrate(ctx, u); err != nil {
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	return u, nil

@@ -9,9 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/etlexec/etlexec/internal/dbmigrate"
 	"github.com/etlexec/etlexec/internal/servertest"
-	"github.com/etlexec/etlexec/internal/store"
 )
 
 // pgCosts are one etlexec phase's Postgres costs per item.
@@ -230,24 +228,4 @@ func execSQL(ctx context.Context, url string, stmts ...string) error {
 		}
 	}
 	return nil
-}
-
-// migrateDatabase applies the migrations and the log partitions as of now, as `enqueuer
-// migrate` does.
-func migrateDatabase(ctx context.Context, url string) error {
-	db, err := dbmigrate.Open(url)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := (&dbmigrate.Migrator{DB: db}).Apply(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	st, err := store.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	_, err = st.MaintainLogPartitions(ctx, store.LogMaintenance{})
-	return err
 }

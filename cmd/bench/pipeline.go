@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
@@ -162,7 +163,7 @@ func preparePipeline(ctx context.Context, s *servertest.PostgresServer) error {
 	if err := s.CreateDatabase(ctx, pipelineTemplateDB); err != nil {
 		return err
 	}
-	if err := migrateDatabase(ctx, s.URL(pipelineTemplateDB)); err != nil {
+	if err := dbtest.Migrate(ctx, s.URL(pipelineTemplateDB)); err != nil {
 		return err
 	}
 	if err := execSQL(ctx, s.URL("postgres"), `CREATE ROLE `+harnessRole+` LOGIN SUPERUSER`); err != nil {
@@ -195,6 +196,19 @@ type bench struct {
 	redisOpt asynq.RedisClientOpt
 }
 
+// pausedQueue empties Redis and pauses queue, so that tasks wait until the consumers are up.
+func (b *bench) pausedQueue(queue string) (*asynq.Inspector, error) {
+	if err := b.redis.FlushAll(); err != nil {
+		return nil, err
+	}
+	insp := asynq.NewInspector(b.redisOpt)
+	if err := insp.PauseQueue(queue); err != nil {
+		insp.Close()
+		return nil, err
+	}
+	return insp, nil
+}
+
 // usedMemory is Redis's used_memory.
 func (b *bench) usedMemory() (int64, error) { return b.redis.InfoInt("memory", "used_memory") }
 
@@ -203,22 +217,19 @@ func (b *bench) usedMemory() (int64, error) { return b.redis.InfoInt("memory", "
 func (b *bench) bare(ctx context.Context, k int) (phaseResult, error) {
 	res := phaseResult{procs: k, system: "bare"}
 	const queue = "bare"
-	if err := b.redis.FlushAll(); err != nil {
+	insp, err := b.pausedQueue(queue)
+	if err != nil {
 		return res, err
 	}
-	insp := asynq.NewInspector(b.redisOpt)
 	defer insp.Close()
-	if err := insp.PauseQueue(queue); err != nil {
-		return res, err
-	}
 	mem0, err := b.usedMemory()
 	if err != nil {
 		return res, err
 	}
 	client := asynq.NewClient(b.redisOpt)
-	start := time.Now()
+	began := time.Now()
 	err = bareEnqueue(ctx, client, queue, b.cfg.n)
-	res.trigger = time.Since(start)
+	res.trigger = time.Since(began)
 	// Closed before measuring, as the etlexec trigger's: client buffers are not the tasks' cost.
 	client.Close()
 	if err != nil {
@@ -229,7 +240,7 @@ func (b *bench) bare(ctx context.Context, k int) (phaseResult, error) {
 		return res, err
 	}
 	res.redisPerTask = float64(mem1-mem0) / float64(b.cfg.n)
-	procs, err := startProcs(k, func(i int) *exec.Cmd {
+	procs, start, err := release(ctx, insp, queue, k, func(i int) *exec.Cmd {
 		cmd := exec.Command(b.self, "bare-server", "-queue", queue, "-concurrency", strconv.Itoa(b.cfg.concurrency))
 		cmd.Env = append(os.Environ(), "REDIS_URL="+b.redis.URL())
 		return cmd
@@ -238,13 +249,6 @@ func (b *bench) bare(ctx context.Context, k int) (phaseResult, error) {
 		return res, err
 	}
 	defer procs.stop()
-	if err := waitServers(ctx, insp, k, procs); err != nil {
-		return res, err
-	}
-	start = time.Now()
-	if err := insp.UnpauseQueue(queue); err != nil {
-		return res, err
-	}
 	if err := servertest.Poll(b.cfg.timeout, pollInterval, func() (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
@@ -322,14 +326,11 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 	if err := obs.waitNoSessions(ctx); err != nil { // defineJob's statistics are in
 		return res, err
 	}
-	if err := b.redis.FlushAll(); err != nil {
+	insp, err := b.pausedQueue(queue)
+	if err != nil {
 		return res, err
 	}
-	insp := asynq.NewInspector(b.redisOpt)
 	defer insp.Close()
-	if err := insp.PauseQueue(queue); err != nil {
-		return res, err
-	}
 	before, err := obs.snapshot(ctx)
 	if err != nil {
 		return res, err
@@ -349,7 +350,7 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 	}
 	res.redisPerTask = float64(mem1-mem0) / float64(b.cfg.n)
 
-	procs, err := startProcs(k, func(i int) *exec.Cmd {
+	procs, start, err := release(ctx, insp, queue, k, func(i int) *exec.Cmd {
 		cmd := exec.Command(b.cfg.workerBin)
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "REDIS_URL="+b.redis.URL(), "ETL_QUEUES="+queue,
 			"ETL_CONCURRENCY="+strconv.Itoa(b.cfg.concurrency), "ETL_LOG_LEVEL="+b.cfg.logLevel, "ETL_HTTP_ADDR=",
@@ -360,13 +361,6 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 		return res, err
 	}
 	defer procs.stop()
-	if err := waitServers(ctx, insp, k, procs); err != nil {
-		return res, err
-	}
-	start := time.Now()
-	if err := insp.UnpauseQueue(queue); err != nil {
-		return res, err
-	}
 	var status string
 	if err := servertest.Poll(b.cfg.timeout, pollInterval, func() (bool, error) {
 		if err := ctx.Err(); err != nil {
@@ -525,9 +519,14 @@ func (p *procs) stop() error {
 	return p.err
 }
 
-// waitServers waits until k asynq servers have registered (each process has one).
-func waitServers(ctx context.Context, insp *asynq.Inspector, k int, p *procs) error {
-	return servertest.Poll(readyTimeout, pollInterval, func() (bool, error) {
+// release starts k processes consuming the paused queue, waits until each has registered its
+// asynq server, and unpauses the queue: the returned time is the start of the processing.
+func release(ctx context.Context, insp *asynq.Inspector, queue string, k int, mk func(i int) *exec.Cmd) (*procs, time.Time, error) {
+	p, err := startProcs(k, mk)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	err = servertest.Poll(readyTimeout, pollInterval, func() (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
@@ -537,6 +536,13 @@ func waitServers(ctx context.Context, insp *asynq.Inspector, k int, p *procs) er
 		servers, err := insp.Servers()
 		return err == nil && len(servers) >= k, nil
 	})
+	if err == nil {
+		err = insp.UnpauseQueue(queue)
+	}
+	if err != nil {
+		return nil, time.Time{}, errors.Join(err, p.stop())
+	}
+	return p, time.Now(), nil
 }
 
 func printPipeline(cfg pipelineConfig, rs []phaseResult) {

@@ -1,5 +1,6 @@
-// Package faults_test runs real worker processes against an isolated Postgres database and a
-// private Redis, injects process and delivery faults, and checks the record stays consistent.
+// Package faults_test runs real worker and enqueuer processes against a private Postgres and
+// a private Redis per test (internal/servertest: never the shared servers), injects process,
+// database, network and delivery faults, and checks the record stays consistent.
 package faults_test
 
 import (

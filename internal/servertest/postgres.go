@@ -75,16 +75,7 @@ type PostgresServer struct {
 func Postgres(t testing.TB, opts PostgresOptions) *PostgresServer {
 	t.Helper()
 	s, err := StartPostgres(opts)
-	if err != nil {
-		skipOrFatal(t, "start postgres", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("---- private postgres on port %d: log tail ----\n%s", s.port, s.LogTail(60))
-		}
-		s.Close()
-	})
-	return s
+	return forTest(t, s, err)
 }
 
 // StartPostgres starts a private Postgres; Close it when done.
@@ -109,6 +100,9 @@ func StartPostgres(opts PostgresOptions) (*PostgresServer, error) {
 
 // Port is the server's loopback TCP port.
 func (s *PostgresServer) Port() int { return s.port }
+
+// String names the server.
+func (s *PostgresServer) String() string { return fmt.Sprintf("postgres on port %d", s.port) }
 
 // URL is the URL of database db as the trusted superuser postgres.
 func (s *PostgresServer) URL(db string) string {

@@ -46,21 +46,12 @@ type RedisServer struct {
 	closeOnce sync.Once
 }
 
-// Redis starts a private redis-server for t and kills it when t ends. It skips t when
-// redis-server is not installed (fails under CI).
+// Redis starts a private redis-server for t and kills it when t ends, printing its log's tail
+// if t failed. It skips t when redis-server is not installed (fails under CI).
 func Redis(t testing.TB, opts RedisOptions) *RedisServer {
 	t.Helper()
 	r, err := StartRedis(opts)
-	if err != nil {
-		skipOrFatal(t, "start redis", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("---- private redis on %s: log tail ----\n%s", r.Addr(), Tail(r.Log(), 30))
-		}
-		r.Close()
-	})
-	return r
+	return forTest(t, r, err)
 }
 
 // StartRedis starts a private redis-server on a free port; Close it when done.
@@ -95,6 +86,12 @@ func (r *RedisServer) URL() string { return "redis://" + r.Addr() + "/0" }
 
 // Port is the server's port; Restart keeps it.
 func (r *RedisServer) Port() int { return r.port }
+
+// String names the server.
+func (r *RedisServer) String() string { return "redis on " + r.Addr() }
+
+// LogTail returns the last n lines of the server's log.
+func (r *RedisServer) LogTail(n int) string { return Tail(r.Log(), n) }
 
 // Log returns the server's log.
 func (r *RedisServer) Log() string {

@@ -80,6 +80,29 @@ const startAttempts = 4
 // errMissing marks a server binary that is not installed.
 var errMissing = errors.New("not installed")
 
+// server is what forTest needs of a server.
+type server interface {
+	String() string
+	LogTail(n int) string
+	Close()
+}
+
+// forTest hands a started server to t: it skips or fails t when the start failed, and closes
+// the server when t ends, printing its log's tail first if t failed.
+func forTest[S server](t testing.TB, s S, err error) S {
+	t.Helper()
+	if err != nil {
+		skipOrFatal(t, "start a private server", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- private %s: log tail ----\n%s", s, s.LogTail(60))
+		}
+		s.Close()
+	})
+	return s
+}
+
 // skipOrFatal skips t when a binary is missing, except under CI where a missing server is a
 // broken machine; any other error fails t.
 func skipOrFatal(t testing.TB, what string, err error) {
