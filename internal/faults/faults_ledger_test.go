@@ -71,7 +71,6 @@ func transientItems(prefix string, n int) []p { return slowItems(prefix, n, 2, 1
 // ride out: with max_attempts 1, an item that pays for one with an attempt fails the run.
 func TestFaultPostgresBackendsTerminated(t *testing.T) {
 	t.Parallel()
-	loadSensitive(t)
 	start := time.Now()
 	e := newEnvWith(t, envOpts{timeout: 10 * time.Second, maxAttempts: 1})
 	e.startWorker("w1")
@@ -149,7 +148,6 @@ func (e *env) holdConnections(free int) (held int, release func()) {
 // "too many clients". That is a transient error: the run succeeds with one attempt per item.
 func TestFaultPostgresTooManyClients(t *testing.T) {
 	t.Parallel()
-	loadSensitive(t)
 	start := time.Now()
 	e := newEnvWith(t, envOpts{timeout: 10 * time.Second, maxAttempts: 1, pg: servertest.PostgresOptions{
 		MaxConnections: 40, Settings: map[string]string{"superuser_reserved_connections": "0"},
@@ -170,7 +168,7 @@ func TestFaultPostgresTooManyClients(t *testing.T) {
 	require.NoError(t, insp.UnpauseQueue(e.queue))
 
 	var status string
-	err = servertest.Poll(120*time.Second, 0, func() (bool, error) {
+	err = servertest.Poll(90*time.Second, 0, func() (bool, error) {
 		r, done := e.runStatus(runID)
 		status = r.Status
 		return done, nil

@@ -51,9 +51,10 @@ var workerBin, enqueuerBin string
 
 // parallelDefault replaces go test's default -parallel (GOMAXPROCS, 2 on the development
 // machine): these tests spend most of their time waiting on leases, reconcile passes and
-// restarts, not on CPU, and the heavy lock keeps the load-sensitive ones apart from the
-// disruptive ones.
-const parallelDefault = "4"
+// restarts, not on CPU, and a test waiting for the heavy lock holds its slot, so with 2 slots
+// one long load-sensitive test could leave the whole package waiting behind it. The heavy
+// lock, not -parallel, keeps the load-sensitive tests apart from the disruptive ones.
+const parallelDefault = "8"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
