@@ -441,6 +441,11 @@ func TestFaultKillAtEveryPoint(t *testing.T) {
 				e.waitRun(runID, 120*time.Second)
 				e.logAttempts(runID)
 				e.checkInvariants(runID, "SUCCESS") // exactly the expected rows per key in the target
+				if point == "handled" {
+					// The handler ran, nothing was committed: the attempt is still a row, closed lost.
+					require.GreaterOrEqual(t, e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND worker_id = 'w1'
+						AND status = 'FAILED' AND error_message = 'worker lost'`, runID), 1, "the attempt killed after its handler returned")
+				}
 			})
 		}
 	}

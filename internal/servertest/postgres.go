@@ -220,10 +220,12 @@ func (s *PostgresServer) CPUTime() (time.Duration, error) {
 	return total, nil
 }
 
-// Close stops the server (immediate) and removes its directory. Safe to call twice.
+// Close stops the server (immediate; thawed first if frozen) and removes its directory. Safe
+// to call twice.
 func (s *PostgresServer) Close() {
 	s.closeOnce.Do(func() {
 		if _, err := os.Stat(filepath.Join(s.data, "postmaster.pid")); err == nil {
+			_ = s.Thaw() // a stopped postmaster would not act on the shutdown signal
 			_, _ = s.ctl("stop", "-m", Immediate)
 		}
 		_ = os.RemoveAll(s.dir)

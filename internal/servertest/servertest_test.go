@@ -116,6 +116,13 @@ func TestPostgres(t *testing.T) {
 	require.NoError(t, a.Thaw())
 	require.NoError(t, query(a.URL("app"), 10*time.Second), "thawed")
 
+	frozen := servertest.Postgres(t, servertest.PostgresOptions{})
+	require.NoError(t, frozen.Freeze())
+	closed := time.Now()
+	frozen.Close()
+	require.Less(t, time.Since(closed), 30*time.Second, "a frozen server closes promptly")
+	require.Error(t, query(frozen.URL("postgres"), time.Second))
+
 	require.NoError(t, a.Stop(servertest.Fast))
 	require.Error(t, query(a.URL("app"), time.Second))
 	require.NoError(t, a.Start())
