@@ -117,7 +117,7 @@ func pipeline(ctx context.Context, args []string) error {
 	defer servertest.RemoveTemplates()
 	if err := phase("private postgres (fsync on)", func() error {
 		pg, err = servertest.StartPostgres(servertest.PostgresOptions{
-			MaxConnections: 100 + 2*int(store.PoolSizeFor(cfg.concurrency))*slices.Max(cfg.procs),
+			MaxConnections: 100 + workerSessions(cfg.concurrency)*slices.Max(cfg.procs),
 			StatStatements: true, Fsync: true, Template: "bench-pipeline", Prepare: preparePipeline,
 		})
 		return err
@@ -157,6 +157,10 @@ func pipeline(ctx context.Context, args []string) error {
 	printPipeline(cfg, results)
 	return nil
 }
+
+// workerSessions bounds the Postgres sessions of one worker process running concurrency items
+// (bookkeeping, target and liveness pools, with room to spare).
+func workerSessions(concurrency int) int { return 2*concurrency + 16 }
 
 // preparePipeline creates and migrates the template database and the harness role.
 func preparePipeline(ctx context.Context, s *servertest.PostgresServer) error {
@@ -418,17 +422,16 @@ func defineJob(ctx context.Context, url, queue string) error {
 // trigger starts the run through the enqueuer package, as `enqueuer trigger` does, on a pool
 // closed afterwards so that its statistics are flushed.
 func (b *bench) trigger(ctx context.Context, url string) (runID string, took time.Duration, err error) {
-	st, err := store.ConnectSized(ctx, url, store.PoolSizeFor(b.cfg.concurrency))
+	st, err := store.Open(ctx, url, store.Options{Bounded: true, MaxConns: int32(b.cfg.concurrency + 8)})
 	if err != nil {
 		return "", 0, err
 	}
 	defer st.Close()
-	client := asynq.NewClient(b.redisOpt)
-	defer client.Close()
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: b.redisOpt, Logger: zerolog.Nop()})
 	if err != nil {
 		return "", 0, err
 	}
+	defer enq.Close()
 	params := make([]json.RawMessage, b.cfg.n)
 	for i := range params {
 		params[i] = json.RawMessage(fmt.Sprintf(`{"noop": true, "key": "k%d"}`, i))

@@ -59,17 +59,10 @@ func (e *env) connect(ctx context.Context) (*store.Store, asynq.RedisConnOpt, er
 	return st, redis, nil
 }
 
-// newEnqueuer builds an asynq client on redis and an enqueuer from cfg using it; the caller
-// closes the client.
-func newEnqueuer(redis asynq.RedisConnOpt, cfg enqueue.Config) (*enqueue.Enqueuer, *asynq.Client, error) {
-	client := asynq.NewClient(redis)
-	cfg.Client = client
-	enq, err := enqueue.New(cfg)
-	if err != nil {
-		client.Close()
-		return nil, nil, err
-	}
-	return enq, client, nil
+// newEnqueuer builds an enqueuer on redis from cfg; the caller closes it.
+func newEnqueuer(redis asynq.RedisConnOpt, cfg enqueue.Config) (*enqueue.Enqueuer, error) {
+	cfg.Redis = redis
+	return enqueue.New(cfg)
 }
 
 // printJSONOr writes v as one JSON line with --json, else calls text with stdout.

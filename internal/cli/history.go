@@ -196,13 +196,16 @@ func printRunDetail(w io.Writer, d store.RunDetail) {
 		kv("cancel requested", fmt.Sprintf("%s by %s: %s", histTime(r.CancelRequestedAt), histStr(r.CancelledBy), histStr(r.CancelReason)))
 	}
 	a := d.Attempts
-	kv("attempts", fmt.Sprintf("%d (%d retries, at most %d for one item, %s total backoff)", a.Total, a.Retries,
-		a.MaxItemAttempt, time.Duration(a.BackoffMsTotal)*time.Millisecond))
-	if a.FirstStartedAt != nil {
-		kv("attempts span", histTime(a.FirstStartedAt)+" .. "+histTime(a.LastEndedAt))
+	kv("attempts", fmt.Sprintf("%d (%d running, %d retries, %d lost with their worker, at most %d for one item, %s total backoff)",
+		a.Total, a.Running, a.Retries, a.Lost, a.MaxItemAttempt, time.Duration(a.BackoffMsTotal)*time.Millisecond))
+	if a.LastEndedAt != nil {
+		kv("last attempt ended", histTime(a.LastEndedAt))
 	}
-	if a.NextRetryAt != nil {
-		kv("next retry", histTime(a.NextRetryAt))
+	if r.RecordsDiscarded > 0 {
+		kv("records discarded", fmt.Sprintf("%d (written by attempts whose target transaction rolled back)", r.RecordsDiscarded))
+	}
+	if r.CursorNote != nil {
+		kv("cursors", *r.CursorNote)
 	}
 	counts := func(title string, cs []store.CountByStatus) {
 		fmt.Fprintf(w, "\n%s\tSTATUS\tCATEGORY\tCOUNT\n", title)
@@ -211,13 +214,6 @@ func printRunDetail(w io.Writer, d store.RunDetail) {
 		}
 	}
 	counts("ITEMS", d.Items)
-	counts("ATTEMPTS", a.ByStatus)
-	if len(d.CursorNotes) > 0 {
-		fmt.Fprintln(w, "\nCURSOR NOTES\tITEMS")
-		for _, n := range d.CursorNotes {
-			fmt.Fprintf(w, "%s\t%d\n", cell(n.Note), n.Count)
-		}
-	}
 }
 
 func historyItemsCmd(e *env) *cobra.Command {

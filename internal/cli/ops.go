@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
+	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/store"
@@ -48,12 +48,15 @@ func cancelCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			insp := asynq.NewInspector(redis)
-			defer insp.Close()
+			d, err := dispatch.New(dispatch.Config{Redis: redis})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
 			if who == "" {
 				who = operator()
 			}
-			res, err := ops.Cancel(cmd.Context(), st, insp, runID, who, reason)
+			res, err := ops.Cancel(cmd.Context(), st, d, runID, who, reason)
 			if err != nil {
 				return err
 			}
@@ -111,11 +114,11 @@ func rerunCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer enq.Close()
 			res, err := ops.Rerun(cmd.Context(), st, enq, runID, f, preview)
 			if err != nil {
 				return err

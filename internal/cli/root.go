@@ -52,18 +52,23 @@ func Main(ctx context.Context, cmd *cobra.Command, args []string) int {
 // env is the configuration shared by enqueuer subcommands.
 type env struct {
 	cfg config.Common
-	log zerolog.Logger
+	// loadErr is a variable that did not parse; setup reports it, ending the command.
+	loadErr error
+	log     zerolog.Logger
 }
 
 func newEnv() *env {
 	e := &env{}
-	_ = config.Load(&e.cfg) // errors surface in Validate with the variable's name
+	e.loadErr = config.Load(&e.cfg)
 	e.cfg.WithDefaults()
 	return e
 }
 
 // setup validates the configuration and builds the logger; call it from PersistentPreRunE.
 func (e *env) setup(cmd *cobra.Command) error {
+	if e.loadErr != nil {
+		return fmt.Errorf("configuration: %w", e.loadErr)
+	}
 	if err := e.cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}

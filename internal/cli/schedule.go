@@ -8,14 +8,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/schedule"
-	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
@@ -52,7 +49,7 @@ Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
 			}
 			defer st.Close()
 			if !skipPreflight {
-				res, err := preflight.Check(ctx, st.Pool(), redis)
+				res, err := preflight.Check(ctx, st.Pool(), redis, preflight.Options{AllowEviction: e.cfg.AllowRedisEviction})
 				for _, w := range res.Warnings {
 					e.log.Warn().Str("check", "preflight").Msg(w)
 				}
@@ -60,18 +57,18 @@ Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
 					return fmt.Errorf("preflight (--skip-preflight to override): %w", err)
 				}
 			}
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
-			s, err := schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Logger: e.log})
+			defer enq.Close()
+			s, err := schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Name: processLabel(), Logger: e.log})
 			if err != nil {
 				return err
 			}
 			var srv *http.Server
 			if httpAddr != "" {
-				srv = &http.Server{Addr: httpAddr, Handler: scheduleMux(st, client), ReadHeaderTimeout: 5 * time.Second}
+				srv = &http.Server{Addr: httpAddr, Handler: healthMux(st, redis, telemetry.NewMetrics(nil)), ReadHeaderTimeout: 5 * time.Second}
 				go func() {
 					if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 						e.log.Error().Err(err).Str("addr", httpAddr).Msg("health http server failed")
@@ -97,22 +94,3 @@ Schedules are evaluated in UTC unless the spec starts with CRON_TZ=.`,
 }
 
 // scheduleMux serves /healthz (the process answers) and /readyz (Postgres and Redis answer).
-func scheduleMux(st *store.Store, client *asynq.Client) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(telemetry.NewMetrics(nil).Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := st.Pool().Ping(ctx); err != nil {
-			http.Error(w, "postgres: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if err := client.Ping(); err != nil {
-			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	return mux
-}

@@ -29,7 +29,7 @@ func serveCmd(e *env) *cobra.Command {
 		insecure bool
 		readOnly bool
 	)
-	_ = config.Load(&se) // the server's Validate names what is missing
+	loadErr := config.Load(&se) // reported when the command runs
 	if se.Addr == "" {
 		se.Addr = serve.AddrDefault
 	}
@@ -47,6 +47,9 @@ unless --insecure is given and --addr binds a loopback address (127.0.0.1, ::1, 
 --read-only makes asynqmon view-only and removes the console's cancel and rerun actions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if loadErr != nil {
+				return fmt.Errorf("configuration: %w", loadErr)
+			}
 			ctx := cmd.Context()
 			cfg := serve.Config{
 				Addr: se.Addr, Token: se.Token, BasicUser: se.User, BasicPassword: se.Password,

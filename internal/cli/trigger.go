@@ -15,6 +15,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/preflight"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/telemetry"
@@ -82,11 +83,19 @@ code is 0 for SUCCESS, 2 for PARTIAL_SUCCESS, 1 otherwise.`,
 				return err
 			}
 			defer st.Close()
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
+			// Tasks go to Redis only after the run is recorded; an evicting Redis would lose them.
+			pre, err := preflight.Check(ctx, st.Pool(), redis, preflight.Options{AllowEviction: e.cfg.AllowRedisEviction})
+			if err != nil {
+				return fmt.Errorf("refusing to trigger: %w", err)
+			}
+			for _, w := range pre.Warnings {
+				e.log.Warn().Str("check", "preflight").Msg(w)
+			}
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log, Headers: telemetry.Headers})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer enq.Close()
 			shutdownTracing, err := telemetry.SetupTracing(ctx)
 			if err != nil {
 				return fmt.Errorf("tracing: %w", err)
@@ -175,7 +184,7 @@ func waitRun(cmd *cobra.Command, st *store.Store, runID uuid.UUID, total int, po
 		if pb != nil {
 			if p, err := st.RunProgress(ctx, runID); err == nil {
 				pb.Describe(fmt.Sprintf("items (%d failed)", p.Failed))
-				_ = pb.Set64(p.Terminal)
+				_ = pb.Set64(p.Settled)
 			}
 		}
 		if runstate.Status(run.Status).Terminal() {

@@ -1,6 +1,7 @@
 // Package enqueue starts runs: it expands a job's parameter sets into deduplicated items,
 // writes the run and its items to Postgres in one transaction, and only then hands one asynq
-// task per item to Redis. Postgres being written first makes every later step repeatable:
+// task per item to Redis (through dispatch), under a fan-out lease that keeps the reconciler
+// away until it lapses. Postgres being written first makes every later step repeatable:
 // EnqueueRun rebuilds the tasks of any run from Postgres alone.
 package enqueue
 
@@ -14,12 +15,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/etlexec/etlexec/internal/aggregate"
+	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
-	"github.com/etlexec/etlexec/internal/task"
 )
 
 var (
@@ -35,11 +34,12 @@ var (
 
 // Config configures an Enqueuer.
 type Config struct {
-	Store  *store.Store
-	Client *asynq.Client
+	Store *store.Store
+	// Redis is where tasks go. Required.
+	Redis  asynq.RedisConnOpt
 	Logger zerolog.Logger
-	// Concurrency bounds concurrent Enqueue calls (asynq has no batch enqueue). Defaults to
-	// ConcurrencyDefault.
+	// Concurrency bounds concurrent enqueue calls (asynq has no batch enqueue). Defaults to
+	// dispatch.ConcurrencyDefault.
 	Concurrency int
 	// Headers, when set, returns task headers for ctx (trace propagation).
 	Headers func(ctx context.Context) map[string]string
@@ -50,29 +50,39 @@ type Config struct {
 	QueueWaitPoll time.Duration
 }
 
-const (
-	ConcurrencyDefault   = 32
-	QueueWaitPollDefault = 500 * time.Millisecond
-)
+// QueueWaitPollDefault is the default Config.QueueWaitPoll.
+const QueueWaitPollDefault = 500 * time.Millisecond
+
+// fanoutPage is how many items one page of a fan-out sends; the fan-out lease is renewed
+// between pages.
+const fanoutPage = 5000
 
 // Enqueuer starts runs.
 type Enqueuer struct {
 	cfg Config
+	d   *dispatch.Dispatcher
 }
 
-// New builds an Enqueuer.
+// New builds an Enqueuer. Close it when done.
 func New(cfg Config) (*Enqueuer, error) {
-	if cfg.Store == nil || cfg.Client == nil {
-		return nil, errors.New("enqueue config: Store and Client are required")
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = ConcurrencyDefault
+	if cfg.Store == nil || cfg.Redis == nil {
+		return nil, errors.New("enqueue config: Store and Redis are required")
 	}
 	if cfg.QueueWaitPoll <= 0 {
 		cfg.QueueWaitPoll = QueueWaitPollDefault
 	}
-	return &Enqueuer{cfg: cfg}, nil
+	d, err := dispatch.New(dispatch.Config{Redis: cfg.Redis, Concurrency: cfg.Concurrency, Headers: cfg.Headers})
+	if err != nil {
+		return nil, err
+	}
+	return &Enqueuer{cfg: cfg, d: d}, nil
 }
+
+// Close closes the Redis connections.
+func (e *Enqueuer) Close() error { return e.d.Close() }
+
+// Dispatcher is the enqueuer's dispatcher, for operator controls that remove or signal tasks.
+func (e *Enqueuer) Dispatcher() *dispatch.Dispatcher { return e.d }
 
 // Request asks for a run.
 type Request struct {
@@ -143,15 +153,12 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	}
 	items := make([]store.NewItem, len(unique))
 	for i, s := range unique {
-		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash, TaskID: task.ItemID(runID, s.Hash, 0)}
+		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash}
 	}
 	log := e.cfg.Logger.With().Str("job_id", job.JobID).Str("run_id", runID.String()).Logger()
-	var (
-		run     store.Run
-		created []store.CreatedItem
-	)
+	var run store.Run
 	for {
-		run, created, err = e.cfg.Store.CreateRun(ctx, nr, items, dropped)
+		run, err = e.cfg.Store.CreateRun(ctx, nr, items, dropped)
 		if !errors.Is(err, store.ErrActiveRun) {
 			break
 		}
@@ -175,25 +182,64 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("create run of job %q: %w", job.JobID, err)
 	}
-	log.Info().Int("items", len(created)).Int("items_deduplicated", dropped).Bool("dry_run", req.DryRun).Msg("run created")
-	res := Result{Run: run, Items: len(created), Deduplicated: dropped}
+	log.Info().Int("items", len(items)).Int("items_deduplicated", dropped).Bool("dry_run", req.DryRun).Msg("run created")
+	res := Result{Run: run, Items: len(items), Deduplicated: dropped}
 	start := time.Now()
-	res.Enqueued, err = e.enqueue(ctx, job, run.RunID, created)
+	res.Enqueued, err = e.fanout(ctx, job, run.RunID, func(after int32, limit int) ([]store.ItemTask, error) {
+		// The items are numbered 1..n as created; no need to read them back.
+		var page []store.ItemTask
+		for no := after + 1; no <= int32(len(items)) && len(page) < limit; no++ {
+			page = append(page, store.ItemTask{RunID: run.RunID, ItemNo: no})
+		}
+		return page, nil
+	})
 	res.EnqueueTime = time.Since(start)
 	if err != nil {
-		// Postgres has the run; the reconciler (or EnqueueRun) finishes the fan-out.
-		return res, fmt.Errorf("enqueue run %s: %w (the run is recorded; tasks will be re-enqueued from Postgres)", run.RunID, err)
-	}
-	if err := e.cfg.Store.MarkRunEnqueued(ctx, run.RunID); err != nil {
-		return res, err
+		// Postgres has the run; the reconciler finishes the fan-out once the lease lapses.
+		return res, fmt.Errorf("enqueue run %s: %w (the run is recorded; its tasks will be enqueued from Postgres)", run.RunID, err)
 	}
 	log.Info().Int("tasks", res.Enqueued).Dur("elapsed", res.EnqueueTime).Msg("run enqueued")
-	// A run whose items all ended before it was marked enqueued is finalised here.
-	if _, err := aggregate.Finalise(ctx, e.cfg.Store, run.RunID); err != nil {
-		log.Warn().Err(err).Msg("early finalise check failed")
-	}
 	res.Run, _ = e.cfg.Store.GetRun(ctx, run.RunID)
 	return res, nil
+}
+
+// fanout sends a run's tasks page by page (next returns the items after the given item_no),
+// renewing the run's fan-out lease between pages, then marks the run enqueued and finalises it
+// if its items already all ended.
+func (e *Enqueuer) fanout(ctx context.Context, job store.Job, runID uuid.UUID, next func(after int32, limit int) ([]store.ItemTask, error)) (int, error) {
+	if err := e.d.EnsureEpoch(ctx, e.cfg.Store, job.Queue); err != nil {
+		return 0, err
+	}
+	total := 0
+	for after := int32(0); ; {
+		page, err := next(after, fanoutPage)
+		if err != nil {
+			return total, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		sent, err := e.d.Send(ctx, job, page)
+		total += sent.New + sent.Present
+		if err != nil {
+			return total, err
+		}
+		after = page[len(page)-1].ItemNo
+		if ok, err := e.cfg.Store.TakeFanout(ctx, runID, store.FanoutLeaseDefault, true); err != nil || !ok {
+			if err == nil {
+				err = errors.New("the run's fan-out lease was lost (the reconciler took the fan-out over)")
+			}
+			return total, err
+		}
+	}
+	if err := e.cfg.Store.MarkRunEnqueued(ctx, runID); err != nil {
+		return total, err
+	}
+	// A run whose items all ended before it was marked enqueued is finalised here.
+	if _, err := e.cfg.Store.FinaliseRun(ctx, runID); err != nil {
+		e.cfg.Logger.Warn().Err(err).Str("run_id", runID.String()).Msg("early finalise check failed")
+	}
+	return total, nil
 }
 
 // paramSets picks the param sets of a trigger: given ones, the job's declared source, or `{}`.
@@ -231,8 +277,9 @@ func StaticParamSource(job store.Job) ([]json.RawMessage, error) {
 	return src.Static, nil
 }
 
-// EnqueueRun (re-)enqueues a run's PENDING items from Postgres. Task ids are deterministic, so
-// tasks still in Redis are left alone (a conflict counts as enqueued).
+// EnqueueRun enqueues the tasks of a run's open, unclaimed items from Postgres (a rerun),
+// under the fan-out lease its caller took, and marks the run enqueued. Task ids are
+// deterministic, so tasks still in Redis are left alone.
 func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error) {
 	run, err := e.cfg.Store.GetRun(ctx, runID)
 	if err != nil {
@@ -242,65 +289,7 @@ func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	items, err := e.cfg.Store.PendingItemTasks(ctx, runID)
-	if err != nil {
-		return 0, err
-	}
-	n, err := e.enqueue(ctx, job, runID, items)
-	if err != nil {
-		return n, err
-	}
-	return n, e.cfg.Store.MarkRunEnqueued(ctx, runID)
-}
-
-// enqueue hands the items' tasks to Redis, Concurrency at a time. A task id already in Redis
-// counts as enqueued: ids are deterministic, so it is the same task.
-func (e *Enqueuer) enqueue(ctx context.Context, job store.Job, runID uuid.UUID, items []store.CreatedItem) (int, error) {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.cfg.Concurrency)
-	var enqueued = make([]bool, len(items))
-	for i, it := range items {
-		g.Go(func() error {
-			if _, err := e.EnqueueItem(gctx, job, runID, it); err != nil {
-				return err
-			}
-			enqueued[i] = true
-			return nil
-		})
-	}
-	err := g.Wait()
-	n := 0
-	for _, ok := range enqueued {
-		if ok {
-			n++
-		}
-	}
-	return n, err
-}
-
-// EnqueueItem hands one item's task to Redis, built from the job and the item's stored task id
-// (its generation included). It reports false, without error, when a task with that id is
-// already in Redis.
-func (e *Enqueuer) EnqueueItem(ctx context.Context, job store.Job, runID uuid.UUID, it store.CreatedItem) (bool, error) {
-	var headers map[string]string
-	if e.cfg.Headers != nil {
-		headers = e.cfg.Headers(ctx)
-	}
-	gen := task.GenerationOf(it.TaskID)
-	if id := task.ItemID(runID, it.ParamHash, gen); id != it.TaskID {
-		return false, fmt.Errorf("item %d of run %s: stored task id %q is not the id its task would get (%q)", it.ItemNo, runID, it.TaskID, id)
-	}
-	t, err := task.NewItem(task.Item{RunID: runID, ItemNo: it.ItemNo, Generation: gen}, it.ParamHash, task.OptionsFor(
-		job.Queue, int(job.MaxAttempts), time.Duration(job.TimeoutMs)*time.Millisecond, time.Duration(job.RetentionMs)*time.Millisecond), headers)
-	if err != nil {
-		return false, err
-	}
-	_, err = e.cfg.Client.EnqueueContext(ctx, t)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("enqueue item %d of run %s: %w", it.ItemNo, runID, err)
-	}
-	return true, nil
+	return e.fanout(ctx, job, runID, func(after int32, limit int) ([]store.ItemTask, error) {
+		return e.cfg.Store.OpenItems(ctx, runID, after, limit)
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -176,11 +175,9 @@ func TestFaultTwoTriggersAtOnce(t *testing.T) {
 	st2, err := store.Connect(ctx, e.dbURL)
 	require.NoError(t, err)
 	t.Cleanup(st2.Close)
-	client2 := asynq.NewClient(e.redisOpt())
-	t.Cleanup(func() { client2.Close() })
-	enq2, err := enqueue.New(enqueue.Config{Store: st2, Client: client2, Logger: zerolog.Nop()})
+	enq2, err := enqueue.New(enqueue.Config{Store: st2, Redis: e.redisOpt(), Logger: zerolog.Nop()})
 	require.NoError(t, err)
-	insp := e.inspector()
+	t.Cleanup(func() { enq2.Close() })
 	e.startWorker("w1")
 
 	activeExclusive := func() int {
@@ -251,7 +248,7 @@ func TestFaultTwoTriggersAtOnce(t *testing.T) {
 			e.waitRun(active.Run.RunID, 30*time.Second)
 			e.checkInvariants(active.Run.RunID, "SUCCESS")
 		} else {
-			_, err := ops.Cancel(ctx, e.st, insp, active.Run.RunID, "faults", "round "+fmt.Sprint(round))
+			_, err := ops.Cancel(ctx, e.st, e.enq.Dispatcher(), active.Run.RunID, "faults", "round "+fmt.Sprint(round))
 			require.NoError(t, err)
 			e.waitRun(active.Run.RunID, 30*time.Second)
 			e.checkInvariants(active.Run.RunID, "CANCELLED")

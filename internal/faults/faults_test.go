@@ -17,7 +17,6 @@ import (
 
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
-	"github.com/etlexec/etlexec/internal/task"
 )
 
 func TestFaultWorkerKilledMidItem(t *testing.T) {
@@ -77,12 +76,15 @@ func TestFaultEnqueuerDiedBeforeFanOut(t *testing.T) {
 	require.NoError(t, err)
 	items := make([]store.NewItem, len(unique))
 	for i, s := range unique {
-		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash, TaskID: task.ItemID(runID, s.Hash, 0)}
+		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash}
 	}
-	_, created, err := e.st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual",
+	run, err := e.st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual",
 		LogicalStart: &now, Strategy: "modified_date"}, items, dropped)
 	require.NoError(t, err)
-	require.Len(t, created, len(ps))
+	require.EqualValues(t, len(ps), run.ItemCount)
+	// The enqueuer died long enough ago for its fan-out lease to have lapsed.
+	_, err = e.st.Pool().Exec(ctx, `UPDATE dw_etl_runs SET fanout_until = now() WHERE run_id = $1`, runID)
+	require.NoError(t, err)
 	e.waitRun(runID, 90*time.Second)
 	e.checkInvariants(runID, "SUCCESS")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))

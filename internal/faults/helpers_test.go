@@ -124,14 +124,13 @@ var migrated = servertest.PostgresOptions{Template: "etlexec-migrated", Prepare:
 
 // env is one fault scenario: a private Postgres and a private Redis of its own.
 type env struct {
-	t      *testing.T
-	pg     *servertest.PostgresServer
-	redis  *servertest.RedisServer
-	dbURL  string       // etlexec's database as the workers reach it
-	st     *store.Store // the harness's own sessions
-	queue  string
-	enq    *enqueue.Enqueuer
-	client *asynq.Client
+	t     *testing.T
+	pg    *servertest.PostgresServer
+	redis *servertest.RedisServer
+	dbURL string       // etlexec's database as the workers reach it
+	st    *store.Store // the harness's own sessions
+	queue string
+	enq   *enqueue.Enqueuer
 	// target is where the job writes (st's database or the foreign one), targetTable the table.
 	target      *pgxpool.Pool
 	targetTable string
@@ -192,10 +191,9 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 		t.Cleanup(e.target.Close)
 	}
 	e.queue = "fq_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	e.client = asynq.NewClient(e.redisOpt())
-	t.Cleanup(func() { e.client.Close() })
-	e.enq, err = enqueue.New(enqueue.Config{Store: st, Client: e.client, Logger: zerolog.Nop()})
+	e.enq, err = enqueue.New(enqueue.Config{Store: st, Redis: e.redisOpt(), Logger: zerolog.Nop()})
 	require.NoError(t, err)
+	t.Cleanup(func() { e.enq.Close() })
 	cfgJSON, err := json.Marshal(cfg)
 	require.NoError(t, err)
 	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{

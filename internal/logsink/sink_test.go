@@ -41,7 +41,7 @@ func setup(t *testing.T) *testBundle {
 	}{
 		{`INSERT INTO dw_etl_jobs (job_id, kind) VALUES ($1, 'synthetic')`, []any{b.jobID}},
 		{`INSERT INTO dw_etl_runs (run_id, job_id) VALUES ($1, $2)`, []any{b.runID, b.jobID}},
-		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id) VALUES ($1, 1, '{}', 'h1', 't1')`, []any{b.runID}},
+		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash) VALUES ($1, 1, '{}', 'h1')`, []any{b.runID}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt) VALUES ($1, $2, 1, 1)`, []any{b.attemptID, b.runID}},
 	} {
 		_, err := b.st.Pool().Exec(ctx, q.sql, q.args...)

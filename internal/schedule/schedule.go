@@ -37,6 +37,11 @@ type Config struct {
 	// Interval is the time between passes: the most a tick fires late. Defaults to
 	// IntervalDefault.
 	Interval time.Duration
+	// Lease is the leadership lease's TTL: a frozen or vanished scheduler is replaced within
+	// about this long. Defaults to LeaseDefault.
+	Lease time.Duration
+	// Name labels this replica in dw_etl_leases.
+	Name string
 	// Now is the clock ticks fall due by. Defaults to time.Now; tests inject a fake.
 	Now func() time.Time
 	// Logger receives one line per fired, skipped or failed tick and per missed-tick gap.
@@ -46,8 +51,11 @@ type Config struct {
 // IntervalDefault is the default Config.Interval.
 const IntervalDefault = time.Second
 
-// LockName names the advisory lock whose holder is the active scheduler.
-const LockName = "etlexec_scheduler"
+// LeaseDefault is the default Config.Lease.
+const LeaseDefault = 30 * time.Second
+
+// LockName names the leadership lease whose holder is the active scheduler.
+const LockName = "scheduler"
 
 // TriggerSchedule is the trigger recorded on scheduled runs.
 const TriggerSchedule = "schedule"
@@ -83,7 +91,7 @@ type Missed struct {
 type Scheduler struct {
 	cfg  Config
 	log  zerolog.Logger
-	lock *store.AdvisoryLock
+	lock *store.Lease
 
 	mu       sync.Mutex
 	inflight map[string]bool // jobs whose trigger has not returned (overlap policy queue waits)
@@ -98,13 +106,16 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = IntervalDefault
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = LeaseDefault
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	return &Scheduler{
 		cfg:      cfg,
 		log:      cfg.Logger.With().Str("component", "scheduler").Logger(),
-		lock:     cfg.Store.AdvisoryLock(LockName),
+		lock:     cfg.Store.Lease(LockName, cfg.Name, cfg.Lease),
 		inflight: map[string]bool{},
 	}, nil
 }

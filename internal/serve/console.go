@@ -454,7 +454,7 @@ func (c *console) cancel(w http.ResponseWriter, r *http.Request) {
 		reason = "cancelled from the web console"
 	}
 	who := "console:" + principal(r)
-	res, err := ops.Cancel(r.Context(), c.s.cfg.Store, c.s.insp, runID, who, reason)
+	res, err := ops.Cancel(r.Context(), c.s.cfg.Store, c.s.enq.Dispatcher(), runID, who, reason)
 	if err != nil {
 		c.fail(w, r, statusOf(err), err)
 		return

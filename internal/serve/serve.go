@@ -24,6 +24,7 @@ import (
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/httpapi"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/task"
 	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
@@ -127,7 +128,6 @@ type Server struct {
 	monitor  *asynqmon.HTTPHandler
 	redis    redis.UniversalClient
 	insp     *asynq.Inspector
-	client   *asynq.Client
 	enq      *enqueue.Enqueuer
 	console  *console
 	tokenSum [32]byte
@@ -155,14 +155,15 @@ func New(cfg Config) (*Server, error) {
 		redis: rc,
 		monitor: asynqmon.New(asynqmon.Options{
 			RootPath: AsynqmonPath, RedisConnOpt: cfg.Redis, ReadOnly: cfg.ReadOnly,
+			// Item payloads are binary; show them as the JSON they stand for.
+			PayloadFormatter: asynqmon.PayloadFormatterFunc(task.FormatPayload),
 		}),
 		insp:     asynq.NewInspector(cfg.Redis),
-		client:   asynq.NewClient(cfg.Redis),
 		tokenSum: sha256.Sum256([]byte(cfg.Token)),
 		userSum:  sha256.Sum256([]byte(cfg.BasicUser)),
 		passSum:  sha256.Sum256([]byte(cfg.BasicPassword)),
 	}
-	enq, err := enqueue.New(enqueue.Config{Store: cfg.Store, Client: s.client, Logger: s.log})
+	enq, err := enqueue.New(enqueue.Config{Store: cfg.Store, Redis: cfg.Redis, Logger: s.log})
 	if err != nil {
 		_ = s.Close()
 		return nil, err
@@ -183,7 +184,11 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close releases the Redis clients. Run calls it on return.
 func (s *Server) Close() error {
-	return errors.Join(s.monitor.Close(), s.insp.Close(), s.client.Close(), s.redis.Close())
+	var enqErr error
+	if s.enq != nil {
+		enqErr = s.enq.Close()
+	}
+	return errors.Join(s.monitor.Close(), s.insp.Close(), enqErr, s.redis.Close())
 }
 
 // routes: /healthz, /readyz and the embedded static assets (code, no data) are open; every

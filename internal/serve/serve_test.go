@@ -323,12 +323,15 @@ func seed(t *testing.T, st *store.Store, queue string) seeded {
 		  VALUES ($1, $2, 'PARTIAL_SUCCESS', 'API', '1 of 4 items failed', true, 'manual', now() - interval '1 hour', now() - interval '1 hour',
 		    now() - interval '1 hour', now() - interval '1 hour' + interval '90 seconds', 90000, 4, 2, 1, 1, 4,
 		    880, 777, 9, '{"rows_skipped": 7, "http_calls": 12}')`, []any{s.runPartial, s.jobID}},
+		{`UPDATE dw_etl_runs SET cursor_note = 'run PARTIAL_SUCCESS: cursors held (cursor policy run)' WHERE run_id = $1`, []any{s.runPartial}},
+		{`INSERT INTO dw_etl_run_progress (run_id, shard, attempts_started, attempts_ended, retries, backoff_ms,
+		    max_item_attempt, succeeded, failed, cancelled, failed_api) VALUES ($1, 2, 4, 4, 1, 10000, 2, 2, 1, 1, 1)`, []any{s.runPartial}},
 		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, error_message,
-		    attempts, task_id, records_written, cursor_note) VALUES
-		  ($1, 1, '{"region":"eu"}', 'h1', 'SUCCESS', 'NONE', NULL, 1, 't1', 400, 'held: run not successful'),
-		  ($1, 2, '{"region":"us"}', 'h2', 'SUCCESS', 'NONE', NULL, 1, 't2', 377, 'held: run not successful'),
-		  ($1, 3, '{"region":"apac"}', 'h3', 'FAILED', 'API', 'upstream 503', 2, 't3', 0, NULL),
-		  ($1, 4, '{"region":"latam"}', 'h4', 'CANCELLED', 'NONE', NULL, 0, 't4', 0, NULL)`, []any{s.runPartial}},
+		    attempts, records_written, cursor_note) VALUES
+		  ($1, 1, '{"region":"eu"}', 'h1', 'SUCCESS', 'NONE', NULL, 1, 400, 'held: run not successful'),
+		  ($1, 2, '{"region":"us"}', 'h2', 'SUCCESS', 'NONE', NULL, 1, 377, 'held: run not successful'),
+		  ($1, 3, '{"region":"apac"}', 'h3', 'FAILED', 'API', 'upstream 503', 2, 0, NULL),
+		  ($1, 4, '{"region":"latam"}', 'h4', 'CANCELLED', 'NONE', NULL, 0, 0, NULL)`, []any{s.runPartial}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, error_category, error_message,
 		    backoff_ms, started_at, ended_at, duration_ms, records_written, worker_id)
 		  SELECT v.id, $1, v.item, v.try, v.status, v.cat, v.msg, v.backoff,
@@ -407,8 +410,8 @@ func TestConsole(t *testing.T) {
 			`id="run-status">PARTIAL_SUCCESS<`, "1 of 4 items failed", `class="badge dry"`,
 			`<dd id="count-items">4</dd>`, `<dd id="count-succeeded">2</dd>`, `<dd id="count-failed">1</dd>`,
 			`<dd id="count-attempts">4</dd>`, `<dd id="count-written">777</dd>`,
-			// cursor notes grouped, metrics
-			"<td>held: run not successful</td><td class=\"num\">2</td>", "rows_skipped", "http_calls",
+			// the run's cursor decision, metrics
+			"run PARTIAL_SUCCESS: cursors held (cursor policy run)", "rows_skipped", "http_calls",
 			// asynqmon link
 			`href="/asynqmon/queues/`+b.queue+`"`,
 			// logs, newest first
@@ -543,9 +546,7 @@ func TestCancelAndRerun(t *testing.T) {
 	if _, err := b.st.Pool().Exec(ctx, `INSERT INTO dw_etl_jobs (job_id, kind, queue, supports_params) VALUES ('regions', 'synthetic', $1, true)`, b.queue); err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	defer client.Close()
-	enq, err := enqueue.New(enqueue.Config{Store: b.st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: b.st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

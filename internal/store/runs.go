@@ -9,17 +9,18 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
 // Row types are sqlc's, re-exported so callers never import sqlcdb.
 type (
-	Job         = sqlcdb.DwEtlJob
-	JobSummary  = sqlcdb.ListJobsRow
-	Run         = sqlcdb.DwEtlRun
-	ItemContext = sqlcdb.GetItemContextRow
-	Cursor      = sqlcdb.DwEtlIncrementalCursor
-	UpsertJob   = sqlcdb.UpsertJobParams
+	Job        = sqlcdb.DwEtlJob
+	JobSummary = sqlcdb.ListJobsRow
+	Run        = sqlcdb.DwEtlRun
+	Cursor     = sqlcdb.DwEtlIncrementalCursor
+	UpsertJob  = sqlcdb.UpsertJobParams
 )
 
 // ErrActiveRun is returned by CreateRun when the job already has an exclusive run that is
@@ -28,22 +29,6 @@ type (
 var ErrActiveRun = errors.New("job has an active run")
 
 const oneActiveIndex = "dw_etl_runs_one_active_idx"
-
-// ProgressShards caps how many counter rows a run spreads its completions over.
-const ProgressShards = 64
-
-// ShardOf is the progress shard of an item in a run of n items.
-func ShardOf(itemNo int32, itemCount int32) int16 {
-	n := shardCount(itemCount)
-	return int16((itemNo - 1) % n)
-}
-
-func shardCount(itemCount int32) int32 {
-	if itemCount < ProgressShards {
-		return max(itemCount, 1)
-	}
-	return ProgressShards
-}
 
 // NewRun describes a run to create.
 type NewRun struct {
@@ -63,81 +48,63 @@ type NewRun struct {
 type NewItem struct {
 	Params    json.RawMessage
 	ParamHash string
-	TaskID    string
 }
 
-// CreatedItem is an item as written, for the enqueuer to build its task.
-type CreatedItem struct {
-	ItemNo    int32
-	ParamHash string
-	TaskID    string
-}
-
-// CreateRun writes the run, its items (COPY) with each item's cursor_start taken from the stored
-// cursor, and its progress shards, in one transaction: a run is either fully expanded in
-// Postgres or absent.
-func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, deduplicated int) (Run, []CreatedItem, error) {
-	var (
-		run     Run
-		created []CreatedItem
-	)
+// CreateRun writes the run and its items (COPY), each item's window start and cursor meta
+// taken from the stored cursor, in one transaction: a run is either fully expanded in Postgres
+// or absent. The run starts under a fan-out lease (FanoutLeaseDefault) held by the caller, so
+// the reconciler leaves its fan-out alone until the lease lapses. Items are numbered 1..n in
+// the order given.
+func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, deduplicated int) (Run, error) {
+	var run Run
 	if nr.Params == nil {
 		nr.Params = json.RawMessage(`{}`)
 	}
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
 		run, err = tx.q.InsertRun(ctx, sqlcdb.InsertRunParams{
-			RunID: nr.RunID, JobID: nr.JobID, Status: "PENDING", DryRun: nr.DryRun, Trigger: nr.Trigger,
+			RunID: nr.RunID, JobID: nr.JobID, Status: string(runstate.StatusPending), DryRun: nr.DryRun, Trigger: nr.Trigger,
 			Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: nr.Exclusive,
+			FanoutMs: FanoutLeaseDefault.Milliseconds(),
 		})
 		if IsUniqueViolation(err, oneActiveIndex) {
 			return ErrActiveRun
 		}
 		if err != nil {
-			return fmt.Errorf("insert run: %w", err)
+			return fmt.Errorf("insert run: %w", mapErr(err))
 		}
-		hashes := make([]string, len(items))
-		for i, it := range items {
-			hashes[i] = it.ParamHash
+		type cursor struct {
+			value *time.Time
+			meta  json.RawMessage
 		}
-		cursors := map[string]*time.Time{}
-		if nr.Strategy == "modified_date" || nr.Strategy == "last_run" {
+		cursors := map[string]cursor{}
+		if nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun) {
+			hashes := make([]string, len(items))
+			for i, it := range items {
+				hashes[i] = it.ParamHash
+			}
 			rows, err := tx.q.CursorsForHashes(ctx, sqlcdb.CursorsForHashesParams{JobID: nr.JobID, ParamHashes: hashes})
 			if err != nil {
 				return fmt.Errorf("read cursors: %w", err)
 			}
 			for _, r := range rows {
-				cursors[r.ParamHash] = r.CursorValue
+				cursors[r.ParamHash] = cursor{value: r.CursorValue, meta: r.CursorMeta}
 			}
 		}
 		var windowEnd *time.Time
-		if nr.Strategy == "last_run" {
+		if nr.Strategy == string(etl.StrategyLastRun) {
 			windowEnd = nr.LogicalStart
 		}
 		copyRows := make([]sqlcdb.CopyItemsParams, len(items))
-		created = make([]CreatedItem, len(items))
 		for i, it := range items {
-			no := int32(i + 1)
+			c := cursors[it.ParamHash]
 			copyRows[i] = sqlcdb.CopyItemsParams{
-				RunID: nr.RunID, ItemNo: no, Params: it.Params, ParamHash: it.ParamHash, TaskID: it.TaskID,
-				CursorStart: cursors[it.ParamHash], CursorEnd: windowEnd,
+				RunID: nr.RunID, ItemNo: int32(i + 1), Params: it.Params, ParamHash: it.ParamHash,
+				CursorStart: c.value, CursorMeta: c.meta, CursorEnd: windowEnd,
 			}
-			created[i] = CreatedItem{ItemNo: no, ParamHash: it.ParamHash, TaskID: it.TaskID}
 		}
 		if _, err := tx.q.CopyItems(ctx, copyRows); err != nil {
 			return fmt.Errorf("copy %d items: %w", len(items), err)
-		}
-		n := shardCount(int32(len(items)))
-		shards := make([]int16, n)
-		counts := make([]int32, n)
-		for i := range items {
-			counts[ShardOf(int32(i+1), int32(len(items)))]++
-		}
-		for i := range shards {
-			shards[i] = int16(i)
-		}
-		if err := tx.q.InsertProgressShards(ctx, sqlcdb.InsertProgressShardsParams{RunID: nr.RunID, Shards: shards, Items: counts}); err != nil {
-			return fmt.Errorf("insert progress shards: %w", err)
 		}
 		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(len(items)), ItemsDeduplicated: int32(deduplicated)}); err != nil {
 			return err
@@ -147,9 +114,9 @@ func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, dedup
 		return nil
 	})
 	if err != nil {
-		return Run{}, nil, err
+		return Run{}, err
 	}
-	return run, created, nil
+	return run, nil
 }
 
 // CreateSkippedRun records a trigger that the overlap policy skipped, with the reason.
@@ -158,14 +125,14 @@ func (s *Store) CreateSkippedRun(ctx context.Context, nr NewRun, reason string) 
 		nr.Params = json.RawMessage(`{}`)
 	}
 	run, err := s.q.InsertRun(ctx, sqlcdb.InsertRunParams{
-		RunID: nr.RunID, JobID: nr.JobID, Status: "SKIPPED", DryRun: nr.DryRun, Trigger: nr.Trigger,
+		RunID: nr.RunID, JobID: nr.JobID, Status: string(runstate.StatusSkipped), DryRun: nr.DryRun, Trigger: nr.Trigger,
 		Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: false,
 		ErrorMessage: &reason,
 	})
 	if err != nil {
 		return Run{}, fmt.Errorf("insert skipped run: %w", err)
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE dw_etl_runs SET ended_at = now(), duration_ms = 0 WHERE run_id = $1`, run.RunID); err != nil {
+	if _, err := s.pool.Exec(ctx, `UPDATE dw_etl_runs SET ended_at = now(), duration_ms = 0, fanout_until = NULL, deadline_at = NULL WHERE run_id = $1`, run.RunID); err != nil {
 		return Run{}, err
 	}
 	return s.GetRun(ctx, run.RunID)
@@ -275,33 +242,21 @@ func (s *Store) ListCursors(ctx context.Context, jobID string) ([]Cursor, error)
 	return s.q.ListCursors(ctx, jobID)
 }
 
-// PendingItemTasks lists the items of a run still PENDING, for (re-)enqueueing.
-func (s *Store) PendingItemTasks(ctx context.Context, runID uuid.UUID) ([]CreatedItem, error) {
-	rows, err := s.q.PendingItemTasks(ctx, runID)
-	if err != nil {
-		return nil, fmt.Errorf("list pending items of run %s: %w", runID, err)
-	}
-	out := make([]CreatedItem, len(rows))
-	for i, r := range rows {
-		out[i] = CreatedItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, TaskID: r.TaskID}
-	}
-	return out, nil
-}
-
 // Progress is a live view of a run for progress displays.
 type Progress struct {
-	Items, Terminal, Failed int64
+	Items, Settled, Failed, Running int64
 }
 
-// RunProgress reads how many items of a run ended (from the shards) and how many failed.
+// RunProgress reads how many items of a run settled, failed and are running, from its
+// counters (never the items).
 func (s *Store) RunProgress(ctx context.Context, runID uuid.UUID) (Progress, error) {
-	p, err := s.q.RunProgress(ctx, runID)
+	run, err := s.GetRun(ctx, runID)
 	if err != nil {
-		return Progress{}, fmt.Errorf("read progress of run %s: %w", runID, err)
+		return Progress{}, err
 	}
-	failed, err := s.q.RunFailedItems(ctx, runID)
+	c, err := s.RunCounters(ctx, runID)
 	if err != nil {
-		return Progress{}, fmt.Errorf("count failed items of run %s: %w", runID, err)
+		return Progress{}, err
 	}
-	return Progress{Items: p.Items, Terminal: p.Terminal, Failed: int64(failed)}, nil
+	return Progress{Items: int64(run.ItemCount), Settled: c.Settled(), Failed: c.Failed, Running: c.Running()}, nil
 }

@@ -33,8 +33,8 @@ func (r iteratorForCopyItems) Values() ([]interface{}, error) {
 		r.rows[0].ItemNo,
 		r.rows[0].Params,
 		r.rows[0].ParamHash,
-		r.rows[0].TaskID,
 		r.rows[0].CursorStart,
+		r.rows[0].CursorMeta,
 		r.rows[0].CursorEnd,
 	}, nil
 }
@@ -43,6 +43,18 @@ func (r iteratorForCopyItems) Err() error {
 	return nil
 }
 
+// The item ledger: claim → liveness → finish, the statements on a worker's hot path.
+//
+// Lock order (docs/state-machine.md; every statement that waits follows it):
+//
+//	run row (FOR NO KEY UPDATE, never FOR UPDATE) → item rows in (run_id, item_no) order →
+//	their attempt rows → progress rows in (run_id, shard) order → cursor rows in
+//	(job_id, param_hash) order.
+//
+// Statements that touch attempt rows without holding their items (the heartbeat's progress
+// report) take them with SKIP LOCKED and never wait. Batches arrive as arrays (claims) or one
+// jsonb array (finishes, which carry NULLs), so one statement serves any batch size and keeps a
+// generic plan.
 func (q *Queries) CopyItems(ctx context.Context, arg []CopyItemsParams) (int64, error) {
-	return q.db.CopyFrom(ctx, []string{"dw_etl_run_items"}, []string{"run_id", "item_no", "params", "param_hash", "task_id", "cursor_start", "cursor_end"}, &iteratorForCopyItems{rows: arg})
+	return q.db.CopyFrom(ctx, []string{"dw_etl_run_items"}, []string{"run_id", "item_no", "params", "param_hash", "cursor_start", "cursor_meta", "cursor_end"}, &iteratorForCopyItems{rows: arg})
 }

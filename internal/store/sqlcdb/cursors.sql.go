@@ -9,45 +9,10 @@ import (
 	"context"
 	"encoding/json"
 	"time"
-
-	"github.com/google/uuid"
 )
 
-const advanceCursors = `-- name: AdvanceCursors :exec
-INSERT INTO dw_etl_incremental_cursors (job_id, param_hash, params, strategy, cursor_value, last_run_id, updated_at)
-SELECT $1::text, unnest($2::text[]), unnest($3::jsonb[]), $4::text,
-  unnest($5::timestamptz[]), $6::uuid, now()
-ON CONFLICT (job_id, param_hash) DO UPDATE
-SET cursor_value = excluded.cursor_value, last_run_id = excluded.last_run_id, updated_at = now(),
-    strategy = excluded.strategy
-WHERE dw_etl_incremental_cursors.cursor_value IS NULL
-   OR dw_etl_incremental_cursors.cursor_value < excluded.cursor_value
-`
-
-type AdvanceCursorsParams struct {
-	JobID        string
-	ParamHashes  []string
-	Params       []json.RawMessage
-	Strategy     string
-	CursorValues []time.Time
-	RunID        uuid.UUID
-}
-
-// AdvanceCursors moves each (job, param_hash) cursor forward, never backwards.
-func (q *Queries) AdvanceCursors(ctx context.Context, arg AdvanceCursorsParams) error {
-	_, err := q.db.Exec(ctx, advanceCursors,
-		arg.JobID,
-		arg.ParamHashes,
-		arg.Params,
-		arg.Strategy,
-		arg.CursorValues,
-		arg.RunID,
-	)
-	return err
-}
-
 const cursorsForHashes = `-- name: CursorsForHashes :many
-SELECT param_hash, cursor_value FROM dw_etl_incremental_cursors
+SELECT param_hash, cursor_value, cursor_meta FROM dw_etl_incremental_cursors
 WHERE job_id = $1 AND param_hash = ANY($2::text[])
 `
 
@@ -59,6 +24,7 @@ type CursorsForHashesParams struct {
 type CursorsForHashesRow struct {
 	ParamHash   string
 	CursorValue *time.Time
+	CursorMeta  json.RawMessage
 }
 
 func (q *Queries) CursorsForHashes(ctx context.Context, arg CursorsForHashesParams) ([]CursorsForHashesRow, error) {
@@ -70,7 +36,7 @@ func (q *Queries) CursorsForHashes(ctx context.Context, arg CursorsForHashesPara
 	var items []CursorsForHashesRow
 	for rows.Next() {
 		var i CursorsForHashesRow
-		if err := rows.Scan(&i.ParamHash, &i.CursorValue); err != nil {
+		if err := rows.Scan(&i.ParamHash, &i.CursorValue, &i.CursorMeta); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
