@@ -44,6 +44,7 @@ func TestFaultRedisEviction(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, 10*time.Second)
 		require.NoError(t, e.redis.ConfigSet("maxmemory-policy", "allkeys-lru"))
+		insp := e.inspector()
 		for i, o := range []struct {
 			how  string
 			args []string
@@ -53,8 +54,9 @@ func TestFaultRedisEviction(t *testing.T) {
 			{"flag", []string{"--allow-redis-eviction"}, nil},
 		} {
 			w := e.startProc("worker-"+o.how, workerBin, o.args, append([]string{"ETL_QUEUES=" + e.queue, "ETL_HTTP_ADDR="}, o.env...)...)
-			e.waitFor("worker ("+o.how+") to start or exit", 30*time.Second, func() bool {
-				return w.exited() || w.logged(workerStartingMsg)
+			// Started means serving: its asynq server has registered in Redis.
+			e.waitFor("worker ("+o.how+") to serve or exit", 30*time.Second, func() bool {
+				return w.exited() || e.serving(insp, w)
 			})
 			require.False(t, w.exited(), "worker with the override (%s) exited: %v\n%s", o.how, w.err, servertest.Tail(w.log(), 20))
 			w.signal(t, syscall.SIGTERM)

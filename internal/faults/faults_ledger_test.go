@@ -278,6 +278,7 @@ func TestFaultFrozenWorker(t *testing.T) {
 	if err != nil {
 		e.logItems(runID)
 		e.logAttempts(runID)
+		e.logSessions()
 		t.Fatalf("with A (holding %d items) stopped, the run did not end within %s (lease %s + reconcile %s + 20s): %v",
 			held, bound, shortLease, shortReconcile, err)
 	}

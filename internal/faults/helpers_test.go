@@ -344,6 +344,20 @@ func (w *workerProc) waitExit(t *testing.T, within time.Duration) {
 	}
 }
 
+// serving reports whether w's asynq server has registered in Redis.
+func (e *env) serving(insp *asynq.Inspector, w *workerProc) bool {
+	servers, err := insp.Servers()
+	if err != nil {
+		return false
+	}
+	for _, s := range servers {
+		if s.PID == w.cmd.Process.Pid {
+			return true
+		}
+	}
+	return false
+}
+
 // waitLog waits until the worker's output contains s and returns when that was seen.
 func (e *env) waitLog(w *workerProc, s string, within time.Duration) time.Time {
 	e.t.Helper()
@@ -481,6 +495,7 @@ func (e *env) waitRun(runID uuid.UUID, within time.Duration) store.Run {
 	if err != nil {
 		e.logItems(runID)
 		e.logAttempts(runID)
+		e.logSessions()
 		e.t.Fatalf("run %s not terminal (%s, %d/%d items succeeded): %v", runID, run.Status, run.ItemsSucceeded, run.ItemCount, err)
 	}
 	return run
@@ -632,6 +647,28 @@ func (e *env) logAttempts(runID uuid.UUID) {
 		var status, cat, msg, wid string
 		if err := rows.Scan(&itemNo, &itemAttempt, &status, &cat, &msg, &wid); err == nil {
 			e.t.Logf("attempt item=%d #%d %s %s worker=%s: %s", itemNo, itemAttempt, status, cat, wid, msg)
+		}
+	}
+}
+
+// logSessions logs the private server's client sessions that are not idle, with what they
+// wait for and who blocks them: what a stuck run is stuck on.
+func (e *env) logSessions() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.st.Pool().Query(ctx, `SELECT pid, application_name, state, coalesce(wait_event_type || ':' || wait_event, ''),
+		pg_blocking_pids(pid)::text, left(regexp_replace(query, '\s+', ' ', 'g'), 120)
+		FROM pg_stat_activity WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		e.t.Logf("list sessions: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int32
+		var app, state, wait, blockers, query string
+		if err := rows.Scan(&pid, &app, &state, &wait, &blockers, &query); err == nil {
+			e.t.Logf("session %d %q %s wait=%s blocked by %s: %s", pid, app, state, wait, blockers, query)
 		}
 	}
 }
