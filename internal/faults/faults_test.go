@@ -1,5 +1,6 @@
-// Package faults_test runs real worker processes against an isolated Postgres database and a
-// private Redis, injects process and delivery faults, and checks the record stays consistent.
+// Package faults_test runs real worker and enqueuer processes against a private Postgres and
+// a private Redis per test (internal/servertest: never the shared servers), injects process,
+// database, network and delivery faults, and checks the record stays consistent.
 package faults_test
 
 import (
@@ -17,15 +18,6 @@ import (
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
 )
-
-// slowItems are n items of `records` rows each, one page per pageMS.
-func slowItems(prefix string, n, records, pageSize, pageMS int) []p {
-	out := make([]p, n)
-	for i := range out {
-		out[i] = p{"key": fmt.Sprintf("%s%d", prefix, i), "records": records, "page_size": pageSize, "page_latency_ms": pageMS}
-	}
-	return out
-}
 
 func TestFaultWorkerKilledMidItem(t *testing.T) {
 	t.Parallel()
