@@ -36,6 +36,9 @@ type statementCost struct {
 	query    string
 	toplevel bool
 	perItem  float64
+	// planMicros and execMicros are the statement's planning and execution time per item
+	// (pg_stat_statements total_plan_time, total_exec_time): where the Postgres CPU goes.
+	planMicros, execMicros float64
 }
 
 // observer reads a phase's figures on sessions of harnessRole, whose own statements
@@ -73,7 +76,8 @@ type stmtKey struct {
 
 // pgSnapshot is what a phase's costs are differences of.
 type pgSnapshot struct {
-	calls  map[stmtKey]int64 // etlexec's sessions in the phase's database
+	calls  map[stmtKey]int64      // etlexec's sessions in the phase's database
+	times  map[stmtKey][2]float64 // total plan and exec time, ms
 	texts  map[stmtKey]string
 	walLSN string
 	cpu    time.Duration
@@ -81,8 +85,9 @@ type pgSnapshot struct {
 }
 
 func (o *observer) snapshot(ctx context.Context) (pgSnapshot, error) {
-	s := pgSnapshot{calls: map[stmtKey]int64{}, texts: map[stmtKey]string{}}
-	rows, err := o.conn.Query(ctx, `SELECT queryid::text, toplevel, sum(calls)::bigint, min(query) FROM pg_stat_statements
+	s := pgSnapshot{calls: map[stmtKey]int64{}, times: map[stmtKey][2]float64{}, texts: map[stmtKey]string{}}
+	rows, err := o.conn.Query(ctx, `SELECT queryid::text, toplevel, sum(calls)::bigint, min(query),
+		sum(total_plan_time)::float8, sum(total_exec_time)::float8 FROM pg_stat_statements
 		WHERE dbid = $1 AND userid <> $2 GROUP BY queryid, toplevel`, o.dbOID, o.role)
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_statements: %w", err)
@@ -91,11 +96,12 @@ func (o *observer) snapshot(ctx context.Context) (pgSnapshot, error) {
 		var k stmtKey
 		var text string
 		var calls int64
-		if err := rows.Scan(&k.queryID, &k.toplevel, &calls, &text); err != nil {
+		var plan, exec float64
+		if err := rows.Scan(&k.queryID, &k.toplevel, &calls, &text, &plan, &exec); err != nil {
 			rows.Close()
 			return s, err
 		}
-		s.calls[k], s.texts[k] = calls, text
+		s.calls[k], s.texts[k], s.times[k] = calls, text, [2]float64{plan, exec}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -171,7 +177,9 @@ func costs(before, after pgSnapshot, tablesAfter map[string]tableCost, n int) *p
 		} else {
 			c.nested += per(float64(d))
 		}
-		c.top = append(c.top, statementCost{query: oneLine(after.texts[id], 110), toplevel: id.toplevel, perItem: per(float64(d))})
+		t0, t1 := before.times[id], after.times[id]
+		c.top = append(c.top, statementCost{query: oneLine(after.texts[id], 90), toplevel: id.toplevel, perItem: per(float64(d)),
+			planMicros: per(1000 * (t1[0] - t0[0])), execMicros: per(1000 * (t1[1] - t0[1]))})
 	}
 	slices.SortFunc(c.top, func(a, b statementCost) int {
 		switch {

@@ -582,13 +582,13 @@ func printPipeline(cfg pipelineConfig, rs []phaseResult) {
 		for _, t := range r.pg.tables {
 			fmt.Printf("  %-34s %8.2f %8.2f %8.2f %6d %8d %10.2f\n", t.name, t.ins, t.upd, t.hot, t.indexes, t.partial, t.entries)
 		}
-		fmt.Printf("  top statements (calls per item; nested = run inside another, e.g. foreign key checks):\n")
+		fmt.Printf("  top statements (calls, planning µs and execution µs per item; nested = run inside another, e.g. foreign key checks):\n")
 		for _, s := range r.pg.top {
 			nested := ""
 			if !s.toplevel {
 				nested = "nested "
 			}
-			fmt.Printf("  %8.3f  %s%s\n", s.perItem, nested, s.query)
+			fmt.Printf("  %8.3f %7.1f %7.1f  %s%s\n", s.perItem, s.planMicros, s.execMicros, nested, s.query)
 		}
 	}
 }

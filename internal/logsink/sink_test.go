@@ -208,6 +208,7 @@ func TestSink(t *testing.T) {
 		plain.Info().Str("note", `{"run_id":"x"}`).Msg(`quoted "run_id":"x" in text`)
 		runLog := b.runLogger(sink)
 		runLog.Info().Msg("the one run line")
+		runLog.Info().Str(logsink.LedgerEventKey, "attempt_started").Msg("a ledger fact, stdout only")
 		closeSink(t, sink)
 
 		var total int

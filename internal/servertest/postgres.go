@@ -26,7 +26,8 @@ import (
 type PostgresOptions struct {
 	// MaxConnections is max_connections. Defaults to MaxConnectionsDefault.
 	MaxConnections int
-	// StatStatements preloads pg_stat_statements with track = all and track_utility = on;
+	// StatStatements preloads pg_stat_statements with track = all, track_utility and
+	// track_planning on;
 	// CREATE EXTENSION pg_stat_statements in the database you read it from.
 	StatStatements bool
 	// Fsync makes commits durable (fsync = on). Off by default: tests kill processes, never
@@ -268,6 +269,7 @@ func (s *PostgresServer) writeSettings(opts PostgresOptions) error {
 		set["shared_preload_libraries"] = "'pg_stat_statements'"
 		set["pg_stat_statements.track"] = "all"
 		set["pg_stat_statements.track_utility"] = "on"
+		set["pg_stat_statements.track_planning"] = "on"
 		set["pg_stat_statements.max"] = "10000"
 	}
 	var b bytes.Buffer

@@ -16,6 +16,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/failpoint"
+	"github.com/etlexec/etlexec/internal/logsink"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
@@ -203,7 +204,7 @@ func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, 
 	})
 	w.track(attemptID, p.RunID, item, cancel)
 	defer w.untrack(attemptID)
-	log.Info().Msg("attempt started")
+	log.Info().Str(logsink.LedgerEventKey, "attempt_started").Msg("attempt started")
 	runErr := w.runHandler(log.WithContext(actx), handler, item)
 	if runErr == nil && actx.Err() != nil {
 		runErr = context.Cause(actx)
@@ -447,7 +448,7 @@ func (w *Worker) logEnd(a *attempt, end store.AttemptEnd, m etl.Metrics, runErr 
 		ev = a.log.Warn().Str("error_category", string(end.ErrorCategory)).Str("error", store.Text(runErr.Error(), 500))
 	}
 	ev.Str("status", string(end.AttemptStatus)).Int64("records_read", m.RecordsRead).Int64("records_written", end.RecordsWritten).
-		Int64("page_count", m.Pages).Bool("dry_run", a.claim.DryRun).Msg("attempt ended")
+		Int64("page_count", m.Pages).Bool("dry_run", a.claim.DryRun).Str(logsink.LedgerEventKey, "attempt_ended").Msg("attempt ended")
 	jobID := a.claim.JobID
 	w.cfg.Metrics.ObserveAttempt(jobID, string(end.AttemptStatus), string(end.ErrorCategory), time.Since(a.start), m.RecordsRead, end.RecordsWritten)
 }
