@@ -470,7 +470,7 @@ table "dw_etl_run_progress" {
 
 table "dw_etl_run_items" {
   schema  = schema.public
-  comment = "One row per deduplicated parameter set of a run. Created with fillfactor 80 (migrations/): a claim changes no indexed column, so it is a HOT update."
+  comment = "One row per deduplicated parameter set of a run; it also holds the running attempt (current_*), whose dw_etl_run_attempts row is written when it ends. The claim changes no indexed column, so it is a HOT update (fillfactor set in migrations/)."
   column "run_id" {
     type = uuid
   }
@@ -531,6 +531,25 @@ table "dw_etl_run_items" {
     type    = uuid
     null    = true
     comment = "The worker (dw_etl_workers) whose liveness lease covers current_attempt_id."
+  }
+  column "current_attempt_no" {
+    type    = bigint
+    null    = true
+    comment = "The running attempt's attempt_no, drawn from the attempts' sequence at its claim."
+  }
+  column "current_started_at" {
+    type    = timestamptz
+    null    = true
+    comment = "When the running attempt was claimed."
+  }
+  column "current_progress" {
+    type    = text
+    null    = true
+    comment = "The running attempt's last progress message (heartbeat); kept on its attempt row when it ends."
+  }
+  column "current_progress_at" {
+    type = timestamptz
+    null = true
   }
   column "next_retry_at" {
     type    = timestamptz
@@ -607,6 +626,8 @@ table "dw_etl_run_items" {
       desc   = true
       column = column.ended_at
     }
+    where   = "ended_at IS NOT NULL"
+    comment = "Ended items only: a new item costs this index nothing."
   }
   check "dw_etl_run_items_status_check" {
     expr = "status IN ('PENDING', 'RUNNING', 'SUCCESS', 'PARTIAL_SUCCESS', 'FAILED', 'SKIPPED', 'CANCELLED')"
@@ -621,7 +642,7 @@ table "dw_etl_run_items" {
 
 table "dw_etl_run_attempts" {
   schema  = schema.public
-  comment = "One row per execution of an item, written when the attempt starts (RUNNING) and once more when it ends: retries are visible in attempt_no order."
+  comment = "One row per execution of an item, inserted once when it ends (the running attempt lives on its item, current_*): retries are visible in attempt_no order."
   column "attempt_id" {
     type = uuid
   }
@@ -630,7 +651,7 @@ table "dw_etl_run_attempts" {
   }
   column "attempt_no" {
     type    = bigint
-    comment = "Drawn from a sequence: increases within a run in the order attempts start, with gaps."
+    comment = "Drawn from this identity's sequence when the attempt is claimed: increases within a run in the order attempts start, with gaps."
     identity {
       generated = ALWAYS
     }
@@ -702,7 +723,7 @@ table "dw_etl_run_attempts" {
   column "progress" {
     type    = text
     null    = true
-    comment = "The handler's last progress message while the attempt runs."
+    comment = "The handler's last progress message before the attempt ended."
   }
   column "progress_at" {
     type = timestamptz
@@ -716,7 +737,7 @@ table "dw_etl_run_attempts" {
   column "worker" {
     type    = uuid
     null    = true
-    comment = "The worker process (dw_etl_workers) whose liveness lease covers this attempt while it runs."
+    comment = "The worker process (dw_etl_workers) whose liveness lease covered this attempt."
   }
   column "solo" {
     type    = boolean
@@ -737,12 +758,6 @@ table "dw_etl_run_attempts" {
     on_update   = NO_ACTION
     on_delete   = CASCADE
   }
-  foreign_key "dw_etl_run_attempts_item_fkey" {
-    columns     = [column.run_id, column.item_no]
-    ref_columns = [table.dw_etl_run_items.column.run_id, table.dw_etl_run_items.column.item_no]
-    on_update   = NO_ACTION
-    on_delete   = CASCADE
-  }
   index "dw_etl_run_attempts_run_attempt_no_key" {
     unique  = true
     columns = [column.run_id, column.attempt_no]
@@ -759,10 +774,6 @@ table "dw_etl_run_attempts" {
       desc   = true
       column = column.ended_at
     }
-  }
-  index "dw_etl_run_attempts_open_idx" {
-    columns = [column.worker]
-    where   = "status = 'RUNNING'"
   }
   check "dw_etl_run_attempts_status_check" {
     expr = "status IN ('PENDING', 'RUNNING', 'SUCCESS', 'PARTIAL_SUCCESS', 'FAILED', 'SKIPPED', 'CANCELLED')"
@@ -964,8 +975,9 @@ table "dw_etl_run_logs" {
     type = uuid
   }
   column "attempt_id" {
-    type = uuid
-    null = true
+    type    = uuid
+    null    = true
+    comment = "The attempt (dw_etl_run_attempts) that logged the line; not a foreign key, since a running attempt's lines land before its row, written when it ends."
   }
   column "job_id" {
     type = text
@@ -990,12 +1002,6 @@ table "dw_etl_run_logs" {
   foreign_key "dw_etl_run_logs_run_id_fkey" {
     columns     = [column.run_id]
     ref_columns = [table.dw_etl_runs.column.run_id]
-    on_update   = NO_ACTION
-    on_delete   = CASCADE
-  }
-  foreign_key "dw_etl_run_logs_attempt_id_fkey" {
-    columns     = [column.attempt_id]
-    ref_columns = [table.dw_etl_run_attempts.column.attempt_id]
     on_update   = NO_ACTION
     on_delete   = CASCADE
   }

@@ -68,6 +68,9 @@ type phaseResult struct {
 	trigger time.Duration // etlexec: Trigger's wall time; bare: the enqueue
 	// Redis bytes per pending task: used_memory after enqueue, before processing, minus before.
 	redisPerTask float64
+	// consumerCPU is the consuming processes' CPU (asynq servers / etlexec workers) up to the
+	// end of the processing; redisCPU is the Redis server's over the processing.
+	consumerCPU, redisCPU time.Duration
 	// Postgres figures over trigger + processing (etlexec only).
 	pg *pgCosts
 }
@@ -253,6 +256,10 @@ func (b *bench) bare(ctx context.Context, k int) (phaseResult, error) {
 		return res, err
 	}
 	defer procs.stop()
+	redis0, err := b.redis.CPUTime()
+	if err != nil {
+		return res, err
+	}
 	if err := servertest.Poll(b.cfg.timeout, pollInterval, func() (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
@@ -263,6 +270,9 @@ func (b *bench) bare(ctx context.Context, k int) (phaseResult, error) {
 		return res, fmt.Errorf("bare asynq, %d processes: %w", k, err)
 	}
 	res.process = time.Since(start)
+	if err := b.cpuAfter(&res, procs, redis0); err != nil {
+		return res, err
+	}
 	return res, procs.stop()
 }
 
@@ -365,6 +375,10 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 		return res, err
 	}
 	defer procs.stop()
+	redis0, err := b.redis.CPUTime()
+	if err != nil {
+		return res, err
+	}
 	var status string
 	if err := servertest.Poll(b.cfg.timeout, pollInterval, func() (bool, error) {
 		if err := ctx.Err(); err != nil {
@@ -377,6 +391,9 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 		return res, fmt.Errorf("etlexec, %d processes: run %s: %w", k, status, err)
 	}
 	res.process = time.Since(start)
+	if err := b.cpuAfter(&res, procs, redis0); err != nil {
+		return res, err
+	}
 	if status != "SUCCESS" {
 		return res, fmt.Errorf("etlexec, %d processes: run ended %s", k, status)
 	}
@@ -398,6 +415,23 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 	}
 	res.pg = costs(before, after, tables, b.cfg.n)
 	return res, nil
+}
+
+// cpuAfter reads the consumers' CPU so far and Redis's since redis0, at the end of a processing.
+func (b *bench) cpuAfter(res *phaseResult, p *procs, redis0 time.Duration) error {
+	r, err := b.redis.CPUTime()
+	if err != nil {
+		return err
+	}
+	res.redisCPU = r - redis0
+	for _, c := range p.cmds {
+		d, err := servertest.ProcessCPU(c.Process.Pid)
+		if err != nil {
+			return fmt.Errorf("CPU of process %d: %w", c.Process.Pid, err)
+		}
+		res.consumerCPU += d
+	}
+	return nil
 }
 
 // defineJob creates the benchmark's job on its own short-lived connection (its statistics are
@@ -553,26 +587,29 @@ func printPipeline(cfg pipelineConfig, rs []phaseResult) {
 	fmt.Printf("machine: NumCPU=%d %s %s/%s; Postgres, Redis, the workers and this command share it\n",
 		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Printf("n=%d per phase, concurrency %d per process, worker log level %s\n\n", cfg.n, cfg.concurrency, cfg.logLevel)
-	fmt.Printf("%5s  %-8s %9s %7s %10s %9s %9s %9s %11s %11s %10s %10s\n", "procs", "system", "items/s", "ratio",
-		"enqueue", "stmts/it", "nested/it", "WAL B/it", "idx ent/it", "(partial ≤)", "PG CPU µs", "Redis B/t")
+	fmt.Printf("%5s  %-8s %9s %7s %10s %9s %9s %9s %11s %11s %10s %10s %10s %10s\n", "procs", "system", "items/s", "ratio",
+		"enqueue", "stmts/it", "nested/it", "WAL B/it", "idx ent/it", "(partial ≤)", "PG CPU µs", "proc CPU µs", "Redis CPU", "Redis B/t")
 	bareRate := map[int]float64{}
 	for _, r := range rs {
 		rate := float64(cfg.n) / r.process.Seconds()
 		enq := fmt.Sprintf("%.1f µs", float64(r.trigger.Microseconds())/float64(cfg.n))
+		perItem := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(cfg.n) }
 		if r.system == "bare" {
 			bareRate[r.procs] = rate
-			fmt.Printf("%5d  %-8s %9.0f %7s %10s %9s %9s %9s %11s %11s %10s %10.0f\n", r.procs, r.system, rate, "1",
-				enq, "-", "-", "-", "-", "-", "-", r.redisPerTask)
+			fmt.Printf("%5d  %-8s %9.0f %7s %10s %9s %9s %9s %11s %11s %10s %10.0f %10.0f %10.0f\n", r.procs, r.system, rate, "1",
+				enq, "-", "-", "-", "-", "-", "-", perItem(r.consumerCPU), perItem(r.redisCPU), r.redisPerTask)
 			continue
 		}
 		c := r.pg
-		fmt.Printf("%5d  %-8s %9.0f %7.3f %10s %9.2f %9.2f %9.0f %11.1f %11.1f %10.0f %10.0f\n", r.procs, r.system, rate,
-			rate/bareRate[r.procs], enq, c.statements, c.nested, c.walBytes, c.indexEntries, c.partialEntries, c.cpuMicros, r.redisPerTask)
+		fmt.Printf("%5d  %-8s %9.0f %7.3f %10s %9.2f %9.2f %9.0f %11.1f %11.1f %10.0f %10.0f %10.0f %10.0f\n", r.procs, r.system, rate,
+			rate/bareRate[r.procs], enq, c.statements, c.nested, c.walBytes, c.indexEntries, c.partialEntries, c.cpuMicros,
+			perItem(r.consumerCPU), perItem(r.redisCPU), r.redisPerTask)
 	}
 	fmt.Println()
 	fmt.Println("items/s: processing only (unpause → N-th task done / run terminal); ratio: etlexec ÷ bare at the same")
 	fmt.Println("process count; enqueue: per item, bare EnqueueContext ×16 goroutines / etlexec Trigger; the rest per")
-	fmt.Println("item over trigger + processing; see docs/benchmarks.md for how each is derived.")
+	fmt.Println("item over trigger + processing; proc CPU: the consuming processes' (asynq servers / etlexec workers),")
+	fmt.Println("Redis CPU: the server's over the processing, both µs per item; see docs/benchmarks.md.")
 	for _, r := range rs {
 		if r.pg == nil {
 			continue

@@ -110,7 +110,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	defer insp.Close()
 	met := telemetry.NewMetrics(insp)
 	w, err := worker.New(worker.Config{
-		Store: st, TargetPool: targetPool, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency,
+		Store: st, TargetPool: targetPool, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency, Prefetch: cfg.Prefetch,
 		ShutdownTimeout: cfg.ShutdownTimeout, Lease: cfg.Lease, ID: id, Name: cfg.WorkerID, Linger: cfg.Linger,
 		Logger: log, OnSecrets: logs.addSecrets, Metrics: met,
 	})

@@ -164,6 +164,11 @@ type Worker struct {
 	Queues []string `env:"ETL_QUEUES" envSeparator:","`
 	// Concurrency is how many items run at once in this process. Env ETL_CONCURRENCY.
 	Concurrency int `env:"ETL_CONCURRENCY"`
+	// Prefetch is how many more deliveries the process takes from Redis and claims while every
+	// handler is busy, so that a claim's round trip to Postgres overlaps running items; 0 or
+	// unset means Concurrency. Lower it (to 1) for long-running items, whose claimed-ahead deliveries
+	// would wait long for a handler. Env ETL_PREFETCH.
+	Prefetch int `env:"ETL_PREFETCH"`
 	// ShutdownTimeout is how long in-flight items may finish after SIGTERM before their
 	// contexts are cancelled; keep it below the pod's grace period. Env ETL_SHUTDOWN_TIMEOUT.
 	ShutdownTimeout time.Duration `env:"ETL_SHUTDOWN_TIMEOUT"`
@@ -176,14 +181,16 @@ type Worker struct {
 	Lease time.Duration `env:"ETL_LEASE"`
 	// ReconcileInterval is how often the leader reconciles Postgres with Redis. Env ETL_RECONCILE_INTERVAL.
 	ReconcileInterval time.Duration `env:"ETL_RECONCILE_INTERVAL"`
-	// Linger is how long a claim or an attempt end waits for companions before its batch is
-	// written; 0 writes eagerly. Env ETL_LINGER.
+	// Linger is how long a claim waits for companions before its batch is written; 0 writes
+	// eagerly (attempt ends wait at least 2ms). Env ETL_LINGER.
 	Linger time.Duration `env:"ETL_LINGER"`
 }
 
 const (
-	QueuesDefault            = "etl"
-	ConcurrencyDefault       = 20
+	QueuesDefault      = "etl"
+	ConcurrencyDefault = 20
+	// PrefetchMax bounds ETL_PREFETCH: deliveries claimed ahead of a free handler.
+	PrefetchMax              = 1000
 	ShutdownTimeoutDefault   = 50 * time.Second
 	LeaseDefault             = 30 * time.Second
 	ReconcileIntervalDefault = 30 * time.Second
@@ -220,6 +227,9 @@ func (w *Worker) Validate() error {
 	if w.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("ETL_CONCURRENCY: want >= 1, got %d", w.Concurrency))
 	}
+	if w.Prefetch < 0 || w.Prefetch > PrefetchMax {
+		errs = append(errs, fmt.Errorf("ETL_PREFETCH: want between 1 and %d (0 or unset: the concurrency), got %d", PrefetchMax, w.Prefetch))
+	}
 	if w.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("ETL_SHUTDOWN_TIMEOUT: want >= 0, got %s", w.ShutdownTimeout))
 	}
@@ -240,6 +250,7 @@ func BindWorker(fs *pflag.FlagSet, w *Worker) {
 	BindCommon(fs, &w.Common)
 	fs.StringSliceVar(&w.Queues, "queues", w.Queues, "queues to consume (env ETL_QUEUES)")
 	fs.IntVar(&w.Concurrency, "concurrency", w.Concurrency, "items run at once (env ETL_CONCURRENCY)")
+	fs.IntVar(&w.Prefetch, "prefetch", w.Prefetch, "deliveries claimed ahead while every handler is busy; 0: the concurrency (env ETL_PREFETCH)")
 	fs.DurationVar(&w.ShutdownTimeout, "shutdown-timeout", w.ShutdownTimeout, "grace for in-flight items on SIGTERM (env ETL_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&w.HTTPAddr, "http-addr", w.HTTPAddr, "address for /metrics /healthz /readyz (env ETL_HTTP_ADDR)")
 	fs.StringVar(&w.WorkerID, "worker-id", w.WorkerID, "worker id recorded on attempts (env ETL_WORKER_ID)")

@@ -118,9 +118,9 @@ func TestFaultKilledRightAfterTargetCommit(t *testing.T) {
 	// A timeout only means fewer kills landed; the invariants below hold all the same.
 	_ = servertest.Poll(25*time.Second, 2*time.Millisecond, func() (bool, error) {
 		var key, wid string
-		err := e.st.Pool().QueryRow(ctx, `SELECT i.params->>'key', coalesce(a.worker_id, '')
-			FROM dw_etl_run_items i JOIN dw_etl_run_attempts a ON a.run_id = i.run_id AND a.item_no = i.item_no AND a.status = 'RUNNING'
-			WHERE i.run_id = $1 AND i.status = 'RUNNING' AND to_regclass('`+targetTable+`') IS NOT NULL
+		err := e.st.Pool().QueryRow(ctx, `SELECT i.params->>'key', coalesce(w.name, '')
+			FROM dw_etl_run_items i JOIN dw_etl_workers w ON w.worker_id = i.claim_worker
+			WHERE i.run_id = $1 AND i.current_attempt_id IS NOT NULL AND to_regclass('`+targetTable+`') IS NOT NULL
 			AND EXISTS (SELECT 1 FROM `+targetTable+` t WHERE t.key = i.params->>'key') LIMIT 1`, runID).Scan(&key, &wid)
 		if err != nil {
 			// No row (or the target table not created yet): keep polling while items remain.

@@ -532,9 +532,10 @@ func (e *env) checkInvariants(runID uuid.UUID, wantStatus string) store.Run {
 	require.Equal(t, byStatus["SKIPPED"], run.ItemsSkipped, "items_skipped %v", byStatus)
 	require.Equal(t, byStatus["CANCELLED"], run.ItemsCancelled, "items_cancelled %v", byStatus)
 
-	// No attempt left RUNNING; the run's attempt_count is its attempts.
-	require.Zero(t, e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'RUNNING'`, runID),
-		"attempts left RUNNING")
+	// No attempt left running; the run's attempt_count is its attempts.
+	require.Zero(t, e.count(`SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND current_attempt_id IS NOT NULL`, runID)+
+		e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'RUNNING'`, runID),
+		"attempts left running")
 	require.EqualValues(t, e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1`, runID), run.AttemptCount,
 		"run attempt_count vs attempt rows")
 	// Exactly one SUCCESS attempt per SUCCESS item, none for the others.

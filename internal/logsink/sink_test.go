@@ -281,8 +281,8 @@ func TestSink(t *testing.T) {
 		log := b.runLogger(sink)
 		for i := range 10 {
 			if i == 4 {
-				// An attempt that does not exist: the COPY of the batch fails on its FK.
-				log.Info().Str("attempt_id", uuid.Must(uuid.NewV7()).String()).Msg("orphan")
+				// A time no partition holds: the COPY of the batch fails on it.
+				fmt.Fprintf(sink, `{"level":"info","run_id":%q,"job_id":%q,"time":"2001-01-01T00:00:00Z","message":"too old"}`+"\n", b.runID, b.jobID)
 				continue
 			}
 			log.Info().Int("i", i).Msg("good")

@@ -371,12 +371,6 @@ func (p *pass) deadWorkers(ctx context.Context) error {
 				break
 			}
 		}
-		if n, err := st.CloseOrphanAttempts(ctx, w.ID); err != nil {
-			errs = append(errs, err)
-		} else if n > 0 {
-			p.rep.AttemptsLost += int(n)
-			log.Warn().Int64("attempts", n).Msg("closed the dead worker's attempts that no item names (worker lost)")
-		}
 	}
 	for runID := range ended {
 		if err := p.finalise(ctx, runID); err != nil {

@@ -51,6 +51,10 @@ func children(pid int) ([]int, error) {
 	return out, nil
 }
 
+// ProcessCPU is the user+system CPU process pid has used so far (its waited-for children
+// included).
+func ProcessCPU(pid int) (time.Duration, error) { return procCPU(pid) }
+
 // procCPU is pid's utime+stime plus the cutime+cstime of its waited-for children (fields
 // 14-17 of proc(5)).
 func procCPU(pid int) (time.Duration, error) {

@@ -250,3 +250,14 @@ func (r *RedisServer) start() error {
 	r.mu.Unlock()
 	return nil
 }
+
+// CPUTime is the user+system CPU the server process has used so far.
+func (r *RedisServer) CPUTime() (time.Duration, error) {
+	r.mu.Lock()
+	cmd := r.cmd
+	r.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return 0, fmt.Errorf("redis-server on port %d is not running", r.port)
+	}
+	return procCPU(cmd.Process.Pid)
+}

@@ -81,7 +81,7 @@ func TestNoDeadlocksUnderContention(t *testing.T) {
 					ends = append(ends, e)
 				}
 				rand.Shuffle(len(ends), func(i, j int) { ends[i], ends[j] = ends[j], ends[i] })
-				if _, err := st.FinishAttempts(ctx, ref.Shard, ends); err != nil {
+				if _, err := st.FinishAttempts(ctx, ref, ends); err != nil {
 					fail(err)
 					return
 				}
@@ -178,7 +178,7 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 		cs, err := st.ClaimItems(ctx, w, false, []store.ClaimRequest{{RunID: runID, ItemNo: no, AttemptID: id}})
 		require.NoError(t, err)
 		require.True(t, cs[0].Claimed, "item %d", no)
-		res, err := st.FinishAttempts(ctx, w.Shard, []store.AttemptEnd{end(runID, no, id, runstate.StatusSuccess)})
+		res, err := st.FinishAttempts(ctx, w, []store.AttemptEnd{end(runID, no, id, runstate.StatusSuccess)})
 		require.NoError(t, err)
 		require.True(t, res[0].Recorded, "item %d", no)
 	}

@@ -55,6 +55,23 @@ func (s *Store) RunCounters(ctx context.Context, runID uuid.UUID) (RunCounters, 
 	return countersOf(r), nil
 }
 
+// RunOpenItems is how many items of an open run have not settled (from its counters, taking no
+// lock); ok is false when the run is not open.
+func (s *Store) RunOpenItems(ctx context.Context, runID uuid.UUID) (open int64, ok bool, err error) {
+	err = Retry(ctx, RetryQuick, func(ctx context.Context) error {
+		var err error
+		open, err = s.q.RunOpenItems(ctx, runID)
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("count open items of run %s: %w", runID, err)
+	}
+	return open, true, nil
+}
+
 // Finalised is what finalisation decided.
 type Finalised struct {
 	// Done is true when this call ended the run; false when it was already final or still

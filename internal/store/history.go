@@ -386,7 +386,9 @@ type AttemptFilter struct {
 	After  string
 }
 
-// HistoryAttempts lists attempts in attempt_no order (the order they started). It returns
+// HistoryAttempts lists attempts in attempt_no order (the order they started). A run's listing
+// holds the attempts that ended; one item's also ends with its running attempt, which lives on
+// the item until it ends (a run's running attempts are its RUNNING items). It returns
 // ErrNotFound for an unknown run.
 func (s *Store) HistoryAttempts(ctx context.Context, f AttemptFilter) (Page[AttemptRow], error) {
 	limit, err := pageLimit(f.Limit)
@@ -420,9 +422,40 @@ func (s *Store) HistoryAttempts(ctx context.Context, f AttemptFilter) (Page[Atte
 			return Page[AttemptRow]{}, err
 		}
 	}
-	return paginate(rows, limit, attemptRow, func(a AttemptRow) string {
+	page := paginate(rows, limit, attemptRow, func(a AttemptRow) string {
 		return encodeToken(tokenAttempts, binary.BigEndian.AppendUint64(nil, uint64(a.AttemptNo)))
-	}), nil
+	})
+	if f.ItemNo != nil && page.Next == "" {
+		// The item's running attempt comes last: it started after every recorded one.
+		if err := s.appendRunning(ctx, &page, f.RunID, *f.ItemNo, after, limit); err != nil {
+			return Page[AttemptRow]{}, err
+		}
+	}
+	return page, nil
+}
+
+// appendRunning adds the item's running attempt (kept on the item until it ends) to the last
+// page of its attempts, or starts a next page for it when this one is full.
+func (s *Store) appendRunning(ctx context.Context, page *Page[AttemptRow], runID uuid.UUID, itemNo int32, after int64, limit int32) error {
+	if n := len(page.Items); n > 0 {
+		after = page.Items[n-1].AttemptNo
+	}
+	r, err := s.q.HistoryItemRunningAttempt(ctx, sqlcdb.HistoryItemRunningAttemptParams{RunID: runID, ItemNo: itemNo, AfterAttemptNo: after})
+	if err = mapErr(err); err == ErrNotFound {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the running attempt of item %d of run %s: %w", itemNo, runID, err)
+	}
+	if len(page.Items) == int(limit) {
+		page.Next = encodeToken(tokenAttempts, binary.BigEndian.AppendUint64(nil, uint64(after)))
+		return nil
+	}
+	page.Items = append(page.Items, AttemptRow{AttemptID: r.AttemptID, AttemptNo: r.AttemptNo, ItemNo: itemNo,
+		ItemAttempt: r.ItemAttempt, Status: string(runstate.StatusRunning), ErrorCategory: string(etl.CategoryNone),
+		StartedAt: r.StartedAt, RecordsRead: r.RecordsRead, RecordsWritten: r.RecordsWritten, PageCount: r.PageCount,
+		Progress: r.Progress, ProgressAt: r.ProgressAt, WorkerID: r.WorkerName, Solo: r.Solo})
+	return nil
 }
 
 // LogLine is one run log line as history shows it.

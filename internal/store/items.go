@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,8 +23,15 @@ const ProgressShards = 64
 type WorkerRef struct {
 	ID   uuid.UUID
 	Name string
-	// Shard is the progress shard this process writes its counters to, in [0, ProgressShards).
+	// Shard is the progress shard this process writes its attempt ends to, in
+	// [1, ProgressShards); its claims count in ClaimShard.
 	Shard int16
+}
+
+// ClaimShard is the shard w's claims count their starts in: another row than its ends', so a
+// worker's claim and end statements never wait on each other's counter row.
+func (w WorkerRef) ClaimShard() int16 {
+	return 1 + (w.Shard-1+(ProgressShards-1)/2)%(ProgressShards-1)
 }
 
 // ClaimRequest asks for an item's next attempt.
@@ -83,7 +91,7 @@ type Claim struct {
 // come back in request order. The statement is retried on transient errors; a retry after an
 // unacknowledged commit finds its own claims and reports them claimed.
 func (s *Store) ClaimItems(ctx context.Context, w WorkerRef, alone bool, reqs []ClaimRequest) ([]Claim, error) {
-	p := sqlcdb.ClaimItemsParams{Alone: alone, Worker: w.ID, WorkerName: w.Name, Shard: w.Shard,
+	p := sqlcdb.ClaimItemsParams{Alone: alone, Worker: w.ID, Shard: w.ClaimShard(),
 		RunIds: make([]uuid.UUID, len(reqs)), ItemNos: make([]int32, len(reqs)),
 		Generations: make([]int32, len(reqs)), AttemptIds: make([]uuid.UUID, len(reqs))}
 	for i, r := range reqs {
@@ -122,7 +130,8 @@ func claimOf(r *sqlcdb.ClaimItemsRow) Claim {
 		CursorEnd: r.CursorEnd, JobID: r.JobID, RunStatus: runstate.Status(r.RunStatus), DryRun: r.DryRun,
 		LogicalStart: r.LogicalStart, ItemCount: r.ItemCount,
 	}
-	c.NeedsSolo = !r.Claimed && r.ItemSolo
+	// A held item's solo flag belongs to the attempt running it alone.
+	c.NeedsSolo = !r.Claimed && r.ItemSolo && !r.Held
 	if r.JobUpdatedAt != nil {
 		c.JobUpdatedAt = *r.JobUpdatedAt
 	}
@@ -232,21 +241,21 @@ type Finish struct {
 // Lost reports whether the attempt had lost its claim: nothing was recorded.
 func (f Finish) Lost() bool { return !f.Recorded && f.Err == nil }
 
-// FinishAttempts records attempt ends in one statement and one commit, retrying transient
-// errors (the statement is idempotent). When Postgres refuses a row of the batch (a value or a
+// FinishAttempts records the ends of w's attempts in one statement and one commit, retrying
+// transient errors (the statement is idempotent). When Postgres refuses a row of the batch (a value or a
 // constraint: SQLSTATE class 22 or 23), each end is written alone so that one cannot fail its
 // neighbours; an end still refused is tried once more without its texts, and if that fails too
 // its Finish carries the error.
-func (s *Store) FinishAttempts(ctx context.Context, shard int16, ends []AttemptEnd) ([]Finish, error) {
-	out, err := s.retryFinish(ctx, shard, ends)
+func (s *Store) FinishAttempts(ctx context.Context, w WorkerRef, ends []AttemptEnd) ([]Finish, error) {
+	out, err := s.retryFinish(ctx, w, ends)
 	if err == nil || !IsRowError(err) || len(ends) == 0 {
 		return out, err
 	}
 	out = make([]Finish, len(ends))
 	for i, e := range ends {
-		res, err := s.retryFinish(ctx, shard, []AttemptEnd{e})
+		res, err := s.retryFinish(ctx, w, []AttemptEnd{e})
 		if err != nil && IsRowError(err) {
-			res, err = s.retryFinish(ctx, shard, []AttemptEnd{withoutTexts(e, err)})
+			res, err = s.retryFinish(ctx, w, []AttemptEnd{withoutTexts(e, err)})
 		}
 		switch {
 		case err != nil && IsRowError(err):
@@ -260,11 +269,11 @@ func (s *Store) FinishAttempts(ctx context.Context, shard int16, ends []AttemptE
 	return out, nil
 }
 
-func (s *Store) retryFinish(ctx context.Context, shard int16, ends []AttemptEnd) ([]Finish, error) {
+func (s *Store) retryFinish(ctx context.Context, w WorkerRef, ends []AttemptEnd) ([]Finish, error) {
 	var out []Finish
 	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
 		var err error
-		out, err = finishAttempts(ctx, s.q, shard, ends)
+		out, err = finishAttempts(ctx, s.q, w, ends)
 		return err
 	})
 	return out, err
@@ -280,14 +289,14 @@ func withoutTexts(e AttemptEnd, cause error) AttemptEnd {
 // FinishAttempts records ends inside the caller's transaction (a handler's target transaction
 // on etlexec's own database), so the item's outcome commits with its target writes. It sets
 // the transaction's lock timeout first: the caller's session is not Bounded.
-func (tx *Tx) FinishAttempts(ctx context.Context, shard int16, ends []AttemptEnd) ([]Finish, error) {
+func (tx *Tx) FinishAttempts(ctx context.Context, w WorkerRef, ends []AttemptEnd) ([]Finish, error) {
 	if _, err := tx.tx.Exec(ctx, "SET LOCAL lock_timeout = "+fmt.Sprint(LockTimeout.Milliseconds())); err != nil {
 		return nil, fmt.Errorf("bound the target transaction's locks: %w", err)
 	}
-	return finishAttempts(ctx, tx.q, shard, ends)
+	return finishAttempts(ctx, tx.q, w, ends)
 }
 
-func finishAttempts(ctx context.Context, q *sqlcdb.Queries, shard int16, ends []AttemptEnd) ([]Finish, error) {
+func finishAttempts(ctx context.Context, q *sqlcdb.Queries, w WorkerRef, ends []AttemptEnd) ([]Finish, error) {
 	rows := make([]endRow, len(ends))
 	for i, e := range ends {
 		rows[i] = rowOf(e)
@@ -296,7 +305,7 @@ func finishAttempts(ctx context.Context, q *sqlcdb.Queries, shard int16, ends []
 	if err != nil {
 		return nil, fmt.Errorf("encode %d attempt ends: %w", len(ends), err)
 	}
-	res, err := q.FinishAttempts(ctx, sqlcdb.FinishAttemptsParams{Ends: b, Shard: shard})
+	res, err := q.FinishAttempts(ctx, sqlcdb.FinishAttemptsParams{Ends: b, Shard: w.Shard, WorkerName: w.Name})
 	if err != nil {
 		return nil, fmt.Errorf("finish %d attempts: %w", len(ends), err)
 	}
@@ -314,9 +323,10 @@ func finishAttempts(ctx context.Context, q *sqlcdb.Queries, shard int16, ends []
 	out := make([]Finish, len(ends))
 	for i, e := range ends {
 		r := byAttempt[e.AttemptID]
-		out[i] = Finish{Recorded: r.Recorded || r.Already, Status: e.AttemptStatus, RunOpen: max(int(r.OpenBefore)-settled[e.RunID], 0)}
-		if !r.Recorded && r.Already {
-			out[i].Status = runstate.Status(r.PreviousStatus)
+		out[i] = Finish{Recorded: r.Recorded, Status: e.AttemptStatus, RunOpen: max(int(r.OpenBefore)-settled[e.RunID], 0)}
+		// Not recorded now, but its holder's end is in the ledger: an earlier try landed.
+		if status, by, _ := strings.Cut(r.Previous, ":"); !r.Recorded && by == EndedByHolder {
+			out[i].Recorded, out[i].Status = true, runstate.Status(status)
 		}
 	}
 	return out, nil

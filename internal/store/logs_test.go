@@ -92,8 +92,7 @@ func TestCopyLogs(t *testing.T) {
 			rows = append(rows, f.row("good"))
 		}
 		bad := f.row("bad")
-		missing := uuid.Must(uuid.NewV7())
-		bad.AttemptID = &missing
+		bad.Level = "loud" // refused by dw_etl_run_logs_level_check
 		rows = append(rows[:4], append([]store.LogRow{bad}, rows[4:]...)...)
 
 		_, err := f.st.CopyLogs(t.Context(), rows)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -31,6 +32,10 @@ type Marker struct {
 	AttemptID      uuid.UUID
 	RecordsWritten int64
 	CommittedAt    time.Time
+	// End is the end the committing attempt was about to record (its metrics, cursor candidate
+	// and note), so that a later attempt records the same outcome; nil in markers written
+	// before it was kept.
+	End *AttemptEnd
 }
 
 // markerIdent quotes a possibly schema-qualified table name.
@@ -51,7 +56,12 @@ func EnsureMarkerTable(ctx context.Context, pool *pgxpool.Pool, table string) er
   attempt_id uuid NOT NULL,
   records_written bigint NOT NULL DEFAULT 0,
   committed_at timestamptz NOT NULL DEFAULT now(),
+  attempt_end jsonb,
   PRIMARY KEY (run_id, item_no))`)
+	if err == nil {
+		// Tables created before attempt_end was kept.
+		_, err = pool.Exec(ctx, `ALTER TABLE `+markerIdent(table)+` ADD COLUMN IF NOT EXISTS attempt_end jsonb`)
+	}
 	if err != nil {
 		return fmt.Errorf("create commit marker table %s in the target database: %w", table, err)
 	}
@@ -65,8 +75,15 @@ func WriteMarker(ctx context.Context, tx pgx.Tx, table string, m Marker) error {
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = "+fmt.Sprint(LockTimeout.Milliseconds())); err != nil {
 		return fmt.Errorf("bound the target transaction's locks: %w", err)
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO `+markerIdent(table)+` (run_id, item_no, generation, attempt_id, records_written)
-VALUES ($1, $2, $3, $4, $5)`, m.RunID, m.ItemNo, m.Generation, m.AttemptID, m.RecordsWritten)
+	var end []byte
+	if m.End != nil {
+		var err error
+		if end, err = json.Marshal(m.End); err != nil {
+			return fmt.Errorf("encode the end of item %d of run %s for its commit marker: %w", m.ItemNo, m.RunID, err)
+		}
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO `+markerIdent(table)+` (run_id, item_no, generation, attempt_id, records_written, attempt_end)
+VALUES ($1, $2, $3, $4, $5, $6)`, m.RunID, m.ItemNo, m.Generation, m.AttemptID, m.RecordsWritten, end)
 	if IsUniqueViolation(err, "") {
 		return fmt.Errorf("write commit marker of item %d of run %s: %w", m.ItemNo, m.RunID, ErrAlreadyCommitted)
 	}
@@ -81,8 +98,9 @@ var ErrAlreadyCommitted = errors.New("the item's target transaction was already 
 
 // ReadMarker reads the item's marker; found is false when no attempt committed it.
 func ReadMarker(ctx context.Context, pool *pgxpool.Pool, table string, runID uuid.UUID, itemNo int32) (m Marker, found bool, err error) {
-	err = pool.QueryRow(ctx, `SELECT generation, attempt_id, records_written, committed_at FROM `+markerIdent(table)+`
-WHERE run_id = $1 AND item_no = $2`, runID, itemNo).Scan(&m.Generation, &m.AttemptID, &m.RecordsWritten, &m.CommittedAt)
+	var end []byte
+	err = pool.QueryRow(ctx, `SELECT generation, attempt_id, records_written, committed_at, attempt_end FROM `+markerIdent(table)+`
+WHERE run_id = $1 AND item_no = $2`, runID, itemNo).Scan(&m.Generation, &m.AttemptID, &m.RecordsWritten, &m.CommittedAt, &end)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Marker{}, false, nil
 	}
@@ -90,5 +108,11 @@ WHERE run_id = $1 AND item_no = $2`, runID, itemNo).Scan(&m.Generation, &m.Attem
 		return Marker{}, false, fmt.Errorf("read commit marker of item %d of run %s: %w", itemNo, runID, err)
 	}
 	m.RunID, m.ItemNo = runID, itemNo
+	if len(end) > 0 {
+		m.End = new(AttemptEnd)
+		if err := json.Unmarshal(end, m.End); err != nil {
+			return Marker{}, false, fmt.Errorf("decode the commit marker of item %d of run %s: %w", itemNo, runID, err)
+		}
+	}
 	return m, true, nil
 }

@@ -119,15 +119,6 @@ func (s *Store) CloseLostAttempts(ctx context.Context, worker uuid.UUID, limit i
 	return out, nil
 }
 
-// CloseOrphanAttempts closes RUNNING attempts of a dead worker that no item names.
-func (s *Store) CloseOrphanAttempts(ctx context.Context, worker uuid.UUID) (int64, error) {
-	n, err := s.q.CloseOrphanAttempts(ctx, worker)
-	if err != nil {
-		return 0, fmt.Errorf("close orphan attempts of worker %s: %w", worker, err)
-	}
-	return n, nil
-}
-
 // UnenqueuedRuns lists up to limit open runs whose fan-out never finished and whose fan-out
 // lease lapsed.
 func (s *Store) UnenqueuedRuns(ctx context.Context, limit int) ([]uuid.UUID, error) {

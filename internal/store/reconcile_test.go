@@ -87,11 +87,12 @@ func TestClaimItems(t *testing.T) {
 		require.False(t, other[0].Claimed)
 		require.True(t, other[0].Held)
 
-		var running, started int
-		require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE status = 'RUNNING'), count(*)
-			FROM dw_etl_run_attempts WHERE run_id = $1`, runID).Scan(&running, &started))
-		require.Equal(t, 2, running)
-		require.Equal(t, 2, started, "no attempt row for a claim that lost")
+		var running, rows int
+		require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT
+			(SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND current_attempt_id IS NOT NULL AND current_attempt_no IS NOT NULL),
+			(SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1)`, runID).Scan(&running, &rows))
+		require.Equal(t, 2, running, "a running attempt lives on its item")
+		require.Zero(t, rows, "an attempt's row is written when it ends")
 		c, err := st.RunCounters(t.Context(), runID)
 		require.NoError(t, err)
 		require.EqualValues(t, 2, c.AttemptsStarted)
@@ -143,7 +144,7 @@ func TestFinishAttempts(t *testing.T) {
 	failed.ErrorCategory, failed.ErrorMessage = etl.CategoryAPI, &ugly
 	failed.ErrorDetail = json.RawMessage(`{"body":"x\u0000y"}`)
 	ends := []store.AttemptEnd{end(runID, 1, reqs[0].AttemptID, runstate.StatusSuccess), bad, failed}
-	res, err := st.FinishAttempts(t.Context(), w.Shard, ends)
+	res, err := st.FinishAttempts(t.Context(), w, ends)
 	require.NoError(t, err)
 	require.True(t, res[0].Recorded)
 	require.Error(t, res[1].Err, "the constraint-breaking end fails alone")
@@ -155,12 +156,12 @@ func TestFinishAttempts(t *testing.T) {
 	require.JSONEq(t, `{"body":"xy"}`, detail)
 
 	// The same end again (a retried statement whose commit was not acknowledged) is recorded.
-	again, err := st.FinishAttempts(t.Context(), w.Shard, ends[:1])
+	again, err := st.FinishAttempts(t.Context(), w, ends[:1])
 	require.NoError(t, err)
 	require.True(t, again[0].Recorded)
 	require.Equal(t, runstate.StatusSuccess, again[0].Status)
 	// An end from an attempt that does not hold the item changes nothing.
-	lost, err := st.FinishAttempts(t.Context(), w.Shard, []store.AttemptEnd{end(runID, 4, uuid.Must(uuid.NewV7()), runstate.StatusSuccess)})
+	lost, err := st.FinishAttempts(t.Context(), w, []store.AttemptEnd{end(runID, 4, uuid.Must(uuid.NewV7()), runstate.StatusSuccess)})
 	require.NoError(t, err)
 	require.True(t, lost[0].Lost())
 
@@ -279,7 +280,7 @@ func TestFinaliseRunFromCounters(t *testing.T) {
 
 	f := end(runID, 2, ids[1], runstate.StatusFailed)
 	f.ErrorCategory = etl.CategoryDB
-	_, err = st.FinishAttempts(t.Context(), w.Shard, []store.AttemptEnd{end(runID, 1, ids[0], runstate.StatusSuccess), f})
+	_, err = st.FinishAttempts(t.Context(), w, []store.AttemptEnd{end(runID, 1, ids[0], runstate.StatusSuccess), f})
 	require.NoError(t, err)
 	res, err = st.FinaliseRun(t.Context(), runID)
 	require.NoError(t, err)
@@ -325,4 +326,74 @@ func TestScheduledJobTicks(t *testing.T) {
 	require.True(t, jobs[0].LastScheduledFor.Equal(tick))
 	require.Equal(t, "b", jobs[1].JobID)
 	require.Nil(t, jobs[1].LastScheduledFor)
+}
+
+// TestRunningAttemptLivesOnItsItem follows one item through a failed attempt and a running one:
+// the running attempt is on the item (its progress too) and ends up last in the item's
+// attempts, and its row, progress kept, is written when it ends.
+func TestRunningAttemptLivesOnItsItem(t *testing.T) {
+	t.Parallel()
+	st := dbtest.Store(t)
+	runID := ledgerRun(t, st, "j", 3, 1)
+	w := registerWorker(t, st, time.Minute)
+	ctx := t.Context()
+
+	_, ids := claim(t, st, w, runID, 1)
+	failed := end(runID, 1, ids[0], runstate.StatusFailed)
+	backoff := time.Second
+	failed.ItemStatus, failed.Terminal, failed.Backoff, failed.ErrorCategory = runstate.StatusPending, false, &backoff, etl.CategoryAPI
+	_, err := st.FinishAttempts(ctx, w, []store.AttemptEnd{failed})
+	require.NoError(t, err)
+	cs, ids := claim(t, st, w, runID, 1)
+	require.True(t, cs[0].Claimed)
+	n, err := st.ReportProgress(ctx, []store.AttemptProgress{{RunID: runID, ItemNo: 1, AttemptID: ids[0], RecordsRead: 7, Message: "page 2"}})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+
+	item := int32(1)
+	var seen []store.AttemptRow
+	for after := ""; ; {
+		p, err := st.HistoryAttempts(ctx, store.AttemptFilter{RunID: runID, ItemNo: &item, Limit: 1, After: after})
+		require.NoError(t, err)
+		seen = append(seen, p.Items...)
+		if after = p.Next; after == "" {
+			break
+		}
+	}
+	require.Len(t, seen, 2)
+	require.Equal(t, "FAILED", seen[0].Status)
+	require.Equal(t, "RUNNING", seen[1].Status)
+	require.Equal(t, ids[0], seen[1].AttemptID)
+	require.Equal(t, cs[0].AttemptNo, seen[1].AttemptNo)
+	require.Greater(t, seen[1].AttemptNo, seen[0].AttemptNo)
+	require.EqualValues(t, 2, seen[1].ItemAttempt)
+	require.EqualValues(t, 7, seen[1].RecordsRead)
+	require.Equal(t, "page 2", *seen[1].Progress)
+	require.NotNil(t, seen[1].WorkerID)
+
+	run, err := st.HistoryAttempts(ctx, store.AttemptFilter{RunID: runID})
+	require.NoError(t, err)
+	require.Len(t, run.Items, 1, "a run's listing holds the attempts that ended")
+
+	_, err = st.FinishAttempts(ctx, w, []store.AttemptEnd{end(runID, 1, ids[0], runstate.StatusSuccess)})
+	require.NoError(t, err)
+	p, err := st.HistoryAttempts(ctx, store.AttemptFilter{RunID: runID, ItemNo: &item})
+	require.NoError(t, err)
+	require.Len(t, p.Items, 2)
+	got := p.Items[1]
+	require.Equal(t, "SUCCESS", got.Status)
+	require.Equal(t, cs[0].AttemptNo, got.AttemptNo, "the number drawn at the claim")
+	require.Equal(t, "page 2", *got.Progress, "the last progress message is kept")
+	require.Equal(t, "w", *got.WorkerID)
+	require.NotNil(t, got.DurationMs)
+}
+
+func TestClaimShardIsAnotherWorkerShard(t *testing.T) {
+	t.Parallel()
+	for s := int16(1); s < store.ProgressShards; s++ {
+		c := store.WorkerRef{Shard: s}.ClaimShard()
+		if c == s || c < 1 || c >= store.ProgressShards {
+			t.Errorf("shard %d: claim shard %d, want another in [1, %d)", s, c, store.ProgressShards)
+		}
+	}
 }

@@ -86,6 +86,8 @@ func (s *Store) Heartbeat(ctx context.Context, workerID uuid.UUID, runs []uuid.U
 
 // AttemptProgress is a running attempt's live counters.
 type AttemptProgress struct {
+	RunID          uuid.UUID
+	ItemNo         int32
 	AttemptID      uuid.UUID
 	RecordsRead    int64
 	RecordsWritten int64
@@ -93,16 +95,18 @@ type AttemptProgress struct {
 	Message        string
 }
 
-// ReportProgress writes running attempts' live counters and messages, skipping any attempt
-// whose row is being written right now (its end is landing). It reports how many it wrote.
+// ReportProgress writes running attempts' live counters and messages onto their items, skipping
+// any item whose row is being written right now (its end is landing). It reports how many it wrote.
 func (s *Store) ReportProgress(ctx context.Context, ps []AttemptProgress) (int64, error) {
 	if len(ps) == 0 {
 		return 0, nil
 	}
-	p := sqlcdb.ReportProgressParams{AttemptIds: make([]uuid.UUID, len(ps)), RecordsRead: make([]int64, len(ps)),
+	p := sqlcdb.ReportProgressParams{RunIds: make([]uuid.UUID, len(ps)), ItemNos: make([]int32, len(ps)),
+		AttemptIds: make([]uuid.UUID, len(ps)), RecordsRead: make([]int64, len(ps)),
 		RecordsWritten: make([]int64, len(ps)), Pages: make([]int64, len(ps)), Messages: make([]string, len(ps))}
 	for i, a := range ps {
-		p.AttemptIds[i], p.RecordsRead[i], p.RecordsWritten[i], p.Pages[i] = a.AttemptID, a.RecordsRead, a.RecordsWritten, a.Pages
+		p.RunIds[i], p.ItemNos[i], p.AttemptIds[i] = a.RunID, a.ItemNo, a.AttemptID
+		p.RecordsRead[i], p.RecordsWritten[i], p.Pages[i] = a.RecordsRead, a.RecordsWritten, a.Pages
 		p.Messages[i] = Text(a.Message, ProgressMax)
 	}
 	n, err := s.livenessQueries().ReportProgress(ctx, p)

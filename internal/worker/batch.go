@@ -32,6 +32,8 @@ var errBatcherClosed = errors.New("worker bookkeeping stopped")
 type call[Req, Res any] struct {
 	req  Req
 	done chan result[Res]
+	// then, when set, receives the result instead of done (submit), on the batcher's goroutine.
+	then func(Res, error)
 }
 
 type result[Res any] struct {
@@ -40,10 +42,12 @@ type result[Res any] struct {
 }
 
 // newBatcher starts a batcher whose flushes run under ctx (they must land even while the
-// caller's own request is being cancelled; stop it with close).
-func newBatcher[Req, Res any](ctx context.Context, max int, linger time.Duration,
+// caller's own request is being cancelled; stop it with close). One batch is written at a
+// time: a worker's batches would otherwise queue on each other's counter row.
+func newBatcher[Req, Res any](ctx context.Context, size int, linger time.Duration,
 	flush func(ctx context.Context, reqs []Req) ([]Res, error)) *batcher[Req, Res] {
-	b := &batcher[Req, Res]{ch: make(chan *call[Req, Res], max), max: max, linger: linger, flush: flush, done: make(chan struct{})}
+	b := &batcher[Req, Res]{ch: make(chan *call[Req, Res], size), max: size, linger: linger, flush: flush,
+		done: make(chan struct{})}
 	go b.loop(ctx)
 	return b
 }
@@ -70,6 +74,21 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	return r.res, r.err
 }
 
+// submit queues one request without waiting for it: then receives its result on the batcher's
+// goroutine once its batch is written, so then must be quick. It blocks only while the queue
+// is full (backpressure). After close, then gets errBatcherClosed at once.
+func (b *batcher[Req, Res]) submit(req Req, then func(Res, error)) {
+	var zero Res
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		then(zero, errBatcherClosed)
+		return
+	}
+	b.ch <- &call[Req, Res]{req: req, then: then}
+	b.mu.RUnlock()
+}
+
 // close stops the loop once every queued request was flushed.
 func (b *batcher[Req, Res]) close() {
 	b.mu.Lock()
@@ -84,22 +103,30 @@ func (b *batcher[Req, Res]) close() {
 func (b *batcher[Req, Res]) loop(ctx context.Context) {
 	defer close(b.done)
 	calls := make([]*call[Req, Res], 0, b.max)
-	reqs := make([]Req, 0, b.max)
 	for first := range b.ch {
 		calls = append(calls[:0], first)
 		b.fill(&calls)
-		reqs = reqs[:0]
-		for _, c := range calls {
-			reqs = append(reqs, c.req)
+		b.write(ctx, calls)
+	}
+}
+
+// write flushes one batch and hands each request its result.
+func (b *batcher[Req, Res]) write(ctx context.Context, calls []*call[Req, Res]) {
+	reqs := make([]Req, len(calls))
+	for i, c := range calls {
+		reqs[i] = c.req
+	}
+	res, err := b.flush(ctx, reqs)
+	for i, c := range calls {
+		r := result[Res]{err: err}
+		if err == nil {
+			r.res = res[i]
 		}
-		res, err := b.flush(ctx, reqs)
-		for i, c := range calls {
-			if err != nil {
-				c.done <- result[Res]{err: err}
-				continue
-			}
-			c.done <- result[Res]{res: res[i]}
+		if c.then != nil {
+			c.then(r.res, r.err)
+			continue
 		}
+		c.done <- r
 	}
 }
 

@@ -53,3 +53,49 @@ func TestBatcherGroupsConcurrentRequests(t *testing.T) {
 		t.Errorf("do after close = %v, want errBatcherClosed", err)
 	}
 }
+
+// TestBatcherSubmitDeliversEveryResult: submitted requests are written in batches with waited
+// ones, each result reaches its callback, close flushes what is queued, and a submit after
+// close is answered at once.
+func TestBatcherSubmitDeliversEveryResult(t *testing.T) {
+	t.Parallel()
+	var flushes atomic.Int64
+	b := newBatcher(context.Background(), 64, time.Millisecond, func(_ context.Context, reqs []int) ([]int, error) {
+		flushes.Add(1)
+		out := make([]int, len(reqs))
+		for i, r := range reqs {
+			out[i] = r + 1
+		}
+		return out, nil
+	})
+	var got sync.Map
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		b.submit(i, func(r int, err error) {
+			defer wg.Done()
+			if err != nil || r != i+1 {
+				t.Errorf("submit(%d) = %d, %v", i, r, err)
+			}
+			got.Store(i, true)
+		})
+	}
+	if r, err := b.do(context.Background(), 1000); err != nil || r != 1001 {
+		t.Errorf("do between submits = %d, %v", r, err)
+	}
+	b.close()
+	wg.Wait()
+	n := 0
+	got.Range(func(any, any) bool { n++; return true })
+	if n != 200 {
+		t.Errorf("%d of 200 callbacks ran", n)
+	}
+	if flushes.Load() >= 200 {
+		t.Errorf("%d flushes for 200 submits: no grouping", flushes.Load())
+	}
+	closed := make(chan error, 1)
+	b.submit(1, func(_ int, err error) { closed <- err })
+	if err := <-closed; !errors.Is(err, errBatcherClosed) {
+		t.Errorf("submit after close = %v, want errBatcherClosed", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,10 +26,11 @@ import (
 // infraRetryDelay is how soon a delivery that could not reach Postgres is tried again.
 const infraRetryDelay = 2 * time.Second
 
-// finaliseTail is how few open items a run may have left, as an attempt end counted them,
-// before the worker tries to finalise it: an end that saw the run (almost) complete checks
-// again after its commit, so two ends committing at once cannot both miss the last item.
-const finaliseTail = 64
+// finaliseTail is how few open items a run may have left, as an attempt end counted them in its
+// statement's snapshot, before the worker checks the counters again after the commit: ends
+// committing at once do not see each other, so the check covers every batch that may be in
+// flight beside this one.
+const finaliseTail = 4 * finishBatchMax
 
 // Messages of items the worker settles without running them.
 const (
@@ -134,7 +136,7 @@ func (w *Worker) settle(ctx context.Context, p task.Item, status runstate.Status
 	}
 	if len(done) > 0 {
 		log.Info().Str("status", string(status)).Str("reason", msg).Msg("item settled without an attempt")
-		w.maybeFinalise(context.WithoutCancel(ctx), p.RunID, 0, log)
+		w.finaliseSoon(context.WithoutCancel(ctx), p.RunID, log)
 	}
 	return nil
 }
@@ -150,8 +152,25 @@ type attempt struct {
 	start time.Time
 }
 
+// takeHandler waits for one of the Concurrency handler places (a claimed-ahead delivery waits
+// here while the others run; shutdown's end of grace lets it through to be cancelled) and
+// returns its release, safe to call twice.
+func (w *Worker) takeHandler() (release func()) {
+	w.waiting.Add(1)
+	defer w.waiting.Add(-1)
+	select {
+	case w.handlers <- struct{}{}:
+	case <-w.base.Done():
+		return func() {}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-w.handlers }) }
+}
+
 // execute runs one claimed attempt and records its end.
 func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, claim store.Claim, log zerolog.Logger) error {
+	release := w.takeHandler()
+	defer release()
 	a := &attempt{p: p, id: attemptID, claim: claim, log: log, start: time.Now()}
 	// The attempt's context descends from the worker's base (cancelled at the end of the
 	// shutdown grace) rather than asynq's, and carries the job timeout and the run deadline.
@@ -162,6 +181,10 @@ func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, 
 	// asynq cancels its ctx only for CancelProcessing or its own deadline; pass those on.
 	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
 	defer stop()
+	if w.runCancelledHere(p.RunID) {
+		// Cancelled while this claimed-ahead delivery waited for a handler: never start it.
+		return w.record(ctx, a, nil, etl.Metrics{}, ErrRunCancelled, ErrRunCancelled)
+	}
 
 	var err error
 	if a.job, err = w.jobs.get(actx, claim.JobID, claim.JobUpdatedAt); err != nil {
@@ -204,8 +227,9 @@ func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, 
 	})
 	w.track(attemptID, p.RunID, item, cancel)
 	defer w.untrack(attemptID)
-	log.Info().Str(logsink.LedgerEventKey, "attempt_started").Msg("attempt started")
+	log.Debug().Str(logsink.LedgerEventKey, "attempt_started").Msg("attempt started")
 	runErr := w.runHandler(log.WithContext(actx), handler, item)
+	release() // the next claimed delivery may start while this end is written
 	if runErr == nil && actx.Err() != nil {
 		runErr = context.Cause(actx)
 	}
@@ -261,6 +285,8 @@ type outcome struct {
 	asynq error
 	// commit is true when the target transaction is to be committed (success, not dry run).
 	commit bool
+	// untouched is true when the handler never opened its target transaction.
+	untouched bool
 }
 
 // decide turns a handler's result into the attempt's end, using runstate's rules for retries,
@@ -340,19 +366,16 @@ func (w *Worker) record(ctx context.Context, a *attempt, lazy *lazyTx, m etl.Met
 	if lazy != nil {
 		tx = lazy.started()
 	}
-	var (
-		fin store.Finish
-		err error
-	)
 	switch {
 	case tx != nil && o.commit && !a.tgt.foreign:
-		fin, err = w.commitWithTarget(rctx, a, tx, o.end)
+		fin, err := w.commitWithTarget(rctx, a, tx, o.end)
 		if errors.Is(err, errTargetCommit) {
 			return w.record(ctx, a, nil, m, etl.DBError(err), cause)
 		}
+		return w.ended(rctx, a, o, m, runErr, fin, err)
 	case tx != nil && o.commit:
-		err = store.WriteMarker(rctx, tx, store.MarkerTableDefault, store.Marker{RunID: a.p.RunID, ItemNo: a.p.ItemNo,
-			Generation: a.p.Generation, AttemptID: a.id, RecordsWritten: o.end.RecordsWritten})
+		err := store.WriteMarker(rctx, tx, store.MarkerTableDefault, store.Marker{RunID: a.p.RunID, ItemNo: a.p.ItemNo,
+			Generation: a.p.Generation, AttemptID: a.id, RecordsWritten: o.end.RecordsWritten, End: &o.end})
 		if err == nil {
 			err = tx.Commit(rctx)
 		}
@@ -362,25 +385,42 @@ func (w *Worker) record(ctx context.Context, a *attempt, lazy *lazyTx, m etl.Met
 			return w.record(ctx, a, nil, m, etl.DBError(fmt.Errorf("%w: %w", errTargetCommit, err)), cause)
 		}
 		failpoint.Hit(failpoint.TargetCommitted)
-		fin, err = w.finishes.do(rctx, o.end)
+	case tx != nil:
+		// A failed rollback means the connection died (e.g. cancelled mid-query); the
+		// transaction is gone either way, so the attempt's record must still land.
+		_ = tx.Rollback(rctx)
 	default:
-		if tx != nil {
-			// A failed rollback means the connection died (e.g. cancelled mid-query); the
-			// transaction is gone either way, so the attempt's record must still land.
-			_ = tx.Rollback(rctx)
-		}
-		fin, err = w.finishes.do(rctx, o.end)
-		if err == nil && fin.Recorded && o.commit {
-			failpoint.Hit(failpoint.TargetCommitted)
-		}
+		o.untouched = true
 	}
+	return w.end(rctx, a, o, m, runErr)
+}
+
+// end writes the attempt's end through the batch. An end after which asynq is done with the
+// task (success, or a failure that is not retried) is written in the background, so the
+// handler's slot serves the next task at once and ends batch up however long Postgres takes;
+// if this process dies first, the item's claim is lost with it and the reconciler runs it
+// again (foreign targets find their commit marker). An end followed by a retry is waited for:
+// asynq's retry must find the item released.
+func (w *Worker) end(ctx context.Context, a *attempt, o outcome, m etl.Metrics, runErr error) error {
+	if o.end.Terminal {
+		w.finishes.submit(o.end, func(fin store.Finish, err error) { _ = w.ended(ctx, a, o, m, runErr, fin, err) })
+		return o.asynq
+	}
+	fin, err := w.finishes.do(ctx, o.end)
+	return w.ended(ctx, a, o, m, runErr, fin, err)
+}
+
+// ended handles a recorded (or refused) attempt end and returns what HandleItem answers asynq.
+func (w *Worker) ended(ctx context.Context, a *attempt, o outcome, m etl.Metrics, runErr error, fin store.Finish, err error) error {
 	if err == nil {
 		err = fin.Err
 	}
 	if err != nil {
-		// Postgres refused it or stayed unreachable through every retry: the attempt stays
-		// RUNNING under this live worker; the delivery comes back and the claim tells.
-		a.log.Error().Err(err).Msg("could not record the attempt's end")
+		// Postgres refused it or stayed unreachable through every retry: the item stays held by
+		// this live worker, which keeps trying in the background (the delivery that comes back
+		// finds it held); if the worker dies first, the reconciler closes the attempt as lost.
+		a.log.Error().Err(err).Msg("could not record the attempt's end; retrying in the background")
+		w.deferEnd(a, o, m, runErr)
 		return task.RetryIn(err, infraRetryDelay)
 	}
 	if fin.Lost() {
@@ -392,10 +432,13 @@ func (w *Worker) record(ctx context.Context, a *attempt, lazy *lazyTx, m etl.Met
 		a.log.Info().Str("status", string(fin.Status)).Msg("the attempt's earlier end had been recorded")
 		return nil
 	}
+	if o.commit && o.untouched {
+		failpoint.Hit(failpoint.TargetCommitted) // nothing to commit but the end itself
+	}
 	failpoint.Hit(failpoint.Recorded)
 	w.logEnd(a, o.end, m, runErr)
 	if o.end.Terminal && fin.RunOpen <= finaliseTail {
-		w.maybeFinalise(rctx, a.p.RunID, fin.RunOpen, a.log)
+		w.finaliseSoon(ctx, a.p.RunID, a.log)
 	}
 	return o.asynq
 }
@@ -406,7 +449,7 @@ var errTargetCommit = errors.New("commit target")
 // commitWithTarget writes the end inside the target transaction on etlexec's own database and
 // commits both at once. A lost claim rolls the target back.
 func (w *Worker) commitWithTarget(ctx context.Context, a *attempt, tx pgx.Tx, end store.AttemptEnd) (store.Finish, error) {
-	res, err := w.cfg.Store.WithTx(tx).FinishAttempts(ctx, w.ref().Shard, []store.AttemptEnd{end})
+	res, err := w.cfg.Store.WithTx(tx).FinishAttempts(ctx, w.ref(), []store.AttemptEnd{end})
 	if err != nil {
 		_ = tx.Rollback(ctx)
 		return store.Finish{}, fmt.Errorf("%w: %w", errTargetCommit, err)
@@ -424,38 +467,80 @@ func (w *Worker) commitWithTarget(ctx context.Context, a *attempt, tx pgx.Tx, en
 	return res[0], nil
 }
 
-// recordFromMarker records an attempt that found the item already committed by an earlier one.
+// recordFromMarker records an attempt that found the item already committed by an earlier one:
+// with the outcome that attempt was about to record (metrics, cursor candidate), which the
+// marker keeps.
 func (w *Worker) recordFromMarker(ctx context.Context, a *attempt, m store.Marker) error {
 	note := fmt.Sprintf("the target already holds this item's commit, made by attempt %s at %s; the handler was not run again",
 		m.AttemptID, m.CommittedAt.UTC().Format(time.RFC3339))
 	a.log.Warn().Str("committed_by_attempt", m.AttemptID.String()).Msg("item already committed in the target: recorded without running it")
-	end := store.AttemptEnd{RunID: a.p.RunID, ItemNo: a.p.ItemNo, AttemptID: a.id, AttemptStatus: runstate.StatusSuccess,
-		ItemStatus: runstate.StatusSuccess, Terminal: true, ErrorCategory: etl.CategoryNone, RecordsWritten: m.RecordsWritten,
-		CursorNote: &note}
-	fin, err := w.finishes.do(context.WithoutCancel(ctx), end)
-	if err != nil {
-		return task.RetryIn(err, infraRetryDelay)
+	end := store.AttemptEnd{RecordsWritten: m.RecordsWritten}
+	if m.End != nil {
+		end = *m.End
+		if end.CursorNote != nil && *end.CursorNote != "" {
+			note = *end.CursorNote + "; " + note
+		}
 	}
-	if !fin.Lost() && fin.RunOpen <= finaliseTail {
-		w.maybeFinalise(context.WithoutCancel(ctx), a.p.RunID, fin.RunOpen, a.log)
-	}
-	return nil
+	end.RunID, end.ItemNo, end.AttemptID = a.p.RunID, a.p.ItemNo, a.id
+	end.AttemptStatus, end.ItemStatus, end.Terminal, end.ErrorCategory = runstate.StatusSuccess, runstate.StatusSuccess, true, etl.CategoryNone
+	end.ErrorMessage, end.ErrorDetail, end.Backoff, end.RecordsDiscarded, end.CursorNote = nil, nil, nil, 0, &note
+	o := outcome{end: end}
+	return w.end(context.WithoutCancel(ctx), a, o, etl.Metrics{RecordsRead: end.RecordsRead, RecordsWritten: end.RecordsWritten, Pages: end.Pages}, nil)
 }
 
 func (w *Worker) logEnd(a *attempt, end store.AttemptEnd, m etl.Metrics, runErr error) {
-	ev := a.log.Info()
+	// A success goes to stdout only (the ledger has it); a failure is also kept in the run's
+	// logs, where operators look for what went wrong.
+	ev := a.log.Info().Str(logsink.LedgerEventKey, "attempt_ended")
 	if runErr != nil {
 		ev = a.log.Warn().Str("error_category", string(end.ErrorCategory)).Str("error", store.Text(runErr.Error(), 500))
 	}
 	ev.Str("status", string(end.AttemptStatus)).Int64("records_read", m.RecordsRead).Int64("records_written", end.RecordsWritten).
-		Int64("page_count", m.Pages).Bool("dry_run", a.claim.DryRun).Str(logsink.LedgerEventKey, "attempt_ended").Msg("attempt ended")
+		Int64("page_count", m.Pages).Bool("dry_run", a.claim.DryRun).Msg("attempt ended")
 	jobID := a.claim.JobID
 	w.cfg.Metrics.ObserveAttempt(jobID, string(end.AttemptStatus), string(end.ErrorCategory), time.Since(a.start), m.RecordsRead, end.RecordsWritten)
 }
 
-// maybeFinalise finalises the run if its counters say every item settled; open is what the
-// attempt's end last saw (0 = this end may have been the last).
-func (w *Worker) maybeFinalise(ctx context.Context, runID uuid.UUID, open int, log zerolog.Logger) {
+// finaliseSoon finalises the run in the background once its counters say every item settled,
+// one finalisation per run at a time in this process: ends that arrive meanwhile ask for one
+// more check after it, so the last end is never missed and a run's tail does not queue dozens
+// of sessions on its row lock.
+func (w *Worker) finaliseSoon(ctx context.Context, runID uuid.UUID, log zerolog.Logger) {
+	w.mu.Lock()
+	if _, busy := w.finalisingRuns[runID]; busy {
+		w.finalisingRuns[runID] = true // check again when the current one is done
+		w.mu.Unlock()
+		return
+	}
+	w.finalisingRuns[runID] = false
+	w.mu.Unlock()
+	w.finalising.Go(func() {
+		for {
+			w.maybeFinalise(ctx, runID, log)
+			w.mu.Lock()
+			again := w.finalisingRuns[runID]
+			if !again {
+				delete(w.finalisingRuns, runID)
+				w.mu.Unlock()
+				return
+			}
+			w.finalisingRuns[runID] = false
+			w.mu.Unlock()
+		}
+	})
+}
+
+// maybeFinalise finalises the run if its counters, read after this worker's ends committed,
+// say every item settled.
+func (w *Worker) maybeFinalise(ctx context.Context, runID uuid.UUID, log zerolog.Logger) {
+	open, ok, err := w.cfg.Store.RunOpenItems(ctx, runID)
+	if err != nil {
+		log.Error().Err(err).Msg("could not check whether the run is complete; the reconciler will finalise it")
+		return
+	}
+	if !ok || open > 0 {
+		return
+	}
 	began := time.Now()
 	res, err := w.cfg.Store.FinaliseRun(ctx, runID)
 	if err != nil {
@@ -466,7 +551,7 @@ func (w *Worker) maybeFinalise(ctx context.Context, runID uuid.UUID, open int, l
 		w.cfg.Metrics.ObserveFinalise(time.Since(began))
 		log.Info().Str("status", string(res.Status)).Int64("items_succeeded", res.Counters.Succeeded).
 			Int64("items_failed", res.Counters.Failed).Int64("records_read", res.Counters.RecordsRead).
-			Int64("records_written", res.Counters.RecordsWritten).Int("open_seen", open).Msg("run finalised")
+			Int64("records_written", res.Counters.RecordsWritten).Msg("run finalised")
 	}
 }
 

@@ -177,10 +177,10 @@ func TestMarkerSavesASecondCommit(t *testing.T) {
 	require.Eventually(t, func() bool { return b.calls.Load() > 0 }, 10*time.Second, 10*time.Millisecond, "the handler runs")
 	// The hanging attempt stands for one whose worker froze after its commit: write the marker
 	// and the row it would have committed, then let the reconciler's rule close the attempt.
-	var attemptID uuid.UUID
+	var attemptID, worker uuid.UUID
 	require.Eventually(t, func() bool {
-		return b.st.Pool().QueryRow(t.Context(), `SELECT attempt_id FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'RUNNING'`,
-			runID).Scan(&attemptID) == nil
+		return b.st.Pool().QueryRow(t.Context(), `SELECT current_attempt_id, claim_worker FROM dw_etl_run_items
+			WHERE run_id = $1 AND current_attempt_id IS NOT NULL`, runID).Scan(&attemptID, &worker) == nil
 	}, 10*time.Second, 20*time.Millisecond)
 	_, err := b.target.Exec(t.Context(), `INSERT INTO appended (run_id, item_no) VALUES ($1, 1)`, runID)
 	require.NoError(t, err)
@@ -188,8 +188,6 @@ func TestMarkerSavesASecondCommit(t *testing.T) {
 		VALUES ($1, 1, 0, $2, 1)`, runID, attemptID)
 	require.NoError(t, err)
 	callsBefore := b.calls.Load()
-	var worker uuid.UUID
-	require.NoError(t, b.st.Pool().QueryRow(t.Context(), `SELECT worker FROM dw_etl_run_attempts WHERE attempt_id = $1`, attemptID).Scan(&worker))
 	_, err = b.st.Pool().Exec(t.Context(), `UPDATE dw_etl_workers SET lease_until = now() - interval '1 second' WHERE worker_id = $1`, worker)
 	require.NoError(t, err)
 	ok, err := b.st.DeclareWorkerDead(t.Context(), worker)

@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,6 +47,11 @@ type Config struct {
 	Queues []string
 	// Concurrency is how many items run at once. Defaults to ConcurrencyDefault.
 	Concurrency int
+	// Prefetch is how many more deliveries are taken from Redis and claimed while every
+	// handler is busy (asynq serves Concurrency + Prefetch at once; Concurrency of them run their
+	// handler): a claim's round trip then overlaps running items instead of idling a handler.
+	// Defaults to Concurrency.
+	Prefetch int
 	// ShutdownTimeout is how long in-flight items may finish after shutdown starts before their
 	// contexts are cancelled. Defaults to ShutdownTimeoutDefault.
 	ShutdownTimeout time.Duration
@@ -57,8 +63,8 @@ type Config struct {
 	ID uuid.UUID
 	// Name is recorded on attempts. Defaults to hostname:pid.
 	Name string
-	// Linger is how long a claim or an attempt end waits for companions before its batch is
-	// written; 0 (the default) flushes eagerly.
+	// Linger is how long a claim waits for companions before its batch is written; 0 (the
+	// default) flushes eagerly. Attempt ends wait at least finishLinger.
 	Linger time.Duration
 	// Logger is the base logger; item loggers derive from it.
 	Logger zerolog.Logger
@@ -81,6 +87,11 @@ const (
 	abandonGrace = 5 * time.Second
 	// finishBatchMax bounds how many attempt ends share one statement.
 	finishBatchMax = 256
+	// cancelledRunMemory is how long a worker remembers a run's cancellation.
+	cancelledRunMemory = time.Hour
+	// finishLinger is how long an attempt end waits for companions: most ends are written in
+	// the background (see end), so fuller batches cost no handler any time.
+	finishLinger = 2 * time.Millisecond
 )
 
 // AppName is the application_name a worker with process id id gives its sessions.
@@ -92,6 +103,9 @@ func (c *Config) withDefaults() error {
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = ConcurrencyDefault
+	}
+	if c.Prefetch <= 0 {
+		c.Prefetch = c.Concurrency
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = ShutdownTimeoutDefault
@@ -148,14 +162,37 @@ type Worker struct {
 	// gate lets a suspect item run alone: ordinary items hold it shared from claim to record,
 	// a suspect takes it exclusively before it is claimed.
 	gate sync.RWMutex
+	// handlers holds a token per running handler: at most Concurrency, while asynq also serves
+	// the Prefetch deliveries being claimed ahead.
+	handlers chan struct{}
+	// waiting counts claimed deliveries waiting for a handler place.
+	waiting atomic.Int64
 
 	claims   *batcher[store.ClaimRequest, store.Claim]
 	finishes *batcher[store.AttemptEnd, store.Finish]
 	stopBook context.CancelFunc
 
+	// finalising counts the run finalisations started after attempt ends; shutdown waits for them.
+	finalising sync.WaitGroup
+	// finalisingRuns holds the runs being finalised (under mu); true asks for another check.
+	finalisingRuns map[uuid.UUID]bool
+
 	mu   sync.Mutex
 	me   store.WorkerRef // this incarnation: a worker declared dead registers again
 	live map[uuid.UUID]*liveAttempt
+	// deferred are attempt ends Postgres did not take; the liveness loop retries them.
+	deferred []deferredEnd
+	// cancelledRuns are runs whose cancellation the heartbeat passed on, kept for
+	// cancelledRunMemory so that deliveries claimed ahead of a handler are not started.
+	cancelledRuns map[uuid.UUID]time.Time
+}
+
+// deferredEnd is an attempt end waiting to be written again.
+type deferredEnd struct {
+	a      *attempt
+	o      outcome
+	m      etl.Metrics
+	runErr error
 }
 
 type liveAttempt struct {
@@ -190,7 +227,9 @@ func New(cfg Config) (*Worker, error) {
 	if own == nil {
 		own = cfg.Store.Pool()
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, live: map[uuid.UUID]*liveAttempt{}, jobs: newJobCache(cfg.Store),
+	w := &Worker{cfg: cfg, log: cfg.Logger, live: map[uuid.UUID]*liveAttempt{}, finalisingRuns: map[uuid.UUID]bool{},
+		cancelledRuns: map[uuid.UUID]time.Time{},
+		handlers:      make(chan struct{}, cfg.Concurrency), jobs: newJobCache(cfg.Store),
 		runners: &runners{}}
 	w.targets = newTargets(own, AppName(cfg.ID), cfg.Concurrency)
 	w.base, w.cancelBase = context.WithCancelCause(context.Background())
@@ -198,11 +237,11 @@ func New(cfg Config) (*Worker, error) {
 	// Bookkeeping outlives the handlers' contexts: ends queued during shutdown must land.
 	bookCtx, stopBook := context.WithCancel(context.Background())
 	w.stopBook = stopBook
-	w.claims = newBatcher(bookCtx, cfg.Concurrency, cfg.Linger, func(ctx context.Context, reqs []store.ClaimRequest) ([]store.Claim, error) {
+	w.claims = newBatcher(bookCtx, cfg.Concurrency+cfg.Prefetch, cfg.Linger, func(ctx context.Context, reqs []store.ClaimRequest) ([]store.Claim, error) {
 		return w.cfg.Store.ClaimItems(ctx, w.ref(), false, reqs)
 	})
-	w.finishes = newBatcher(bookCtx, finishBatchMax, cfg.Linger, func(ctx context.Context, ends []store.AttemptEnd) ([]store.Finish, error) {
-		return w.cfg.Store.FinishAttempts(ctx, w.ref().Shard, ends)
+	w.finishes = newBatcher(bookCtx, finishBatchMax, max(cfg.Linger, finishLinger), func(ctx context.Context, ends []store.AttemptEnd) ([]store.Finish, error) {
+		return w.cfg.Store.FinishAttempts(ctx, w.ref(), ends)
 	})
 	return w, nil
 }
@@ -240,8 +279,9 @@ func (w *Worker) register(ctx context.Context, ref store.WorkerRef) error {
 
 // Run registers the worker, serves tasks until ctx is done, then shuts down gracefully, in
 // this order: stop fetching; let in-flight items finish within ShutdownTimeout; cancel the rest
-// through their contexts and give them abandonGrace to end; write the queued attempt ends;
-// stop asynq; stop the heartbeat and end the liveness lease; close the target pools.
+// through their contexts and give them abandonGrace to end; stop asynq; write the queued
+// attempt ends (and once more those Postgres refused); stop the heartbeat; wait for the
+// finalisations those ends started; end the liveness lease; close the target pools.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.register(ctx, w.ref()); err != nil {
 		return err
@@ -251,7 +291,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		queues[q] = 1
 	}
 	srv := asynq.NewServer(w.cfg.Redis, asynq.Config{
-		Concurrency:    w.cfg.Concurrency,
+		Concurrency:    w.cfg.Concurrency + w.cfg.Prefetch,
 		Queues:         queues,
 		RetryDelayFunc: task.RetryDelay,
 		// asynq moves due retries to pending on this tick (default 5 s); a second keeps the
@@ -281,9 +321,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	srv.Shutdown()
 	w.claims.close()
 	w.finishes.close()
-	w.stopBook()
 	stopHB()
 	<-hbDone
+	dctx, cancelDeferred := context.WithTimeout(context.Background(), 10*time.Second)
+	w.retryDeferred(dctx)
+	cancelDeferred()
+	if n := w.deferredCount(); n > 0 {
+		w.log.Error().Int("attempts", n).Msg("stopping with attempt ends Postgres did not take; the reconciler closes them as lost")
+	}
+	w.finalising.Wait()
+	w.stopBook()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := w.cfg.Store.StopWorker(sctx, w.ID()); err != nil {
@@ -293,10 +340,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// inFlight counts running attempts and claimed deliveries waiting to run.
 func (w *Worker) inFlight() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.live)
+	return len(w.live) + int(w.waiting.Load())
 }
 
 // waitIdle waits until no attempt is live, or d passes; it reports whether idle was reached.
@@ -326,8 +374,26 @@ func (w *Worker) untrack(attemptID uuid.UUID) {
 }
 
 // CancelRun cancels the contexts of this worker's running attempts of runID.
+// A delivery of the run that is claimed but waits for a handler is not started.
 func (w *Worker) CancelRun(runID uuid.UUID) int {
+	w.mu.Lock()
+	now := time.Now()
+	for id, at := range w.cancelledRuns {
+		if now.Sub(at) > cancelledRunMemory {
+			delete(w.cancelledRuns, id)
+		}
+	}
+	w.cancelledRuns[runID] = now
+	w.mu.Unlock()
 	return w.cancelWhere(func(a *liveAttempt) bool { return a.runID == runID }, ErrRunCancelled)
+}
+
+// runCancelledHere reports whether a heartbeat passed on the run's cancellation lately.
+func (w *Worker) runCancelledHere(runID uuid.UUID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.cancelledRuns[runID]
+	return ok
 }
 
 func (w *Worker) cancelWhere(match func(*liveAttempt) bool, cause error) int {
@@ -373,6 +439,7 @@ func (w *Worker) livenessLoop(ctx context.Context) {
 		for _, id := range beat.CancelledRuns {
 			w.CancelRun(id)
 		}
+		w.retryDeferred(ctx)
 		w.reportProgress(ctx)
 	}
 }
@@ -412,6 +479,47 @@ func (w *Worker) liveRuns() []uuid.UUID {
 	return out
 }
 
+// deferEnd keeps an attempt end Postgres did not take, to be written again: the item stays
+// held by this live worker meanwhile, so nothing else would end it.
+func (w *Worker) deferEnd(a *attempt, o outcome, m etl.Metrics, runErr error) {
+	w.mu.Lock()
+	w.deferred = append(w.deferred, deferredEnd{a: a, o: o, m: m, runErr: runErr})
+	w.mu.Unlock()
+}
+
+func (w *Worker) deferredCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.deferred)
+}
+
+// retryDeferred writes the deferred attempt ends in one batch; those still refused wait for the
+// next try. Ends of an incarnation declared dead come back lost and are dropped.
+func (w *Worker) retryDeferred(ctx context.Context) {
+	w.mu.Lock()
+	todo := w.deferred
+	w.deferred = nil
+	w.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	ends := make([]store.AttemptEnd, len(todo))
+	for i, d := range todo {
+		ends[i] = d.o.end
+	}
+	res, err := w.cfg.Store.FinishAttempts(ctx, w.ref(), ends)
+	if err != nil {
+		w.mu.Lock()
+		w.deferred = append(todo, w.deferred...)
+		w.mu.Unlock()
+		w.log.Warn().Err(err).Int("attempts", len(todo)).Msg("deferred attempt ends still not written")
+		return
+	}
+	for i, d := range todo {
+		_ = w.ended(ctx, d.a, d.o, d.m, d.runErr, res[i], nil)
+	}
+}
+
 // reportProgress writes the live counters and message of running attempts that changed.
 func (w *Worker) reportProgress(ctx context.Context) {
 	w.mu.Lock()
@@ -421,7 +529,8 @@ func (w *Worker) reportProgress(ctx context.Context) {
 			continue
 		}
 		m := a.item.Metrics()
-		p := store.AttemptProgress{AttemptID: id, RecordsRead: m.RecordsRead, RecordsWritten: m.RecordsWritten, Pages: m.Pages, Message: m.Progress}
+		p := store.AttemptProgress{RunID: a.runID, ItemNo: int32(a.item.ItemNo()), AttemptID: id,
+			RecordsRead: m.RecordsRead, RecordsWritten: m.RecordsWritten, Pages: m.Pages, Message: m.Progress}
 		if p != a.reported {
 			a.reported = p
 			ps = append(ps, p)

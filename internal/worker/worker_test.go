@@ -102,7 +102,7 @@ func setup(t *testing.T, workers int) *bundle {
 	reg.Register("test", testKind)
 	for i := 0; i < workers; i++ {
 		w, err := worker.New(worker.Config{
-			Store: st, Redis: opt, Registry: reg, Queues: []string{q}, Concurrency: 8,
+			Store: st, Redis: opt, Registry: reg, Queues: []string{q}, Concurrency: 8, Prefetch: 2,
 			ShutdownTimeout: time.Second, Lease: 5 * time.Second, Name: fmt.Sprintf("w%d", i),
 			Retry:  runstate.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond, Jitter: 0.1},
 			Logger: zerolog.Nop(),
@@ -349,7 +349,7 @@ func TestRerunFailedItemsThenSuccess(t *testing.T) {
 
 func TestCancelMidRun(t *testing.T) {
 	t.Parallel()
-	b := setup(t, 1) // 8 slots: 8 items hang running, the rest wait
+	b := setup(t, 1) // 8 handlers and 2 claimed ahead: 8 items hang running, 2 wait claimed, 2 wait in Redis
 	ctx := context.Background()
 	b.job(t, "cancel", "modified_date", "run", 3)
 	var sets []any
@@ -361,8 +361,8 @@ func TestCancelMidRun(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var running int
-		require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'RUNNING'`, res.Run.RunID).Scan(&running))
-		if running == 8 {
+		require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND current_attempt_id IS NOT NULL`, res.Run.RunID).Scan(&running))
+		if running == 10 {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "items never started")
@@ -370,7 +370,7 @@ func TestCancelMidRun(t *testing.T) {
 	}
 	cres, err := ops.Cancel(ctx, b.st, b.enq.Dispatcher(), res.Run.RunID, "tester", "wrong params")
 	require.NoError(t, err)
-	require.Equal(t, 4, cres.ItemsCancelled)
+	require.Equal(t, 2, cres.ItemsCancelled, "the items no attempt holds")
 	run := b.waitRun(t, res.Run.RunID)
 	require.Equal(t, "CANCELLED", run.Status)
 	require.EqualValues(t, 12, run.ItemsCancelled)
@@ -415,13 +415,16 @@ func TestConcurrentDeliveriesOneSuccess(t *testing.T) {
 	}
 	<-errs
 	<-errs
+	// A success is recorded in the background after the handler returns: wait for the run.
+	var run store.Run
+	require.Eventually(t, func() bool {
+		run, err = st.GetRun(ctx, runID)
+		return err == nil && run.Status == "SUCCESS"
+	}, 10*time.Second, 10*time.Millisecond, "run status %q", run.Status)
 	var success, total int
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'SUCCESS'), count(*) FROM dw_etl_run_attempts WHERE run_id = $1`, runID).Scan(&success, &total))
 	require.Equal(t, 1, success)
 	require.Equal(t, 1, total, "the losing delivery must not even start an attempt")
-	run, err := st.GetRun(ctx, runID)
-	require.NoError(t, err)
-	require.Equal(t, "SUCCESS", run.Status)
 }
 
 // One trace runs from the trigger through the task headers to the item's attempt, with the

@@ -107,6 +107,17 @@ WHERE run_id = @run_id AND item_no = @item_no AND attempt_no > @after_attempt_no
 ORDER BY attempt_no
 LIMIT @row_limit;
 
+-- HistoryItemRunningAttempt is the item's running attempt, which lives on the item until its end
+-- writes its dw_etl_run_attempts row; no row when none runs (or it is before the page).
+-- name: HistoryItemRunningAttempt :one
+SELECT i.current_attempt_id::uuid AS attempt_id, i.current_attempt_no::bigint AS attempt_no, i.attempts AS item_attempt,
+  i.current_started_at::timestamptz AS started_at, i.records_read, i.records_written, i.page_count,
+  i.current_progress AS progress, i.current_progress_at AS progress_at, w.name AS worker_name, i.solo
+FROM dw_etl_run_items i
+LEFT JOIN dw_etl_workers w ON w.worker_id = i.claim_worker
+WHERE i.run_id = @run_id AND i.item_no = @item_no AND i.current_attempt_id IS NOT NULL
+  AND i.current_attempt_no > @after_attempt_no::bigint;
+
 -- HistoryCursors pages a job's cursors in param_hash order on the primary key.
 -- name: HistoryCursors :many
 SELECT * FROM dw_etl_incremental_cursors

@@ -12,18 +12,19 @@
 -- ClaimItems takes each requested item for one attempt: the item must be PENDING, unclaimed, of
 -- the requested generation, within its attempt limit (worker-lost attempts count against their
 -- own limit, not this one), of an open run that is neither cancelled nor past its deadline, and
--- not a suspect waiting to run alone unless the caller runs it alone. The claim changes no
--- indexed column of the item (a HOT update); the attempt row is inserted RUNNING and the run's
--- counters note it started. Every request gets a row back saying what it found, so a caller
--- learns why an item was not claimed without another round trip. A request whose attempt already
--- holds the item (a retried statement whose first commit was not acknowledged) comes back
--- claimed.
+-- not a suspect waiting to run alone unless the caller runs it alone. The running attempt lives
+-- on the item (current_*: its id, number, start and worker) until its end inserts its
+-- dw_etl_run_attempts row, so the claim is one HOT update per item (it changes no indexed
+-- column) and the run's counters note the starts. Every request gets a row back saying what it
+-- found, so a caller learns why an item was not claimed without another round trip. A request
+-- whose attempt already holds the item (a retried statement whose first commit was not
+-- acknowledged) comes back claimed.
 -- name: ClaimItems :many
 WITH req AS (
   SELECT r.run_id, r.item_no, r.generation, r.attempt_id
   FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@item_nos::int[]) AS item_no, unnest(@generations::int[]) AS generation, unnest(@attempt_ids::uuid[]) AS attempt_id) AS r
 ), eligible AS (
-  SELECT i.run_id, i.item_no, q.attempt_id, i.attempts + 1 AS item_attempt, i.solo
+  SELECT i.run_id, i.item_no, q.attempt_id, i.attempts + 1 AS item_attempt
   FROM req q
   JOIN dw_etl_run_items i ON i.run_id = q.run_id AND i.item_no = q.item_no
   JOIN dw_etl_runs ru ON ru.run_id = i.run_id
@@ -38,16 +39,12 @@ WITH req AS (
 ), claimed AS (
   UPDATE dw_etl_run_items i
   SET current_attempt_id = e.attempt_id, claim_worker = @worker::uuid, attempts = e.item_attempt,
-      started_at = coalesce(i.started_at, now()), solo = false, next_retry_at = NULL
+      current_attempt_no = nextval('public.dw_etl_run_attempts_attempt_no_seq'::regclass), current_started_at = now(),
+      current_progress = NULL, current_progress_at = NULL,
+      started_at = coalesce(i.started_at, now()), next_retry_at = NULL
   FROM eligible e
   WHERE i.run_id = e.run_id AND i.item_no = e.item_no
-  RETURNING i.run_id, i.item_no, e.attempt_id, e.item_attempt, e.solo
-), ins AS (
-  INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, worker_id, worker, solo)
-  SELECT c.attempt_id, c.run_id, c.item_no, c.item_attempt, @worker_name::text, @worker::uuid, c.solo
-  FROM claimed c
-  ORDER BY c.run_id, c.item_no
-  RETURNING attempt_id, attempt_no, started_at
+  RETURNING i.run_id, i.item_no, e.attempt_id, e.item_attempt, i.current_attempt_no, i.solo
 ), prog AS (
   INSERT INTO dw_etl_run_progress AS p (run_id, shard, attempts_started)
   SELECT c.run_id, @shard::smallint, count(*)::int FROM claimed c GROUP BY c.run_id ORDER BY c.run_id
@@ -56,8 +53,8 @@ WITH req AS (
 SELECT q.run_id::uuid AS run_id, q.item_no::int AS item_no, q.attempt_id::uuid AS attempt_id,
   coalesce(c.attempt_id IS NOT NULL OR i.current_attempt_id = q.attempt_id, false)::bool AS claimed,
   coalesce(c.item_attempt, i.attempts, 0)::int AS item_attempt,
-  coalesce(ins.attempt_no, a0.attempt_no, 0)::bigint AS attempt_no,
-  coalesce(c.solo, a0.solo, false)::bool AS solo,
+  coalesce(c.current_attempt_no, CASE WHEN i.current_attempt_id = q.attempt_id THEN i.current_attempt_no END, 0)::bigint AS attempt_no,
+  coalesce(c.solo, i.current_attempt_id = q.attempt_id AND i.solo, false)::bool AS solo,
   (i.run_id IS NOT NULL)::bool AS found,
   coalesce(i.status, '')::text AS item_status,
   coalesce(i.generation, 0)::int AS item_generation,
@@ -74,18 +71,17 @@ SELECT q.run_id::uuid AS run_id, q.item_no::int AS item_no, q.attempt_id::uuid A
   j.updated_at AS job_updated_at
 FROM req q
 LEFT JOIN claimed c ON c.attempt_id = q.attempt_id
-LEFT JOIN ins ON ins.attempt_id = q.attempt_id
 LEFT JOIN dw_etl_run_items i ON i.run_id = q.run_id AND i.item_no = q.item_no
-LEFT JOIN dw_etl_run_attempts a0 ON a0.attempt_id = q.attempt_id
 LEFT JOIN dw_etl_runs ru ON ru.run_id = q.run_id
 LEFT JOIN dw_etl_jobs j ON j.job_id = ru.job_id;
 
 -- FinishAttempts records attempt ends, each only while its attempt still holds the item (an end
 -- from an attempt that lost the claim changes nothing), in one statement: the item's state
--- after the attempt, the attempt's end, the counters of the caller's progress shard, and the
--- cursors of items whose job moves cursors per item. Per request it reports whether it was
--- recorded now or had been recorded already by the holder (a retried statement), and how many
--- items of the run were still open before this statement.
+-- after the attempt, the attempt's row (inserted now, from what the claim left on the item), the
+-- counters of the caller's progress shard, and the cursors of items whose job moves cursors per
+-- item. Per request it reports whether it was recorded now or had been recorded already by the
+-- holder (a retried statement), and how many items of the run were still open before this
+-- statement.
 -- name: FinishAttempts :many
 WITH req AS (
   SELECT (e.v->>'attempt_id')::uuid AS attempt_id,
@@ -109,16 +105,21 @@ WITH req AS (
     (e.v->>'ended_by') AS ended_by
   FROM jsonb_array_elements(@ends::jsonb) AS e(v)
 ), locked AS (
-  SELECT i.run_id, i.item_no, q.attempt_id
+  SELECT i.run_id, i.item_no, q.attempt_id, i.attempts AS item_attempt, i.current_attempt_no AS attempt_no,
+    i.current_started_at AS attempt_started_at, i.current_progress AS progress, i.current_progress_at AS progress_at,
+    i.claim_worker, i.solo
   FROM req q
   JOIN dw_etl_run_items i ON i.run_id = q.run_id AND i.item_no = q.item_no
   WHERE i.current_attempt_id = q.attempt_id
   ORDER BY i.run_id, i.item_no
   FOR NO KEY UPDATE OF i
 ), item AS (
+  -- Carries everything the attempt's row, the counters and the cursors need, so that none of
+  -- them joins back to another CTE.
   UPDATE dw_etl_run_items i
   SET status = q.item_status, error_category = q.category, error_message = q.message,
-      current_attempt_id = NULL, claim_worker = NULL,
+      current_attempt_id = NULL, claim_worker = NULL, current_attempt_no = NULL, current_started_at = NULL,
+      current_progress = NULL, current_progress_at = NULL, solo = false,
       next_retry_at = CASE WHEN q.backoff_ms IS NULL THEN NULL ELSE now() + q.backoff_ms * interval '1 millisecond' END,
       ended_at = CASE WHEN q.terminal THEN now() END,
       duration_ms = CASE WHEN q.terminal THEN (extract(epoch FROM now() - i.started_at) * 1000)::bigint END,
@@ -128,40 +129,44 @@ WITH req AS (
   FROM locked l
   JOIN req q ON q.attempt_id = l.attempt_id
   WHERE i.run_id = l.run_id AND i.item_no = l.item_no AND i.current_attempt_id = l.attempt_id
-  RETURNING i.run_id, i.item_no, i.param_hash, i.params, l.attempt_id
+  RETURNING i.run_id, i.item_no, i.param_hash, i.params, l.attempt_id, l.item_attempt, l.attempt_no,
+    l.attempt_started_at, l.progress, l.progress_at, l.claim_worker, l.solo,
+    q.attempt_status, q.item_status, q.terminal, q.category, q.message, q.detail, q.backoff_ms,
+    q.records_read, q.records_written, q.records_discarded, q.pages, q.cursor_end, q.cursor_end_meta,
+    q.advance_cursor, q.ended_by
 ), att AS (
-  UPDATE dw_etl_run_attempts a
-  SET status = q.attempt_status, error_category = q.category, error_message = q.message,
-      error_detail = q.detail, backoff_ms = q.backoff_ms,
-      next_retry_at = now() + q.backoff_ms * interval '1 millisecond',
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint,
-      records_read = q.records_read, records_written = q.records_written,
-      records_discarded = q.records_discarded, page_count = q.pages, ended_by = q.ended_by
-  FROM item
-  JOIN req q ON q.attempt_id = item.attempt_id
-  WHERE a.attempt_id = item.attempt_id AND a.status = 'RUNNING'
-  RETURNING a.attempt_id, a.run_id, a.item_attempt
+  INSERT INTO dw_etl_run_attempts AS a (attempt_id, run_id, attempt_no, item_no, item_attempt, status,
+    error_category, error_message, error_detail, backoff_ms, next_retry_at, started_at, ended_at, duration_ms,
+    records_read, records_written, records_discarded, page_count, progress, progress_at, worker_id, worker, solo, ended_by)
+  OVERRIDING SYSTEM VALUE
+  SELECT t.attempt_id, t.run_id, t.attempt_no, t.item_no, t.item_attempt, t.attempt_status,
+    t.category, t.message, t.detail, t.backoff_ms, now() + t.backoff_ms * interval '1 millisecond',
+    t.attempt_started_at, now(), (extract(epoch FROM now() - t.attempt_started_at) * 1000)::bigint,
+    t.records_read, t.records_written, t.records_discarded, t.pages, t.progress, t.progress_at,
+    @worker_name::text, t.claim_worker, t.solo, t.ended_by
+  FROM item t
+  ORDER BY t.run_id, t.item_no
 ), prog AS (
+  -- Counted from item, not from att: every row of item gets its attempt row, or the statement fails.
   INSERT INTO dw_etl_run_progress AS p (run_id, shard, attempts_ended, retries, backoff_ms,
     max_item_attempt, succeeded, failed, cancelled, skipped, failed_api, failed_db, failed_data,
     failed_system, records_read, records_written, records_discarded, page_count, last_ended_at)
-  SELECT q.run_id, @shard::smallint, count(*)::int,
-    count(*) FILTER (WHERE q.backoff_ms IS NOT NULL)::int, coalesce(sum(q.backoff_ms), 0)::bigint,
-    max(a.item_attempt)::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'SUCCESS')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'FAILED')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'CANCELLED')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'SKIPPED')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'FAILED' AND q.category = 'API')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'FAILED' AND q.category = 'DB')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'FAILED' AND q.category = 'DATA')::int,
-    count(*) FILTER (WHERE q.terminal AND q.item_status = 'FAILED' AND q.category = 'SYSTEM')::int,
-    coalesce(sum(q.records_read), 0)::bigint, coalesce(sum(q.records_written), 0)::bigint,
-    coalesce(sum(q.records_discarded), 0)::bigint, coalesce(sum(q.pages), 0)::bigint, now()
-  FROM att a
-  JOIN req q ON q.attempt_id = a.attempt_id
-  GROUP BY q.run_id
-  ORDER BY q.run_id
+  SELECT t.run_id, @shard::smallint, count(*)::int,
+    count(*) FILTER (WHERE t.backoff_ms IS NOT NULL)::int, coalesce(sum(t.backoff_ms), 0)::bigint,
+    max(t.item_attempt)::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'SUCCESS')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'FAILED')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'CANCELLED')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'SKIPPED')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'FAILED' AND t.category = 'API')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'FAILED' AND t.category = 'DB')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'FAILED' AND t.category = 'DATA')::int,
+    count(*) FILTER (WHERE t.terminal AND t.item_status = 'FAILED' AND t.category = 'SYSTEM')::int,
+    coalesce(sum(t.records_read), 0)::bigint, coalesce(sum(t.records_written), 0)::bigint,
+    coalesce(sum(t.records_discarded), 0)::bigint, coalesce(sum(t.pages), 0)::bigint, now()
+  FROM item t
+  GROUP BY t.run_id
+  ORDER BY t.run_id
   ON CONFLICT (run_id, shard) DO UPDATE SET
     attempts_ended = p.attempts_ended + excluded.attempts_ended, retries = p.retries + excluded.retries,
     backoff_ms = p.backoff_ms + excluded.backoff_ms,
@@ -173,32 +178,36 @@ WITH req AS (
     records_read = p.records_read + excluded.records_read, records_written = p.records_written + excluded.records_written,
     records_discarded = p.records_discarded + excluded.records_discarded, page_count = p.page_count + excluded.page_count,
     last_ended_at = excluded.last_ended_at
-  RETURNING p.run_id
 ), cur AS (
   INSERT INTO dw_etl_incremental_cursors AS c (job_id, param_hash, params, strategy, cursor_value, cursor_meta, last_run_id, updated_at)
-  SELECT ru.job_id, item.param_hash, item.params, j.strategy, q.cursor_end, coalesce(q.cursor_end_meta, '{}'::jsonb), ru.run_id, now()
-  FROM item
-  JOIN req q ON q.attempt_id = item.attempt_id
-  JOIN dw_etl_runs ru ON ru.run_id = item.run_id
+  SELECT ru.job_id, t.param_hash, t.params, j.strategy, t.cursor_end, coalesce(t.cursor_end_meta, '{}'::jsonb), ru.run_id, now()
+  FROM item t
+  JOIN dw_etl_runs ru ON ru.run_id = t.run_id
   JOIN dw_etl_jobs j ON j.job_id = ru.job_id
-  WHERE q.advance_cursor AND q.cursor_end IS NOT NULL AND j.strategy IN ('modified_date', 'last_run')
-  ORDER BY ru.job_id, item.param_hash
+  WHERE t.advance_cursor AND t.cursor_end IS NOT NULL AND j.strategy IN ('modified_date', 'last_run')
+  ORDER BY ru.job_id, t.param_hash
   ON CONFLICT (job_id, param_hash) DO UPDATE
   SET cursor_value = excluded.cursor_value, cursor_meta = excluded.cursor_meta,
       last_run_id = excluded.last_run_id, updated_at = now(), strategy = excluded.strategy
   WHERE c.cursor_value IS NULL OR c.cursor_value < excluded.cursor_value
   RETURNING c.param_hash
+), open AS (
+  SELECT x.run_id, ru.item_count - sum(x.succeeded + x.failed + x.cancelled + x.skipped) AS open_before
+  FROM dw_etl_run_progress x
+  JOIN dw_etl_runs ru ON ru.run_id = x.run_id
+  WHERE x.run_id IN (SELECT DISTINCT run_id FROM req)
+  GROUP BY x.run_id, ru.item_count
 )
+-- An end not recorded now looks up its attempt's row (a retried statement whose first commit
+-- landed); a recorded one never does.
 SELECT q.attempt_id, q.run_id,
   (item.attempt_id IS NOT NULL)::bool AS recorded,
-  coalesce(a0.status <> 'RUNNING' AND a0.ended_by = 'holder', false)::bool AS already,
-  coalesce(a0.status, '')::text AS previous_status,
-  coalesce(ru.item_count - (SELECT sum(x.succeeded + x.failed + x.cancelled + x.skipped)
-    FROM dw_etl_run_progress x WHERE x.run_id = q.run_id), 0)::int AS open_before
+  coalesce(CASE WHEN item.attempt_id IS NULL THEN
+    (SELECT a0.status || ':' || coalesce(a0.ended_by, '') FROM dw_etl_run_attempts a0 WHERE a0.attempt_id = q.attempt_id) END, '')::text AS previous,
+  coalesce(o.open_before, 0)::int AS open_before
 FROM req q
 LEFT JOIN item ON item.attempt_id = q.attempt_id
-LEFT JOIN dw_etl_run_attempts a0 ON a0.attempt_id = q.attempt_id
-LEFT JOIN dw_etl_runs ru ON ru.run_id = q.run_id;
+LEFT JOIN open o ON o.run_id = q.run_id;
 
 -- SettleItems ends PENDING, unclaimed items of a run that can never be claimed again (out of
 -- attempts, of a cancelled run, past the run's deadline) with the given status and message,
@@ -263,22 +272,23 @@ RETURNING w.lease_until,
   coalesce((SELECT array_agg(r.run_id) FROM dw_etl_runs r
     WHERE r.run_id = ANY(@run_ids::uuid[]) AND r.cancel_requested_at IS NOT NULL), '{}')::uuid[] AS cancelled_runs;
 
--- ReportProgress writes the live counters and message of running attempts. It takes only rows it
--- can lock at once, in key order, so it never waits on (or deadlocks with) a finish.
+-- ReportProgress writes the live counters and message of running attempts onto their items. It
+-- takes only rows it can lock at once, in key order, so it never waits on (or deadlocks with) a
+-- finish.
 -- name: ReportProgress :execrows
 WITH req AS (
-  SELECT * FROM (SELECT unnest(@attempt_ids::uuid[]) AS attempt_id, unnest(@records_read::bigint[]) AS records_read, unnest(@records_written::bigint[]) AS records_written, unnest(@pages::bigint[]) AS pages, unnest(@messages::text[]) AS message) AS r
+  SELECT * FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@item_nos::int[]) AS item_no, unnest(@attempt_ids::uuid[]) AS attempt_id, unnest(@records_read::bigint[]) AS records_read, unnest(@records_written::bigint[]) AS records_written, unnest(@pages::bigint[]) AS pages, unnest(@messages::text[]) AS message) AS r
 ), l AS (
-  SELECT a.attempt_id FROM dw_etl_run_attempts a JOIN req q ON q.attempt_id = a.attempt_id
-  WHERE a.status = 'RUNNING'
-  ORDER BY a.attempt_id
-  FOR NO KEY UPDATE OF a SKIP LOCKED
+  SELECT i.run_id, i.item_no, q.attempt_id FROM dw_etl_run_items i
+  JOIN req q ON i.run_id = q.run_id AND i.item_no = q.item_no AND i.current_attempt_id = q.attempt_id
+  ORDER BY i.run_id, i.item_no
+  FOR NO KEY UPDATE OF i SKIP LOCKED
 )
-UPDATE dw_etl_run_attempts a
+UPDATE dw_etl_run_items i
 SET records_read = q.records_read, records_written = q.records_written, page_count = q.pages,
-    progress = nullif(q.message, ''), progress_at = now()
+    current_progress = nullif(q.message, ''), current_progress_at = now()
 FROM l JOIN req q ON q.attempt_id = l.attempt_id
-WHERE a.attempt_id = l.attempt_id;
+WHERE i.run_id = l.run_id AND i.item_no = l.item_no AND i.current_attempt_id = l.attempt_id;
 
 -- StopWorker ends a worker that shut down cleanly: its lease ends now, so the reconciler closes
 -- anything it left running at once.

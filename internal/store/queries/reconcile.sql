@@ -35,33 +35,41 @@ LIMIT sqlc.arg(batch_size)::int;
 UPDATE dw_etl_workers SET dead_at = now()
 WHERE worker_id = @worker_id AND dead_at IS NULL AND lease_until < now();
 
--- LockLostAttempts locks (SKIP LOCKED, in key order) up to batch_size items whose claim belongs
--- to the given dead worker, with what the lost-attempt rule needs. Run it in a transaction with
--- CloseLostAttempts.
+-- LockLostAttempts locks (SKIP LOCKED, in key order) up to batch_size items of open runs whose
+-- claim belongs to the given dead worker, with what the lost-attempt rule needs. Run it in a
+-- transaction with CloseLostAttempts. No index leads to a worker's claims (one would make every
+-- claim and end a non-HOT update): it reads the open runs' items, once per dead worker.
 -- name: LockLostAttempts :many
 SELECT i.run_id, i.item_no, i.current_attempt_id::uuid AS attempt_id, i.attempts, i.lost_attempts,
-  coalesce(i.attempt_limit, j.max_attempts)::int AS attempt_limit, a.solo, i.generation, j.queue
-FROM dw_etl_run_items i
-JOIN dw_etl_run_attempts a ON a.attempt_id = i.current_attempt_id
-JOIN dw_etl_runs r ON r.run_id = i.run_id
+  coalesce(i.attempt_limit, j.max_attempts)::int AS attempt_limit, i.solo, i.generation, j.queue
+FROM dw_etl_runs r
 JOIN dw_etl_jobs j ON j.job_id = r.job_id
-WHERE i.claim_worker = @worker::uuid AND a.worker = @worker::uuid AND a.status = 'RUNNING'
-  AND i.current_attempt_id IS NOT NULL
+JOIN dw_etl_run_items i ON i.run_id = r.run_id
+WHERE r.status IN ('PENDING', 'RUNNING') AND i.claim_worker = @worker::uuid AND i.current_attempt_id IS NOT NULL
 ORDER BY i.run_id, i.item_no
 LIMIT sqlc.arg(batch_size)::int
 FOR NO KEY UPDATE OF i SKIP LOCKED;
 
--- CloseLostAttempts applies the decisions taken on LockLostAttempts' rows: each attempt ends
--- FAILED/SYSTEM with its message; its item goes back to PENDING under a new generation (its task
--- is stuck active under the dead worker's asynq server) or settles FAILED; counters follow.
+-- CloseLostAttempts applies the decisions taken on LockLostAttempts' rows: each attempt's row is
+-- written FAILED/SYSTEM with its message and what its worker last reported; its item goes back to
+-- PENDING under a new generation (its task is stuck active under the dead worker's asynq server)
+-- or settles FAILED; counters follow.
 -- name: CloseLostAttempts :many
 WITH req AS (
   SELECT * FROM (SELECT unnest(@run_ids::uuid[]) AS run_id, unnest(@item_nos::int[]) AS item_no, unnest(@attempt_ids::uuid[]) AS attempt_id, unnest(@retry::bool[]) AS retry, unnest(@solo_next::bool[]) AS solo_next, unnest(@messages::text[]) AS message) AS r
+), old AS (
+  SELECT i.run_id, i.item_no, q.attempt_id, i.attempts AS item_attempt, i.current_attempt_no AS attempt_no,
+    i.current_started_at AS attempt_started_at, i.current_progress AS progress, i.current_progress_at AS progress_at,
+    i.claim_worker, i.solo, i.records_read, i.records_written, i.page_count
+  FROM req q
+  JOIN dw_etl_run_items i ON i.run_id = q.run_id AND i.item_no = q.item_no
+  WHERE i.current_attempt_id = q.attempt_id
 ), item AS (
   UPDATE dw_etl_run_items i
   SET status = CASE WHEN q.retry THEN 'PENDING' ELSE 'FAILED' END,
       error_category = 'SYSTEM', error_message = q.message,
-      current_attempt_id = NULL, claim_worker = NULL, lost_attempts = i.lost_attempts + 1,
+      current_attempt_id = NULL, claim_worker = NULL, current_attempt_no = NULL, current_started_at = NULL,
+      current_progress = NULL, current_progress_at = NULL, lost_attempts = i.lost_attempts + 1,
       solo = q.solo_next, generation = CASE WHEN q.retry THEN i.generation + 1 ELSE i.generation END,
       ended_at = CASE WHEN q.retry THEN NULL ELSE now() END,
       duration_ms = CASE WHEN q.retry THEN NULL ELSE (extract(epoch FROM now() - i.started_at) * 1000)::bigint END
@@ -69,11 +77,16 @@ WITH req AS (
   WHERE i.run_id = q.run_id AND i.item_no = q.item_no AND i.current_attempt_id = q.attempt_id
   RETURNING i.run_id, i.item_no, i.generation, q.attempt_id, q.retry, q.message
 ), att AS (
-  UPDATE dw_etl_run_attempts a
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = item.message, ended_by = @ended_by::text,
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-  FROM item
-  WHERE a.attempt_id = item.attempt_id AND a.status = 'RUNNING'
+  INSERT INTO dw_etl_run_attempts AS a (attempt_id, run_id, attempt_no, item_no, item_attempt, status,
+    error_category, error_message, started_at, ended_at, duration_ms, records_read, records_written,
+    page_count, progress, progress_at, worker_id, worker, solo, ended_by)
+  OVERRIDING SYSTEM VALUE
+  SELECT o.attempt_id, o.run_id, o.attempt_no, o.item_no, o.item_attempt, 'FAILED',
+    'SYSTEM', item.message, o.attempt_started_at, now(), (extract(epoch FROM now() - o.attempt_started_at) * 1000)::bigint,
+    o.records_read, o.records_written, o.page_count, o.progress, o.progress_at,
+    (SELECT w.name FROM dw_etl_workers w WHERE w.worker_id = o.claim_worker), o.claim_worker, o.solo, @ended_by::text
+  FROM item JOIN old o ON o.attempt_id = item.attempt_id
+  ORDER BY o.run_id, o.item_no
   RETURNING a.attempt_id, a.item_attempt
 ), prog AS (
   INSERT INTO dw_etl_run_progress AS p (run_id, shard, attempts_ended, attempts_lost, max_item_attempt,
@@ -90,18 +103,6 @@ WITH req AS (
     last_ended_at = excluded.last_ended_at
 )
 SELECT item.run_id, item.item_no, item.generation, item.attempt_id::uuid AS attempt_id, item.retry::bool AS retry FROM item;
-
--- CloseOrphanAttempts ends RUNNING attempts of a dead worker that no item names any more (none
--- should exist: every path that moves a claim closes its attempt in the same statement).
--- name: CloseOrphanAttempts :execrows
-UPDATE dw_etl_run_attempts a
-SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost', ended_by = 'reconciler',
-    ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-WHERE a.worker = @worker::uuid AND a.status = 'RUNNING'
-  AND NOT EXISTS (
-    SELECT 1 FROM dw_etl_run_items i
-    WHERE i.run_id = a.run_id AND i.item_no = a.item_no AND i.current_attempt_id = a.attempt_id
-  );
 
 -- UnenqueuedRuns lists open runs whose fan-out never finished and whose fan-out lease lapsed
 -- (their enqueuer died, or a rerun's enqueue failed); a run still being fanned out is left alone.
@@ -194,23 +195,37 @@ ORDER BY i.run_id, i.item_no
 LIMIT sqlc.arg(batch_size)::int
 FOR NO KEY UPDATE OF i SKIP LOCKED;
 
--- CloseTimedOutClaims fails the given claimed items and their attempts with message.
+-- CloseTimedOutClaims fails the given claimed items and writes their attempts' rows with message.
 -- name: CloseTimedOutClaims :execrows
 WITH req AS (
   SELECT * FROM (SELECT unnest(@item_nos::int[]) AS item_no, unnest(@attempt_ids::uuid[]) AS attempt_id) AS r
+), old AS (
+  SELECT i.run_id, i.item_no, q.attempt_id, i.attempts AS item_attempt, i.current_attempt_no AS attempt_no,
+    i.current_started_at AS attempt_started_at, i.current_progress AS progress, i.current_progress_at AS progress_at,
+    i.claim_worker, i.solo, i.records_read, i.records_written, i.page_count
+  FROM req q
+  JOIN dw_etl_run_items i ON i.run_id = @run_id AND i.item_no = q.item_no
+  WHERE i.current_attempt_id = q.attempt_id
 ), item AS (
   UPDATE dw_etl_run_items i
   SET status = 'FAILED', error_category = 'SYSTEM', error_message = @message::text,
-      current_attempt_id = NULL, claim_worker = NULL, ended_at = now(),
+      current_attempt_id = NULL, claim_worker = NULL, current_attempt_no = NULL, current_started_at = NULL,
+      current_progress = NULL, current_progress_at = NULL, solo = false, ended_at = now(),
       duration_ms = (extract(epoch FROM now() - i.started_at) * 1000)::bigint
   FROM req q
   WHERE i.run_id = @run_id AND i.item_no = q.item_no AND i.current_attempt_id = q.attempt_id
   RETURNING i.item_no, q.attempt_id
 ), att AS (
-  UPDATE dw_etl_run_attempts a
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = @message::text, ended_by = 'timeout',
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-  FROM item WHERE a.attempt_id = item.attempt_id AND a.status = 'RUNNING'
+  INSERT INTO dw_etl_run_attempts AS a (attempt_id, run_id, attempt_no, item_no, item_attempt, status,
+    error_category, error_message, started_at, ended_at, duration_ms, records_read, records_written,
+    page_count, progress, progress_at, worker_id, worker, solo, ended_by)
+  OVERRIDING SYSTEM VALUE
+  SELECT o.attempt_id, o.run_id, o.attempt_no, o.item_no, o.item_attempt, 'FAILED',
+    'SYSTEM', @message::text, o.attempt_started_at, now(), (extract(epoch FROM now() - o.attempt_started_at) * 1000)::bigint,
+    o.records_read, o.records_written, o.page_count, o.progress, o.progress_at,
+    (SELECT w.name FROM dw_etl_workers w WHERE w.worker_id = o.claim_worker), o.claim_worker, o.solo, 'timeout'
+  FROM item JOIN old o ON o.attempt_id = item.attempt_id
+  ORDER BY o.item_no
   RETURNING a.attempt_id, a.item_attempt
 )
 INSERT INTO dw_etl_run_progress AS p (run_id, shard, attempts_ended, max_item_attempt, failed, failed_system, last_ended_at)

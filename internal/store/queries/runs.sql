@@ -78,3 +78,12 @@ UPDATE dw_etl_runs SET status = @status, error_category = @error_category, error
   records_written = @records_written, records_discarded = @records_discarded, page_count = @page_count,
   cursor_note = @cursor_note, fanout_until = NULL, updated_at = now()
 WHERE run_id = @run_id;
+
+-- RunOpenItems is how many of an open run's items have not settled, from its counters (at
+-- most ProgressShards rows, no lock): the cheap check before a finalisation takes the run's lock
+-- (which decides on the same counters). No row when the run is not open.
+-- name: RunOpenItems :one
+SELECT (r.item_count - coalesce((SELECT sum(p.succeeded + p.failed + p.cancelled + p.skipped)
+  FROM dw_etl_run_progress p WHERE p.run_id = r.run_id), 0))::bigint AS open
+FROM dw_etl_runs r
+WHERE r.run_id = @run_id AND r.status IN ('PENDING', 'RUNNING');

@@ -123,6 +123,57 @@ func (q *Queries) HistoryItemAttempts(ctx context.Context, arg HistoryItemAttemp
 	return items, nil
 }
 
+const historyItemRunningAttempt = `-- name: HistoryItemRunningAttempt :one
+SELECT i.current_attempt_id::uuid AS attempt_id, i.current_attempt_no::bigint AS attempt_no, i.attempts AS item_attempt,
+  i.current_started_at::timestamptz AS started_at, i.records_read, i.records_written, i.page_count,
+  i.current_progress AS progress, i.current_progress_at AS progress_at, w.name AS worker_name, i.solo
+FROM dw_etl_run_items i
+LEFT JOIN dw_etl_workers w ON w.worker_id = i.claim_worker
+WHERE i.run_id = $1 AND i.item_no = $2 AND i.current_attempt_id IS NOT NULL
+  AND i.current_attempt_no > $3::bigint
+`
+
+type HistoryItemRunningAttemptParams struct {
+	RunID          uuid.UUID
+	ItemNo         int32
+	AfterAttemptNo int64
+}
+
+type HistoryItemRunningAttemptRow struct {
+	AttemptID      uuid.UUID
+	AttemptNo      int64
+	ItemAttempt    int32
+	StartedAt      time.Time
+	RecordsRead    int64
+	RecordsWritten int64
+	PageCount      int64
+	Progress       *string
+	ProgressAt     *time.Time
+	WorkerName     *string
+	Solo           bool
+}
+
+// HistoryItemRunningAttempt is the item's running attempt, which lives on the item until its end
+// writes its dw_etl_run_attempts row; no row when none runs (or it is before the page).
+func (q *Queries) HistoryItemRunningAttempt(ctx context.Context, arg HistoryItemRunningAttemptParams) (HistoryItemRunningAttemptRow, error) {
+	row := q.db.QueryRow(ctx, historyItemRunningAttempt, arg.RunID, arg.ItemNo, arg.AfterAttemptNo)
+	var i HistoryItemRunningAttemptRow
+	err := row.Scan(
+		&i.AttemptID,
+		&i.AttemptNo,
+		&i.ItemAttempt,
+		&i.StartedAt,
+		&i.RecordsRead,
+		&i.RecordsWritten,
+		&i.PageCount,
+		&i.Progress,
+		&i.ProgressAt,
+		&i.WorkerName,
+		&i.Solo,
+	)
+	return i, err
+}
+
 const historyItems = `-- name: HistoryItems :many
 SELECT run_id, item_no, params, param_hash,
   (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END)::text AS status,

@@ -192,11 +192,11 @@ type DwEtlRun struct {
 	CursorNote *string
 }
 
-// One row per execution of an item, written when the attempt starts (RUNNING) and once more when it ends: retries are visible in attempt_no order.
+// One row per execution of an item, inserted once when it ends (the running attempt lives on its item, current_*): retries are visible in attempt_no order.
 type DwEtlRunAttempt struct {
 	AttemptID uuid.UUID
 	RunID     uuid.UUID
-	// Drawn from a sequence: increases within a run in the order attempts start, with gaps.
+	// Drawn from this identity's sequence when the attempt is claimed: increases within a run in the order attempts start, with gaps.
 	AttemptNo     int64
 	ItemNo        int32
 	ItemAttempt   int32
@@ -218,10 +218,10 @@ type DwEtlRunAttempt struct {
 	WorkerID *string
 	// Records this attempt wrote in a target transaction that was rolled back.
 	RecordsDiscarded int64
-	// The handler's last progress message while the attempt runs.
+	// The handler's last progress message before the attempt ended.
 	Progress   *string
 	ProgressAt *time.Time
-	// The worker process (dw_etl_workers) whose liveness lease covers this attempt while it runs.
+	// The worker process (dw_etl_workers) whose liveness lease covered this attempt.
 	Worker *uuid.UUID
 	// The attempt ran alone on its worker (the item was a suspect of earlier worker deaths).
 	Solo bool
@@ -229,7 +229,7 @@ type DwEtlRunAttempt struct {
 	EndedBy *string
 }
 
-// One row per deduplicated parameter set of a run. Created with fillfactor 80 (migrations/): a claim changes no indexed column, so it is a HOT update.
+// One row per deduplicated parameter set of a run; it also holds the running attempt (current_*), whose dw_etl_run_attempts row is written when it ends. The claim changes no indexed column, so it is a HOT update (fillfactor set in migrations/).
 type DwEtlRunItem struct {
 	RunID  uuid.UUID
 	ItemNo int32
@@ -269,13 +269,21 @@ type DwEtlRunItem struct {
 	CursorMeta json.RawMessage
 	// The meta the handler asked to keep with the cursor.
 	CursorEndMeta json.RawMessage
+	// The running attempt's attempt_no, drawn from the attempts' sequence at its claim.
+	CurrentAttemptNo *int64
+	// When the running attempt was claimed.
+	CurrentStartedAt *time.Time
+	// The running attempt's last progress message (heartbeat); kept on its attempt row when it ends.
+	CurrentProgress   *string
+	CurrentProgressAt *time.Time
 }
 
 // Structured log lines of runs, range-partitioned by month on ts for retention by DROP.
 type DwEtlRunLog struct {
-	LogID     int64
-	Ts        time.Time
-	RunID     uuid.UUID
+	LogID int64
+	Ts    time.Time
+	RunID uuid.UUID
+	// The attempt (dw_etl_run_attempts) that logged the line; not a foreign key, since a running attempt's lines land before its row, written when it ends.
 	AttemptID *uuid.UUID
 	JobID     string
 	ItemNo    *int32

@@ -412,6 +412,23 @@ func (q *Queries) RunCounters(ctx context.Context, runID uuid.UUID) (RunCounters
 	return i, err
 }
 
+const runOpenItems = `-- name: RunOpenItems :one
+SELECT (r.item_count - coalesce((SELECT sum(p.succeeded + p.failed + p.cancelled + p.skipped)
+  FROM dw_etl_run_progress p WHERE p.run_id = r.run_id), 0))::bigint AS open
+FROM dw_etl_runs r
+WHERE r.run_id = $1 AND r.status IN ('PENDING', 'RUNNING')
+`
+
+// RunOpenItems is how many of an open run's items have not settled, from its counters (at
+// most ProgressShards rows, no lock): the cheap check before a finalisation takes the run's lock
+// (which decides on the same counters). No row when the run is not open.
+func (q *Queries) RunOpenItems(ctx context.Context, runID uuid.UUID) (int64, error) {
+	row := q.db.QueryRow(ctx, runOpenItems, runID)
+	var open int64
+	err := row.Scan(&open)
+	return open, err
+}
+
 const setRunItems = `-- name: SetRunItems :exec
 UPDATE dw_etl_runs SET item_count = $1, items_deduplicated = $2, updated_at = now()
 WHERE run_id = $3
