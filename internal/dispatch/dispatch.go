@@ -15,6 +15,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -160,6 +162,26 @@ func idOf(it store.ItemTask) string {
 // are asynq:{queue}:…), so it lives and dies with the queue's data on the same node.
 func epochKey(queue string) string { return "etlexec:{" + queue + "}:epoch" }
 
+// EvictedKeys is Redis's count of keys evicted since it started (INFO stats evicted_keys): a
+// rise means tasks may have lost their data while their queue lists still name them, which
+// queue sizes cannot show.
+func (d *Dispatcher) EvictedKeys(ctx context.Context) (int64, error) {
+	info, err := d.rdb.Info(ctx, "stats").Result()
+	if err != nil {
+		return 0, fmt.Errorf("read Redis stats: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "evicted_keys:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read Redis stats: evicted_keys %q: %w", v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("read Redis stats: no evicted_keys")
+}
+
 // Epoch reads the queue's epoch marker, "" when Redis does not hold one.
 func (d *Dispatcher) Epoch(ctx context.Context, queue string) (string, error) {
 	v, err := d.rdb.Get(ctx, epochKey(queue)).Result()
@@ -282,4 +304,57 @@ func (d *Dispatcher) RemoveStuck(ctx context.Context, queue, id string) (bool, e
 		return false, fmt.Errorf("remove stuck task %s of queue %s: %w", id, queue, err)
 	}
 	return n > 0, nil
+}
+
+// pruneDanglingScript removes from one of a queue's lists (KEYS[1], a list) or sorted sets (a
+// zset) up to ARGV[3] ids from index ARGV[2] on whose task hash (ARGV[1] .. id) is gone, and
+// returns {ids examined, ids removed}. An evicted task hash leaves its id behind, and asynq's
+// dequeue stumbles over every such id before it reaches a live one.
+var pruneDanglingScript = redis.NewScript(`
+local kind = redis.call("TYPE", KEYS[1])["ok"]
+local start, count = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids
+if kind == "list" then
+  ids = redis.call("LRANGE", KEYS[1], start, start + count - 1)
+elseif kind == "zset" then
+  ids = redis.call("ZRANGE", KEYS[1], start, start + count - 1)
+else
+  return {0, 0}
+end
+local removed = 0
+for _, id in ipairs(ids) do
+  if redis.call("EXISTS", ARGV[1] .. id) == 0 then
+    if kind == "list" then
+      redis.call("LREM", KEYS[1], 0, id)
+    else
+      redis.call("ZREM", KEYS[1], id)
+    end
+    removed = removed + 1
+  end
+end
+return {#ids, removed}`)
+
+// pruneBatch is how many ids one pruning script examines (one short Redis call each).
+const pruneBatch = 1000
+
+// PruneDangling removes the ids of tasks whose data Redis evicted from the queue's pending,
+// scheduled, retry and active sets, in bounded script calls, and returns how many it removed.
+func (d *Dispatcher) PruneDangling(ctx context.Context, queue string) (int, error) {
+	prefix := "asynq:{" + queue + "}:"
+	total := 0
+	for _, set := range []string{"pending", "scheduled", "retry", "active"} {
+		for start := 0; ; {
+			res, err := pruneDanglingScript.Run(ctx, d.rdb, []string{prefix + set}, prefix+"t:", start, pruneBatch).Int64Slice()
+			if err != nil {
+				return total, fmt.Errorf("prune dangling task ids of queue %s (%s): %w", queue, set, err)
+			}
+			examined, removed := int(res[0]), int(res[1])
+			total += removed
+			if examined < pruneBatch {
+				break
+			}
+			start += examined - removed // removals shift what follows
+		}
+	}
+	return total, nil
 }

@@ -608,8 +608,13 @@ func (e *env) checkInvariants(runID uuid.UUID, wantStatus string) store.Run {
 	return run
 }
 
-// attemptsOn counts the run's attempts with status on worker id.
+// attemptsOn counts the run's attempts with status on worker id; RUNNING ones live on their
+// items (a claim of one of the worker's incarnations) until they end.
 func (e *env) attemptsOn(runID uuid.UUID, workerID, status string) int {
+	if status == "RUNNING" {
+		return e.count(`SELECT count(*) FROM dw_etl_run_items i JOIN dw_etl_workers w ON w.worker_id = i.claim_worker
+			WHERE i.run_id = $1 AND w.name = $2 AND i.current_attempt_id IS NOT NULL`, runID, workerID)
+	}
 	return e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND worker_id = $2 AND status = $3`,
 		runID, workerID, status)
 }

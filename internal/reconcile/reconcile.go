@@ -120,6 +120,8 @@ type Reconciler struct {
 	// deficits counts consecutive passes in which a queue held fewer waiting tasks than its
 	// counters say it should.
 	deficits map[string]int
+	// evicted is Redis's evicted_keys as the last pass saw it; -1 before the first pass.
+	evicted int64
 }
 
 // New builds a Reconciler.
@@ -150,6 +152,7 @@ func New(cfg Config) (*Reconciler, error) {
 		log:      cfg.Logger.With().Str("component", "reconciler").Logger(),
 		lease:    cfg.Store.Lease(LeaseName, cfg.Name, cfg.Lease),
 		deficits: map[string]int{},
+		evicted:  -1,
 	}, nil
 }
 
@@ -513,7 +516,29 @@ func (p *pass) redis(ctx context.Context) error {
 		open[c.Queue] += c.Items - c.Settled
 	}
 	var errs []error
+	// Evicted keys may be tasks whose data is gone while their queue lists still name them:
+	// neither the epoch marker (read every pass, so never the least recently used) nor the
+	// queue sizes tell. A rise since the last pass (or any eviction before this leader's first)
+	// rebuilds every queue's waiting tasks under new generations.
+	evicted, err := p.d.EvictedKeys(ctx)
+	if err != nil {
+		return err
+	}
+	rebuild := evicted > max(p.r.evicted, 0)
+	p.r.evicted = evicted
 	for queue, want := range open {
+		if rebuild && want > 0 {
+			pruned, err := p.d.PruneDangling(ctx, queue)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			p.r.log.Warn().Str("queue", queue).Int64("open_items", want).Int64("evicted_keys", evicted).Int("dangling_ids_removed", pruned).
+				Msg("Redis evicted keys: removed the ids of evicted tasks and rebuilding this queue's waiting items' tasks under new generations")
+			if err := p.repairQueue(ctx, queue, true); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		stored, err := st.RedisEpoch(ctx, queue)
 		if err != nil {
 			errs = append(errs, err)
