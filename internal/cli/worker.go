@@ -65,16 +65,14 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 		return err
 	}
 	app := worker.AppName(id)
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{AppName: app, Bounded: true, MaxConns: int32(cfg.Concurrency/2 + 8)})
+	// One pool serves the bookkeeping and the handlers' target transactions on etlexec's own
+	// database (which lift its session bounds with SET LOCAL): a server near max_connections
+	// then lends an idle bookkeeping session to a handler instead of refusing a second pool.
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{AppName: app, Bounded: true, MaxConns: int32(cfg.Concurrency + 8)})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	targetPool, err := store.OpenPool(ctx, cfg.DatabaseURL, store.Options{AppName: app, MaxConns: int32(cfg.Concurrency + 2)})
-	if err != nil {
-		return err
-	}
-	defer targetPool.Close()
 	redis, err := parseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return err
@@ -110,7 +108,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	defer insp.Close()
 	met := telemetry.NewMetrics(insp)
 	w, err := worker.New(worker.Config{
-		Store: st, TargetPool: targetPool, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency, Prefetch: cfg.Prefetch,
+		Store: st, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency, Prefetch: cfg.Prefetch,
 		ShutdownTimeout: cfg.ShutdownTimeout, Lease: cfg.Lease, ID: id, Name: cfg.WorkerID, Linger: cfg.Linger,
 		Logger: log, OnSecrets: logs.addSecrets, Metrics: met,
 	})

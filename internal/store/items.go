@@ -375,3 +375,18 @@ func (s *Store) OpenItems(ctx context.Context, runID uuid.UUID, after int32, lim
 	}
 	return out, nil
 }
+
+// HoldsClaim reports whether the attempt still holds the item (retrying transient errors): a
+// target transaction whose commit failed with the attempt's end in it did not land if it does.
+func (s *Store) HoldsClaim(ctx context.Context, runID uuid.UUID, itemNo int32, attemptID uuid.UUID) (bool, error) {
+	var held bool
+	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
+		var err error
+		held, err = s.q.HoldsClaim(ctx, sqlcdb.HoldsClaimParams{RunID: runID, ItemNo: itemNo, AttemptID: attemptID})
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("check the claim of item %d of run %s: %w", itemNo, runID, err)
+	}
+	return held, nil
+}

@@ -61,6 +61,21 @@ func IsTransient(err error) bool {
 	return strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "closed pool")
 }
 
+// IsTransientPostgres is IsTransient for errors that came from a Postgres session (a server
+// code, a connection pgx could not open or lost), not from any network peer: a handler's API
+// timeout is its attempt's failure, a dropped target connection is not.
+func IsTransientPostgres(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return transientCodes[pe.Code] || strings.HasPrefix(pe.Code, "08")
+	}
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) || pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
+}
+
 // IsRowError reports whether Postgres refused a row's value or constraint (SQLSTATE class 22:
 // bad encoding, a NUL byte, a number out of range; class 23: a check or key violated):
 // retrying the same statement cannot help, but the batch's other rows may be fine.

@@ -150,6 +150,8 @@ type attempt struct {
 	tgt   target
 	log   zerolog.Logger
 	start time.Time
+	// try counts the runs of the handler within this attempt (see rerun).
+	try int
 }
 
 // takeHandler waits for one of the Concurrency handler places (a claimed-ahead delivery waits
@@ -217,26 +219,74 @@ func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, 
 		return w.record(ctx, a, nil, etl.Metrics{}, etl.Permanent(etl.SystemError(
 			fmt.Errorf("no handler registered for kind %q in worker %s", a.job.Kind, w.cfg.Name))), nil)
 	}
-	lazy := newLazyTx(actx, a.tgt.pool)
-	item := etl.NewItem(etl.ItemSpec{
-		JobID: claim.JobID, Kind: a.job.Kind, RunID: p.RunID, AttemptID: attemptID, AttemptNo: claim.AttemptNo,
-		ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(claim.AttemptLimit), ItemNo: int(p.ItemNo),
-		Params: claim.Params, ParamHash: claim.ParamHash, DryRun: claim.DryRun, Strategy: a.job.Strategy,
-		Config: a.job.Config, WindowStart: claim.CursorStart, WindowEnd: windowEnd(a.job.Strategy, claim),
-		CursorMeta: claim.CursorMeta, Logger: log, Target: lazy,
-	})
-	w.track(attemptID, p.RunID, item, cancel)
-	defer w.untrack(attemptID)
 	log.Debug().Str(logsink.LedgerEventKey, "attempt_started").Msg("attempt started")
-	runErr := w.runHandler(log.WithContext(actx), handler, item)
-	release() // the next claimed delivery may start while this end is written
-	if runErr == nil && actx.Err() != nil {
-		runErr = context.Cause(actx)
+	for a.try = 1; ; a.try++ {
+		lazy := newLazyTx(actx, a.tgt.pool)
+		item := etl.NewItem(etl.ItemSpec{
+			JobID: claim.JobID, Kind: a.job.Kind, RunID: p.RunID, AttemptID: attemptID, AttemptNo: claim.AttemptNo,
+			ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(claim.AttemptLimit), ItemNo: int(p.ItemNo),
+			Params: claim.Params, ParamHash: claim.ParamHash, DryRun: claim.DryRun, Strategy: a.job.Strategy,
+			Config: a.job.Config, WindowStart: claim.CursorStart, WindowEnd: windowEnd(a.job.Strategy, claim),
+			CursorMeta: claim.CursorMeta, Logger: log, Target: lazy,
+		})
+		w.track(attemptID, p.RunID, item, cancel)
+		runErr := w.runHandler(log.WithContext(actx), handler, item)
+		if runErr == nil && actx.Err() != nil {
+			runErr = context.Cause(actx)
+		}
+		if runErr != nil && w.rerun(actx, a, lazy, runErr) {
+			continue
+		}
+		if runErr == nil {
+			failpoint.Hit(failpoint.Handled)
+		}
+		err := w.record(ctx, a, lazy, item.Metrics(), runErr, context.Cause(actx))
+		if errors.Is(err, errRerun) {
+			if w.rerun(actx, a, nil, err) {
+				continue
+			}
+			err = w.record(ctx, a, nil, item.Metrics(), etl.DBError(err), context.Cause(actx))
+		}
+		w.untrack(attemptID)
+		release() // the next claimed delivery may start while this end is written
+		return err
 	}
-	if runErr == nil {
-		failpoint.Hit(failpoint.Handled)
+}
+
+// transientReruns bounds how often one attempt runs its handler again after transient database
+// errors (a dropped connection, a full server, a deadlock) before the error counts as the
+// attempt's failure; the waits between runs double up to transientRerunMaxDelay, so the
+// attempt rides out about a minute of trouble (or less: its item timeout still applies).
+const (
+	transientReruns        = 40
+	transientRerunMaxDelay = 2 * time.Second
+)
+
+// errRerun says a target commit failed transiently and did not land: run the handler again.
+var errRerun = errors.New("the target commit did not land; run the handler again")
+
+// rerun decides whether the attempt runs its handler again in place after err: a transient
+// database error never costs an attempt (its target transaction is rolled back, nothing of it
+// committed), up to transientReruns times and while the attempt's context lives.
+func (w *Worker) rerun(ctx context.Context, a *attempt, lazy *lazyTx, err error) bool {
+	if !errors.Is(err, errRerun) && !store.IsTransientPostgres(err) || a.try >= transientReruns || ctx.Err() != nil {
+		return false
 	}
-	return w.record(ctx, a, lazy, item.Metrics(), runErr, context.Cause(actx))
+	if lazy != nil {
+		if tx := lazy.started(); tx != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}
+	delay := min(100*time.Millisecond<<min(a.try-1, 5), transientRerunMaxDelay)
+	a.log.Warn().Err(err).Int("try", a.try).Dur("delay", delay).Msg("transient database error: running the handler again within the attempt")
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // windowEnd is the item's window end: the run's logical start for last_run.
@@ -370,6 +420,12 @@ func (w *Worker) record(ctx context.Context, a *attempt, lazy *lazyTx, m etl.Met
 	case tx != nil && o.commit && !a.tgt.foreign:
 		fin, err := w.commitWithTarget(rctx, a, tx, o.end)
 		if errors.Is(err, errTargetCommit) {
+			if store.IsTransient(err) {
+				// The end was inside the transaction: the claim is still ours iff it did not land.
+				if held, herr := w.cfg.Store.HoldsClaim(rctx, a.p.RunID, a.p.ItemNo, a.id); herr == nil && held {
+					return fmt.Errorf("%w: %w", errRerun, err)
+				}
+			}
 			return w.record(ctx, a, nil, m, etl.DBError(err), cause)
 		}
 		return w.ended(rctx, a, o, m, runErr, fin, err)
@@ -381,7 +437,17 @@ func (w *Worker) record(ctx context.Context, a *attempt, lazy *lazyTx, m etl.Met
 		}
 		if err != nil {
 			_ = tx.Rollback(rctx)
-			// Unknown whether the target committed: fail the attempt; the next one reads the marker.
+			if store.IsTransient(err) {
+				// Unknown whether the target committed: its marker says.
+				mk, found, merr := store.ReadMarker(rctx, a.tgt.pool, store.MarkerTableDefault, a.p.RunID, a.p.ItemNo)
+				switch {
+				case merr == nil && found:
+					return w.recordFromMarker(ctx, a, mk)
+				case merr == nil:
+					return fmt.Errorf("%w: %w", errRerun, err)
+				}
+			}
+			// Still unknown: fail the attempt; the next one reads the marker.
 			return w.record(ctx, a, nil, m, etl.DBError(fmt.Errorf("%w: %w", errTargetCommit, err)), cause)
 		}
 		failpoint.Hit(failpoint.TargetCommitted)

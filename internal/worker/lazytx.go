@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/store"
 )
 
 // lazyTx is the target transaction a handler sees. It begins on first use, so a handler that
@@ -26,13 +27,30 @@ type lazyTx struct {
 
 var _ pgx.Tx = (*lazyTx)(nil)
 
+// targetSessionSQL undoes store.Options.Bounded for one target transaction.
+const targetSessionSQL = "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0; " +
+	"SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL plan_cache_mode = auto"
+
 func newLazyTx(ctx context.Context, pool *pgxpool.Pool) *lazyTx { return &lazyTx{ctx: ctx, pool: pool} }
 
 func (l *lazyTx) get(ctx context.Context) (pgx.Tx, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tx == nil && l.err == nil {
-		tx, err := l.pool.Begin(ctx)
+		// Nothing ran in the transaction yet: a full server or a dropped connection is waited
+		// out (the attempt keeps its lease meanwhile) instead of failing the attempt.
+		var tx pgx.Tx
+		err := store.Retry(ctx, store.RetryBookkeeping, func(ctx context.Context) error {
+			var err error
+			if tx, err = l.pool.Begin(ctx); err != nil {
+				return err
+			}
+			// A handler's statements run as long as its item may; bookkeeping bounds do not apply.
+			if _, err = tx.Exec(ctx, targetSessionSQL); err != nil {
+				_ = tx.Rollback(context.WithoutCancel(ctx))
+			}
+			return err
+		})
 		if err != nil {
 			l.err = etl.DBError(fmt.Errorf("begin target transaction: %w", err))
 		} else {

@@ -36,8 +36,9 @@ type Config struct {
 	// Store is etlexec's database (a store opened with Options.Bounded and this worker's
 	// AppName, see AppName). Required.
 	Store *store.Store
-	// TargetPool is the pool for target transactions on etlexec's own database: unbounded
-	// statements, this worker's AppName. Nil uses Store.Pool() (tests).
+	// TargetPool is the pool for target transactions on etlexec's own database, this worker's
+	// AppName. Nil (the default) uses Store.Pool(): a target transaction lifts the bookkeeping
+	// session's statement, lock and idle bounds for itself.
 	TargetPool *pgxpool.Pool
 	// Redis is where tasks come from. Required.
 	Redis asynq.RedisConnOpt

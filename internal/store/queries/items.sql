@@ -298,3 +298,9 @@ WHERE worker_id = @worker_id;
 
 -- name: GetJobIfChanged :one
 SELECT * FROM dw_etl_jobs WHERE job_id = @job_id;
+
+-- HoldsClaim reports whether the attempt still holds the item: after a commit whose answer was
+-- lost, whether the commit (which releases the claim) landed.
+-- name: HoldsClaim :one
+SELECT EXISTS (SELECT 1 FROM dw_etl_run_items
+  WHERE run_id = @run_id AND item_no = @item_no AND current_attempt_id = @attempt_id::uuid)::bool AS held;

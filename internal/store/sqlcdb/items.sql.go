@@ -409,6 +409,26 @@ func (q *Queries) GetJobIfChanged(ctx context.Context, jobID string) (DwEtlJob, 
 	return i, err
 }
 
+const holdsClaim = `-- name: HoldsClaim :one
+SELECT EXISTS (SELECT 1 FROM dw_etl_run_items
+  WHERE run_id = $1 AND item_no = $2 AND current_attempt_id = $3::uuid)::bool AS held
+`
+
+type HoldsClaimParams struct {
+	RunID     uuid.UUID
+	ItemNo    int32
+	AttemptID uuid.UUID
+}
+
+// HoldsClaim reports whether the attempt still holds the item: after a commit whose answer was
+// lost, whether the commit (which releases the claim) landed.
+func (q *Queries) HoldsClaim(ctx context.Context, arg HoldsClaimParams) (bool, error) {
+	row := q.db.QueryRow(ctx, holdsClaim, arg.RunID, arg.ItemNo, arg.AttemptID)
+	var held bool
+	err := row.Scan(&held)
+	return held, err
+}
+
 const openItemsOfRun = `-- name: OpenItemsOfRun :many
 SELECT item_no, generation, next_retry_at FROM dw_etl_run_items
 WHERE run_id = $1 AND item_no > $2 AND status = 'PENDING' AND current_attempt_id IS NULL
