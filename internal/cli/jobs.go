@@ -30,8 +30,7 @@ func jobsCmd(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--file: %w", err)
 			}
-			known := append(kinds.Builtin().Kinds(), extraKinds...)
-			rows, err := jobdef.Parse(file, b, known)
+			rows, err := jobdef.Parse(file, b, jobdef.Catalog{Registry: kinds.Builtin(), Extra: extraKinds})
 			if err != nil {
 				return err
 			}
