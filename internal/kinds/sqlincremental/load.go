@@ -24,10 +24,6 @@ import (
 // maxIdentLen is Postgres's NAMEDATALEN-1: a longer name would be silently truncated.
 const maxIdentLen = 63
 
-// stageOrdColumn numbers the rows of a page in the staging table, so the last of
-// several rows with one key wins.
-const stageOrdColumn = "etl_stage_ord"
-
 // Target says where [LoadPage] writes: a table, the columns of its unique key and which
 // source field feeds each of its columns. The field names in error messages
 // (target_table, key_columns, columns) are those of the kinds' job configs.
@@ -117,9 +113,6 @@ func (t Target) check() (pgx.Identifier, error) {
 		if err := checkIdent(col); err != nil {
 			return nil, bad(fmt.Errorf("columns: target column %q: %w", col, err))
 		}
-		if col == stageOrdColumn {
-			return nil, bad(fmt.Errorf("columns: target column %q is reserved", col))
-		}
 		if field == "" {
 			return nil, bad(fmt.Errorf("columns: target column %q: empty source field", col))
 		}
@@ -140,10 +133,11 @@ type plan struct {
 	table  pgx.Identifier
 	cols   []string // target columns, sorted
 	fields []string // fields[i] feeds cols[i]
+	keys   []string // the target's key columns
 }
 
 func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
-	pl := plan{table: table}
+	pl := plan{table: table, keys: t.KeyColumns}
 	if len(t.Columns) == 0 {
 		if len(p.Records) > 0 {
 			return pl, etl.Permanent(etl.DataError(errors.New("columns: required when rows are records")))
@@ -154,9 +148,6 @@ func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
 			}
 		}
 		pl.cols = slices.Sorted(slices.Values(p.Fields))
-		if i := slices.Index(pl.cols, stageOrdColumn); i >= 0 {
-			return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: target column %q is reserved", stageOrdColumn)))
-		}
 		for i := 1; i < len(pl.cols); i++ {
 			if pl.cols[i] == pl.cols[i-1] {
 				return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q appears twice; map the columns explicitly", pl.cols[i])))
@@ -178,25 +169,12 @@ func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
 	return pl, nil
 }
 
-// stageName is the staging table of one target and column set. Temporary tables are
-// private to the session and this one is dropped at commit, so the name only has to
-// tell apart the targets one transaction loads.
-func (pl plan) stageName() pgx.Identifier {
-	h := sha256.New()
-	h.Write([]byte(pl.table.Sanitize()))
-	for _, c := range pl.cols {
-		h.Write([]byte{0})
-		h.Write([]byte(c))
-	}
-	return pgx.Identifier{"pg_temp", "etl_stage_" + hex.EncodeToString(h.Sum(nil)[:8])}
-}
-
 // LoadPage upserts one page of rows into the target inside tx and returns the number
-// of target rows inserted or updated. Identifiers are quoted, values travel only
+// of target rows inserted or changed. Identifiers are quoted, values travel only
 // through COPY. The rows are copied into a temporary staging table (dropped at
 // commit) holding just the loaded columns, then inserted ON CONFLICT (key columns)
-// DO UPDATE the other columns; when several rows of a page share a key, the last one
-// wins. Target columns not loaded keep their defaults on insert and their values on
+// DO UPDATE the other columns where they differ; when several rows of a page share a key, the
+// last one wins. Target columns not loaded keep their defaults on insert and their values on
 // update.
 //
 // Errors are marked: names, a missing table or column and values that do not fit
@@ -214,69 +192,156 @@ func LoadPage(ctx context.Context, tx pgx.Tx, t Target, p Page) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	name := table.Sanitize()
-	types, err := targetColumns(ctx, tx, table)
+	cols, err := targetColumns(ctx, tx, table)
 	if err != nil {
 		return 0, err
 	}
-	for _, c := range pl.cols {
-		if _, ok := types[c]; !ok {
-			return 0, etl.Permanent(etl.DataError(fmt.Errorf("target table %s has no column %q", name, c)))
-		}
+	if err := pl.checkColumns(cols); err != nil {
+		return 0, err
 	}
 	if p.Len() == 0 {
 		return 0, nil
 	}
-	rows, err := pl.rows(p, types)
+	rows, err := pl.rows(p, cols)
 	if err != nil {
 		return 0, err
 	}
+	st, err := pl.stage(ctx, tx, cols, nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.CopyFrom(ctx, st.name, pl.cols, pgx.CopyFromRows(rows)); err != nil {
+		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", len(rows), table.Sanitize()), err)
+	}
+	return pl.merge(ctx, tx, st, cols, true)
+}
 
-	stage := pl.stageName()
+// checkColumns refuses a plan naming a column the target lacks.
+func (pl plan) checkColumns(cols map[string]column) error {
+	for _, c := range pl.cols {
+		if _, ok := cols[c]; !ok {
+			return etl.Permanent(etl.DataError(fmt.Errorf("target table %s has no column %q", pl.table.Sanitize(), c)))
+		}
+	}
+	return nil
+}
+
+// stagingTable is a temporary table (private to the session, dropped at commit) holding one
+// load's rows before the upsert.
+type stagingTable struct {
+	name pgx.Identifier
+	// types[i] is the SQL type of plan column i in the staging table, "" when it is the
+	// target's own (no cast on the way in).
+	types []string
+}
+
+// stage creates (or empties) the staging table for the plan's columns. With types nil the
+// columns take the target's types; otherwise types[i] (the source's) and the upsert casts.
+func (pl plan) stage(ctx context.Context, tx pgx.Tx, cols map[string]column, types []string) (stagingTable, error) {
+	h := sha256.New()
+	h.Write([]byte(pl.table.Sanitize()))
+	for i, c := range pl.cols {
+		h.Write([]byte{0})
+		h.Write([]byte(c))
+		if types != nil {
+			h.Write([]byte{1})
+			h.Write([]byte(types[i]))
+		}
+	}
+	st := stagingTable{name: pgx.Identifier{"pg_temp", "etl_stage_" + hex.EncodeToString(h.Sum(nil)[:8])}}
+	quoted := pl.quotedCols()
+	var ddl string
+	if types == nil {
+		st.types = make([]string, len(pl.cols))
+		ddl = `CREATE TEMP TABLE IF NOT EXISTS ` + st.name.Sanitize() + ` ON COMMIT DROP AS SELECT ` +
+			strings.Join(quoted, ", ") + ` FROM ` + pl.table.Sanitize() + ` WITH NO DATA`
+	} else {
+		st.types = make([]string, len(pl.cols))
+		defs := make([]string, len(pl.cols))
+		for i, c := range pl.cols {
+			defs[i] = quoted[i] + " " + types[i]
+			if types[i] != cols[c].sqlType {
+				st.types[i] = types[i]
+			}
+		}
+		ddl = `CREATE TEMP TABLE IF NOT EXISTS ` + st.name.Sanitize() + ` (` + strings.Join(defs, ", ") + `) ON COMMIT DROP`
+	}
+	name := pl.table.Sanitize()
+	if _, err := tx.Exec(ctx, ddl); err != nil {
+		return st, targetError(ctx, "create staging table for "+name, err)
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE `+st.name.Sanitize()); err != nil {
+		return st, targetError(ctx, "truncate staging table for "+name, err)
+	}
+	return st, nil
+}
+
+func (pl plan) quotedCols() []string {
 	quoted := make([]string, len(pl.cols))
 	for i, c := range pl.cols {
 		quoted[i] = pgx.Identifier{c}.Sanitize()
 	}
-	colList := strings.Join(quoted, ", ")
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stage.Sanitize()+` ON COMMIT DROP AS SELECT `+
-		colList+`, NULL::bigint AS `+stageOrdColumn+` FROM `+name+` WITH NO DATA`); err != nil {
-		return 0, targetError(ctx, "create staging table for "+name, err)
-	}
-	if _, err := tx.Exec(ctx, `TRUNCATE `+stage.Sanitize()); err != nil {
-		return 0, targetError(ctx, "truncate staging table for "+name, err)
-	}
-	if _, err := tx.CopyFrom(ctx, stage, append(slices.Clone(pl.cols), stageOrdColumn), pgx.CopyFromRows(rows)); err != nil {
-		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", len(rows), name), err)
-	}
+	return quoted
+}
 
-	keys := make([]string, len(t.KeyColumns))
-	for i, k := range t.KeyColumns {
+// merge upserts the staging table into the target and returns the rows inserted or changed.
+// Rows equal to the target's are left alone (no new row version, no WAL), so re-reading a
+// boundary costs reads only. With distinct, rows sharing a key keep the last one staged (the
+// staging table is filled by appending, so ctid follows the order of the rows); without it,
+// such rows make Postgres refuse the statement (cardinality_violation).
+func (pl plan) merge(ctx context.Context, tx pgx.Tx, st stagingTable, cols map[string]column, distinct bool) (int64, error) {
+	quoted := pl.quotedCols()
+	keys := make([]string, len(pl.keys))
+	for i, k := range pl.keys {
 		keys[i] = pgx.Identifier{k}.Sanitize()
 	}
 	keyList := strings.Join(keys, ", ")
-	var set []string
+	exprs := make([]string, len(pl.cols))
+	var set, mine, theirs []string
 	for i, c := range pl.cols {
-		if !slices.Contains(t.KeyColumns, c) {
+		exprs[i] = "s." + quoted[i]
+		if st.types[i] != "" {
+			exprs[i] = "CAST(s." + quoted[i] + " AS " + cols[c].sqlType + ")"
+		}
+		if !slices.Contains(pl.keys, c) {
 			set = append(set, quoted[i]+" = excluded."+quoted[i])
+			mine = append(mine, "etl_t."+quoted[i])
+			theirs = append(theirs, "excluded."+quoted[i])
 		}
 	}
 	action := "DO NOTHING"
 	if len(set) > 0 {
-		action = "DO UPDATE SET " + strings.Join(set, ", ")
+		// Text comparison works for every type, json included (which has no equality).
+		action = "DO UPDATE SET " + strings.Join(set, ", ") + " WHERE ROW(" + strings.Join(mine, ", ") +
+			")::text IS DISTINCT FROM ROW(" + strings.Join(theirs, ", ") + ")::text"
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO `+name+` (`+colList+`)
-		SELECT DISTINCT ON (`+keyList+`) `+colList+` FROM `+stage.Sanitize()+`
-		ORDER BY `+keyList+`, `+stageOrdColumn+` DESC
-		ON CONFLICT (`+keyList+`) `+action)
+	sel := "SELECT " + strings.Join(exprs, ", ") + " FROM " + st.name.Sanitize() + " s"
+	if distinct {
+		sk := make([]string, len(keys))
+		for i, k := range keys {
+			sk[i] = "s." + k
+		}
+		sel = "SELECT DISTINCT ON (" + strings.Join(sk, ", ") + ") " + strings.Join(exprs, ", ") + " FROM " +
+			st.name.Sanitize() + " s ORDER BY " + strings.Join(sk, ", ") + ", s.ctid DESC"
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO `+pl.table.Sanitize()+` AS etl_t (`+strings.Join(quoted, ", ")+`) `+sel+
+		` ON CONFLICT (`+keyList+`) `+action)
 	if err != nil {
-		return 0, targetError(ctx, fmt.Sprintf("upsert %d rows into %s", len(rows), name), err)
+		return 0, targetError(ctx, "upsert into "+pl.table.Sanitize(), err)
 	}
 	return tag.RowsAffected(), nil
 }
 
-// targetColumns returns the type of each column of the target table (the base type
-// for a domain); a missing table is a permanent DATA error.
-func targetColumns(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (map[string]uint32, error) {
+// column is a target column's type: the base type's OID (for a domain) and the column's SQL
+// type as Postgres prints it (typmod included).
+type column struct {
+	oid     uint32
+	sqlType string
+}
+
+// targetColumns returns the columns of the target table; a missing table is a permanent DATA
+// error.
+func targetColumns(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (map[string]column, error) {
 	name := table.Sanitize()
 	var oid *uint32
 	if err := tx.QueryRow(ctx, `SELECT to_regclass($1)::oid`, name).Scan(&oid); err != nil {
@@ -286,45 +351,45 @@ func targetColumns(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (map[st
 		return nil, etl.Permanent(etl.DataError(fmt.Errorf("target table %s does not exist", name)))
 	}
 	rows, err := tx.Query(ctx, `SELECT a.attname::text,
-			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+			format_type(a.atttypid, a.atttypmod)
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, *oid)
 	if err != nil {
 		return nil, targetError(ctx, "look up columns of "+name, err)
 	}
-	types := make(map[string]uint32)
+	cols := make(map[string]column)
 	var (
 		col string
-		typ uint32
+		c   column
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&col, &typ}, func() error {
-		types[col] = typ
+	if _, err := pgx.ForEachRow(rows, []any{&col, &c.oid, &c.sqlType}, func() error {
+		cols[col] = c
 		return nil
 	}); err != nil {
 		return nil, targetError(ctx, "look up columns of "+name, err)
 	}
-	return types, nil
+	return cols, nil
 }
 
 // rows builds the COPY rows: the values of the plan's fields, converted for their
-// column types, and the row's ordinal.
-func (pl plan) rows(p Page, types map[string]uint32) ([][]any, error) {
+// column types.
+func (pl plan) rows(p Page, cols map[string]column) ([][]any, error) {
 	out := make([][]any, 0, p.Len())
 	conv := func(row []any) error {
 		for i, c := range pl.cols {
-			v, err := convert(row[i], types[c])
+			v, err := convert(row[i], cols[c].oid)
 			if err != nil {
 				return etl.Permanent(etl.DataError(fmt.Errorf("row %d, column %q: %w", len(out)+1, c, err)))
 			}
 			row[i] = v
 		}
-		row[len(pl.cols)] = int64(len(out))
 		out = append(out, row)
 		return nil
 	}
 	if len(p.Records) > 0 {
 		for _, rec := range p.Records {
-			row := make([]any, len(pl.cols)+1)
+			row := make([]any, len(pl.cols))
 			for i, f := range pl.fields {
 				row[i] = rec[f]
 			}
@@ -345,7 +410,7 @@ func (pl plan) rows(p Page, types map[string]uint32) ([][]any, error) {
 		if len(src) != len(p.Fields) {
 			return nil, etl.Permanent(etl.DataError(fmt.Errorf("row %d has %d values for %d fields", n+1, len(src), len(p.Fields))))
 		}
-		row := make([]any, len(pl.cols)+1)
+		row := make([]any, len(pl.cols))
 		for i, j := range idx {
 			row[i] = src[j]
 		}

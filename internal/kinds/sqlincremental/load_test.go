@@ -90,7 +90,12 @@ func TestLoadPage(t *testing.T) {
 		require.Nil(t, doc2, "missing fields load as NULL")
 		require.Equal(t, "false", note)
 
-		// Loading again updates in place; a second page reuses the staging table.
+		// Loading again leaves an unchanged row alone and updates a changed one in place; a
+		// second page reuses the staging table.
+		n, err = sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs[:1]})
+		require.NoError(t, err)
+		require.Zero(t, n, "unchanged")
+		recs[0]["title"] = "bigger"
 		n, err = sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs[:1]})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), n)
