@@ -13,6 +13,7 @@
 package incremental
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -246,9 +247,14 @@ func CompareKeys(a, b map[string]any, order []string) int {
 }
 
 func compareValues(a, b any) int {
+	if ia, ok := a.(int64); ok {
+		if ib, ok := b.(int64); ok {
+			return cmp.Compare(ia, ib)
+		}
+	}
 	if fa, ok := number(a); ok {
 		if fb, ok := number(b); ok {
-			return cmpOrdered(fa, fb)
+			return cmp.Compare(fa, fb)
 		}
 	}
 	if ta, ok := a.(time.Time); ok {
@@ -280,16 +286,6 @@ func number(v any) (float64, bool) {
 		return f, err == nil
 	}
 	return 0, false
-}
-
-func cmpOrdered(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Watermark is the greatest modification time counted, false when none was.

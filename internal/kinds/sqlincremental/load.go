@@ -192,10 +192,11 @@ func LoadPage(ctx context.Context, tx pgx.Tx, t Target, p Page) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	cols, err := targetColumns(ctx, tx, table)
+	info, err := describeTarget(ctx, tx, table, pl.keys)
 	if err != nil {
 		return 0, err
 	}
+	cols := info.cols
 	if err := pl.checkColumns(cols); err != nil {
 		return 0, err
 	}
@@ -305,15 +306,18 @@ func (pl plan) merge(ctx context.Context, tx pgx.Tx, st stagingTable, cols map[s
 		}
 		if !slices.Contains(pl.keys, c) {
 			set = append(set, quoted[i]+" = excluded."+quoted[i])
-			mine = append(mine, "etl_t."+quoted[i])
-			theirs = append(theirs, "excluded."+quoted[i])
+			asText := ""
+			if !cols[c].equality {
+				asText = "::text"
+			}
+			mine = append(mine, "etl_t."+quoted[i]+asText)
+			theirs = append(theirs, "excluded."+quoted[i]+asText)
 		}
 	}
 	action := "DO NOTHING"
 	if len(set) > 0 {
-		// Text comparison works for every type, json included (which has no equality).
 		action = "DO UPDATE SET " + strings.Join(set, ", ") + " WHERE ROW(" + strings.Join(mine, ", ") +
-			")::text IS DISTINCT FROM ROW(" + strings.Join(theirs, ", ") + ")::text"
+			") IS DISTINCT FROM ROW(" + strings.Join(theirs, ", ") + ")"
 	}
 	sel := "SELECT " + strings.Join(exprs, ", ") + " FROM " + st.name.Sanitize() + " s"
 	if distinct {
@@ -337,39 +341,61 @@ func (pl plan) merge(ctx context.Context, tx pgx.Tx, st stagingTable, cols map[s
 type column struct {
 	oid     uint32
 	sqlType string
+	// equality: the type has a default btree equality, so the upsert compares values as they
+	// are; others (json, xml, geometric types, composites) compare by their text.
+	equality bool
 }
 
-// targetColumns returns the columns of the target table; a missing table is a permanent DATA
-// error.
-func targetColumns(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (map[string]column, error) {
+// targetInfo is what a load needs to know of its target table.
+type targetInfo struct {
+	cols map[string]column
+	// uniqueKeys: an immediate, non-partial unique index covers exactly the key columns, so a
+	// COPY straight into the table fails on an existing key instead of doubling a row.
+	uniqueKeys bool
+}
+
+// describeTarget looks up the target table's columns and whether its key columns carry a
+// unique index, in one round trip; a missing table is a permanent DATA error.
+func describeTarget(ctx context.Context, tx pgx.Tx, table pgx.Identifier, keys []string) (targetInfo, error) {
 	name := table.Sanitize()
-	var oid *uint32
-	if err := tx.QueryRow(ctx, `SELECT to_regclass($1)::oid`, name).Scan(&oid); err != nil {
-		return nil, targetError(ctx, "look up target table "+name, err)
-	}
-	if oid == nil {
-		return nil, etl.Permanent(etl.DataError(fmt.Errorf("target table %s does not exist", name)))
-	}
-	rows, err := tx.Query(ctx, `SELECT a.attname::text,
-			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
-			format_type(a.atttypid, a.atttypmod)
-		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, *oid)
+	rows, err := tx.Query(ctx, `SELECT t.oid IS NOT NULL,
+			EXISTS (SELECT FROM pg_index i
+				WHERE i.indrelid = t.oid AND i.indisunique AND i.indimmediate AND i.indpred IS NULL
+				  AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($2::text[])
+				  AND (SELECT array_agg(k.attname::text ORDER BY k.attname::text) FROM pg_attribute k
+				       WHERE k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])) = $2::text[]),
+			a.attname::text, bt.oid, format_type(a.atttypid, a.atttypmod),
+			bt.typtype IN ('e', 'r', 'm') OR EXISTS (SELECT FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+				WHERE am.amname = 'btree' AND oc.opcdefault
+				  AND oc.opcintype = CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE bt.oid END)
+		FROM (SELECT to_regclass($1)::oid AS oid) t
+		LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+		LEFT JOIN pg_type ty ON ty.oid = a.atttypid
+		LEFT JOIN pg_type bt ON bt.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END`,
+		name, slices.Sorted(slices.Values(keys)))
 	if err != nil {
-		return nil, targetError(ctx, "look up columns of "+name, err)
+		return targetInfo{}, targetError(ctx, "look up target table "+name, err)
 	}
-	cols := make(map[string]column)
+	info := targetInfo{cols: make(map[string]column)}
 	var (
-		col string
-		c   column
+		exists   bool
+		col      *string
+		oid      *uint32
+		sqlType  *string
+		equality *bool
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&col, &c.oid, &c.sqlType}, func() error {
-		cols[col] = c
+	if _, err := pgx.ForEachRow(rows, []any{&exists, &info.uniqueKeys, &col, &oid, &sqlType, &equality}, func() error {
+		if col != nil {
+			info.cols[*col] = column{oid: *oid, sqlType: *sqlType, equality: *equality}
+		}
 		return nil
 	}); err != nil {
-		return nil, targetError(ctx, "look up columns of "+name, err)
+		return targetInfo{}, targetError(ctx, "look up target table "+name, err)
 	}
-	return cols, nil
+	if !exists {
+		return targetInfo{}, etl.Permanent(etl.DataError(fmt.Errorf("target table %s does not exist", name)))
+	}
+	return info, nil
 }
 
 // rows builds the COPY rows: the values of the plan's fields, converted for their

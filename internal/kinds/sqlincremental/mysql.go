@@ -141,7 +141,11 @@ func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, ch
 			}
 			mod = t.UTC()
 		}
-		if err := chk.row(ctx, mod, q.mod >= 0, func() ([]any, error) {
+		rank, err := chk.row(ctx, mod, q.mod >= 0)
+		if err != nil {
+			return err
+		}
+		chk.tally.TrackKey(rank, chk.keyNames, func() map[string]any {
 			key := make([]any, len(q.keys))
 			for i, j := range q.keys {
 				key[i] = vals[j]
@@ -149,10 +153,8 @@ func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, ch
 					key[i] = string(b)
 				}
 			}
-			return key, nil
-		}); err != nil {
-			return err
-		}
+			return chk.keyMap(key)
+		})
 		if err := out.valueRow(vals[:q.copied], q.oids); err != nil {
 			return etl.Permanent(etl.DataError(fmt.Errorf("sql_incremental: row %d: %w", chk.rows, err)))
 		}

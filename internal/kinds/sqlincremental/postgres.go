@@ -8,14 +8,17 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/kinds/incremental"
 )
 
 // horizonMargin is kept below the oldest open transaction's start and the clock: a
@@ -23,34 +26,80 @@ import (
 // in that moment must not pass it.
 const horizonMargin = time.Second
 
-// pgSource reads a Postgres source over one connection.
+// pgSource reads a Postgres source over one pooled connection.
 type pgSource struct {
-	conn *pgx.Conn
+	conn *pgxpool.Conn
 	tx   pgx.Tx
-	env  string // the variable naming the source, for errors
 }
 
+// Source connections are pooled per connection string and shared by every item of the process:
+// a fresh connection costs a backend start and cold catalog caches, which for small incremental
+// items is most of the work.
+const (
+	// sourceConnsPerProcess bounds one process's connections to one source; items beyond wait.
+	sourceConnsPerProcess = 8
+	sourceConnIdle        = 30 * time.Second
+)
+
+var pgPools = struct {
+	sync.Mutex
+	byDSN map[string]*pgxpool.Pool
+}{byDSN: make(map[string]*pgxpool.Pool)}
+
+// pgApplicationName marks this kind's source sessions, whose read-only transactions the
+// horizon need not wait for.
+const pgApplicationName = "etlexec " + Kind
+
 func openPostgres(ctx context.Context, dsn string, cfg *Config) (*pgSource, error) {
-	connCfg, err := pgx.ParseConfig(dsn)
+	pool, err := pgPool(dsn)
 	if err != nil {
 		// The parse error quotes the connection string, password redaction is best
 		// effort, so only the variable's name is reported.
 		return nil, etl.Permanent(etl.SystemError(fmt.Errorf("sql_incremental: environment variable %s (source_url_env) holds an invalid connection string", cfg.SourceURLEnv)))
 	}
-	if connCfg.RuntimeParams["application_name"] == "" {
-		connCfg.RuntimeParams["application_name"] = "etlexec " + Kind
-	}
-	// Times travel as UTC, in text as in timestamps without a zone, and text output is ISO.
-	connCfg.RuntimeParams["timezone"] = "UTC"
-	connCfg.RuntimeParams["datestyle"] = "ISO, YMD"
-	conn, err := pgx.ConnectConfig(ctx, connCfg)
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, sourceError(ctx, "connect to source", err)
 	}
-	return &pgSource{conn: conn, env: cfg.SourceURLEnv}, nil
+	return &pgSource{conn: conn}, nil
 }
 
-func (s *pgSource) close(ctx context.Context) { _ = s.conn.Close(ctx) } // ends the read-only transaction too
+func pgPool(dsn string) (*pgxpool.Pool, error) {
+	pgPools.Lock()
+	defer pgPools.Unlock()
+	if p, ok := pgPools.byDSN[dsn]; ok {
+		return p, nil
+	}
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	pc.MaxConns = sourceConnsPerProcess
+	pc.MinConns = 0
+	pc.MaxConnIdleTime = sourceConnIdle
+	rp := pc.ConnConfig.RuntimeParams
+	if rp["application_name"] == "" {
+		rp["application_name"] = pgApplicationName
+	}
+	// Times travel as UTC, in text as in timestamps without a zone, and text output is ISO.
+	rp["timezone"] = "UTC"
+	rp["datestyle"] = "ISO, YMD"
+	p, err := pgxpool.NewWithConfig(context.Background(), pc) // connects lazily
+	if err != nil {
+		return nil, err
+	}
+	pgPools.byDSN[dsn] = p
+	return p, nil
+}
+
+// close ends the read-only transaction and returns the connection to the pool (which drops it
+// if the item left it busy or broken).
+func (s *pgSource) close(ctx context.Context) {
+	if s.tx != nil {
+		_ = s.tx.Rollback(ctx)
+	}
+	s.conn.Release()
+}
 
 func (s *pgSource) ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
@@ -79,7 +128,9 @@ func (s *pgSource) bound(ctx context.Context, horizon string) (bound, error) {
 				count(*) FILTER (WHERE query = '<insufficient privilege>') AS hidden
 			FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid()
-			  AND backend_type NOT IN ('autovacuum worker', 'autovacuum launcher', 'walsender')) a`).
+			  AND backend_type NOT IN ('autovacuum worker', 'autovacuum launcher', 'walsender')
+			  -- other items' read-only snapshots write nothing
+			  AND NOT (application_name = $1 AND backend_xid IS NULL)) a`, pgApplicationName).
 		Scan(&clock, &oldest, &oldestPID, &hidden, &prepared, &recovery, &activities)
 	if err != nil {
 		return bound{}, sourceError(ctx, "read the source's clock", err)
@@ -121,7 +172,7 @@ func (s *pgSource) begin(ctx context.Context) error {
 }
 
 func (s *pgSource) describe(ctx context.Context, sql string, _ []any) ([]srcColumn, error) {
-	sd, err := s.conn.PgConn().Prepare(ctx, "", sql, nil)
+	sd, err := s.conn.Conn().PgConn().Prepare(ctx, "", sql, nil)
 	if err != nil {
 		return nil, sourceError(ctx, "prepare the query on the source", err)
 	}
@@ -142,8 +193,8 @@ func (s *pgSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *
 	if q.binary {
 		format = pgtype.BinaryFormatCode
 	}
-	m := pgtype.NewMap()
-	rr := s.conn.PgConn().ExecParams(ctx, q.sql, params, nil, nil, []int16{format})
+	rr := s.conn.Conn().PgConn().ExecParams(ctx, q.sql, params, nil, nil, []int16{format})
+	keys := rawKeys{m: pgtype.NewMap(), q: &q, format: format, chk: chk}
 	var rowErr error
 	for rr.NextRow() {
 		vals := rr.Values()
@@ -167,17 +218,11 @@ func (s *pgSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *
 				break
 			}
 		}
-		if rowErr = chk.row(ctx, mod, q.mod >= 0, func() ([]any, error) {
-			key := make([]any, len(q.keys))
-			for i, j := range q.keys {
-				v, err := decodeValue(m, q.cols[j].oid, format, vals[j])
-				if err != nil {
-					return nil, etl.DataError(fmt.Errorf("sql_incremental: decode key column %s: %w", chk.keySrc[i], err))
-				}
-				key[i] = jsonable(v)
-			}
-			return key, nil
-		}); rowErr != nil {
+		var rank incremental.Rank
+		if rank, rowErr = chk.row(ctx, mod, q.mod >= 0); rowErr != nil {
+			break
+		}
+		if rowErr = keys.track(rank, vals); rowErr != nil {
 			break
 		}
 		if rowErr = out.rawRow(vals[:q.copied]); rowErr != nil {
@@ -193,6 +238,75 @@ func (s *pgSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *
 	if err != nil {
 		return sourceError(ctx, "read the query's rows", err)
 	}
+	return keys.finish()
+}
+
+// rawKeys keeps the key of the row holding the greatest modification time as raw bytes,
+// decoding only to break ties and at the end: rows mostly arrive in ascending time, so each
+// would otherwise be decoded.
+type rawKeys struct {
+	m      *pgtype.Map
+	q      *passQuery
+	format int16
+	chk    *rowCheck
+	kept   [][]byte
+	keptAt []any // kept decoded, nil until a tie needs it
+}
+
+func (k *rawKeys) track(rank incremental.Rank, vals [][]byte) error {
+	switch rank {
+	case incremental.Above:
+		k.keep(vals)
+		k.keptAt = nil
+	case incremental.Tie:
+		cur, err := k.decode(func(i int) []byte { return vals[k.q.keys[i]] })
+		if err != nil {
+			return err
+		}
+		if k.keptAt == nil {
+			if k.keptAt, err = k.decode(func(i int) []byte { return k.kept[i] }); err != nil {
+				return err
+			}
+		}
+		if incremental.CompareKeys(k.chk.keyMap(cur), k.chk.keyMap(k.keptAt), k.chk.keyNames) > 0 {
+			k.keep(vals)
+			k.keptAt = cur
+		}
+	}
+	return nil
+}
+
+func (k *rawKeys) keep(vals [][]byte) {
+	if k.kept == nil {
+		k.kept = make([][]byte, len(k.q.keys))
+	}
+	for i, j := range k.q.keys {
+		k.kept[i] = append(k.kept[i][:0], vals[j]...)
+	}
+}
+
+func (k *rawKeys) decode(raw func(i int) []byte) ([]any, error) {
+	key := make([]any, len(k.q.keys))
+	for i, j := range k.q.keys {
+		v, err := decodeValue(k.m, k.q.cols[j].oid, k.format, raw(i))
+		if err != nil {
+			return nil, etl.DataError(fmt.Errorf("sql_incremental: decode key column %s: %w", k.chk.keySrc[i], err))
+		}
+		key[i] = jsonable(v)
+	}
+	return key, nil
+}
+
+// finish hands the composite cursor's key to the tally.
+func (k *rawKeys) finish() error {
+	if k.kept == nil {
+		return nil
+	}
+	key, err := k.decode(func(i int) []byte { return k.kept[i] })
+	if err != nil {
+		return err
+	}
+	k.chk.tally.SetKey(k.chk.keyMap(key))
 	return nil
 }
 

@@ -95,10 +95,11 @@ func (l *loader) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sql_incremental: %w", err)
 	}
-	cols, err := targetColumns(ctx, tx, table)
+	info, err := describeTarget(ctx, tx, table, pl.keys)
 	if err != nil {
 		return fmt.Errorf("sql_incremental: %w", err)
 	}
+	cols := info.cols
 	if err := pl.checkColumns(cols); err != nil {
 		return fmt.Errorf("sql_incremental: %w", err)
 	}
@@ -107,24 +108,31 @@ func (l *loader) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A first load (or a full load into an empty table) may COPY straight into the table.
+	direct := info.uniqueKeys && l.w.Incremental() && l.w.Cursor == nil
 	var stageTypes []string
-	direct := l.w.Incremental() && l.w.Cursor == nil
 	if q.binary {
-		if stageTypes, err = sourceTypes(ctx, tx, q.cols[:q.copied]); err != nil {
-			return err
-		}
+		// Binary values load only into their own type: the staging table takes the source's
+		// types where they differ from the target's, and the upsert casts.
+		stageTypes = make([]string, len(pl.cols))
+		var differ []int
 		for i, c := range pl.cols {
+			stageTypes[i] = cols[c].sqlType
 			if q.cols[i].oid != cols[c].oid {
-				direct = false // binary values feed only their own type
+				differ = append(differ, i)
+			}
+		}
+		if len(differ) > 0 {
+			direct = false
+			if err := sourceTypes(ctx, tx, q.cols, differ, stageTypes); err != nil {
+				return err
 			}
 		}
 	}
-	if direct || l.w.Strategy == etl.StrategyNone {
-		ok, err := l.directEligible(ctx, tx, pl, !direct)
-		if err != nil {
+	if info.uniqueKeys && l.w.Strategy == etl.StrategyNone && (!q.binary || stageTypesMatch(stageTypes, pl, cols)) {
+		if direct, err = isEmpty(ctx, tx, pl.table); err != nil {
 			return err
 		}
-		direct = ok && (direct || l.w.Strategy == etl.StrategyNone)
 	}
 	written, how, chk, err := l.load(ctx, tx, pl, cols, q, stageTypes, direct)
 	if err != nil {
@@ -243,48 +251,44 @@ const (
 	firstNormalObjectID = 16384
 )
 
-// sourceTypes returns the SQL names of the source columns' (built-in) types, as the target
-// prints them: the staging table takes them so binary values load unchanged.
-func sourceTypes(ctx context.Context, tx pgx.Tx, cols []srcColumn) ([]string, error) {
-	oids := make([]uint32, len(cols))
-	mods := make([]int32, len(cols))
-	for i, c := range cols {
-		oids[i], mods[i] = c.oid, c.typmod
+// sourceTypes names the source types of the columns at idx, as the target prints them (they
+// are built in, so the target knows them), into types.
+func sourceTypes(ctx context.Context, tx pgx.Tx, cols []srcColumn, idx []int, types []string) error {
+	oids := make([]uint32, len(idx))
+	mods := make([]int32, len(idx))
+	for i, j := range idx {
+		oids[i], mods[i] = cols[j].oid, cols[j].typmod
 	}
 	rows, err := tx.Query(ctx, `SELECT format_type(o, CASE WHEN m < 0 THEN NULL ELSE m END)
 		FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS u(o, m, n) ORDER BY n`, oids, mods)
 	if err != nil {
-		return nil, targetError(ctx, "name the source's column types", err)
+		return targetError(ctx, "name the source's column types", err)
 	}
-	types, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, targetError(ctx, "name the source's column types", err)
+		return targetError(ctx, "name the source's column types", err)
 	}
-	return types, nil
+	for i, j := range idx {
+		types[j] = names[i]
+	}
+	return nil
 }
 
-// directEligible reports whether rows may be COPYed into the target table itself: its key
-// columns carry an immediate unique index (so an existing key fails the COPY instead of
-// doubling a row, and the load falls back to the upsert) and, with ifEmpty, it has no rows.
-func (l *loader) directEligible(ctx context.Context, tx pgx.Tx, pl plan, ifEmpty bool) (bool, error) {
-	keys := slices.Sorted(slices.Values(pl.keys))
-	var ok bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (
-		SELECT 1 FROM pg_index i
-		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate AND i.indpred IS NULL
-		  AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($2::text[])
-		  AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a
-		       WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])) = $2::text[])`,
-		pl.table.Sanitize(), keys).Scan(&ok)
-	if err != nil {
-		return false, targetError(ctx, "look up the unique index of "+pl.table.Sanitize(), err)
+// stageTypesMatch reports whether the staging types are the target's own.
+func stageTypesMatch(types []string, pl plan, cols map[string]column) bool {
+	for i, c := range pl.cols {
+		if types[i] != cols[c].sqlType {
+			return false
+		}
 	}
-	if !ok || !ifEmpty {
-		return ok, nil
-	}
+	return true
+}
+
+// isEmpty reports whether the table has no rows.
+func isEmpty(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (bool, error) {
 	var empty bool
-	if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM `+pl.table.Sanitize()+`)`).Scan(&empty); err != nil {
-		return false, targetError(ctx, "look into "+pl.table.Sanitize(), err)
+	if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM `+table.Sanitize()+`)`).Scan(&empty); err != nil {
+		return false, targetError(ctx, "look into "+table.Sanitize(), err)
 	}
 	return empty, nil
 }
@@ -403,10 +407,10 @@ func (l *loader) newCheck(pl plan) *rowCheck {
 		modName: l.cfg.ModifiedColumn, pageSize: int64(l.cfg.PageSize)}
 }
 
-// row counts one row. mod is its modification time (ok false when the job has no modified
-// column); key returns its key values, in key column order, when the composite cursor needs
-// them.
-func (c *rowCheck) row(ctx context.Context, mod time.Time, ok bool, key func() ([]any, error)) error {
+// row counts one row and ranks its modification time against the greatest so far (see
+// incremental.Tally.Add), so the source knows when the row's key matters for the composite
+// cursor. ok is false when the job has no modified column.
+func (c *rowCheck) row(ctx context.Context, mod time.Time, ok bool) (incremental.Rank, error) {
 	c.rows++
 	if c.rows == 1 {
 		testHook(ctx, HookSnapshot)
@@ -416,26 +420,22 @@ func (c *rowCheck) row(ctx context.Context, mod time.Time, ok bool, key func() (
 	}
 	if !ok {
 		c.tally.AddUntimed()
-		return nil
+		return incremental.Below, nil
 	}
 	if !c.w.Contains(mod) {
 		// The kind's own WHERE keeps rows outside the window away; this is a bug guard.
-		return etl.SystemError(fmt.Errorf("sql_incremental: row %d: %s %s is outside the window", c.rows, c.modName, mod.Format(time.RFC3339Nano)))
+		return 0, etl.SystemError(fmt.Errorf("sql_incremental: row %d: %s %s is outside the window", c.rows, c.modName, mod.Format(time.RFC3339Nano)))
 	}
-	var keyErr error
-	c.tally.TrackKey(c.tally.Add(mod), c.keyNames, func() map[string]any {
-		vals, err := key()
-		if err != nil {
-			keyErr = err
-			return nil
-		}
-		m := make(map[string]any, len(vals))
-		for i, v := range vals {
-			m[c.keyNames[i]] = v
-		}
-		return m
-	})
-	return keyErr
+	return c.tally.Add(mod), nil
+}
+
+// keyMap names key values by their target key columns.
+func (c *rowCheck) keyMap(vals []any) map[string]any {
+	m := make(map[string]any, len(vals))
+	for i, v := range vals {
+		m[c.keyNames[i]] = v
+	}
+	return m
 }
 
 // nullKey is the error for a row whose key column i is NULL.
