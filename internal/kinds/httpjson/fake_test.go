@@ -48,6 +48,7 @@ type fakeSource struct {
 	clock     time.Time
 	versions  map[int][]version // by id, oldest first
 	requests  []*http.Request
+	dates     []time.Time                  // the Date sent with each response
 	onRequest func(r *http.Request, n int) // n counts requests from 1
 	// ignoreRange makes the API disregard since and until, as some do silently.
 	ignoreRange bool
@@ -146,6 +147,13 @@ func (s *fakeSource) request(i int) *http.Request {
 	return s.requests[i]
 }
 
+// response returns the headers the i-th response carried that tests look at.
+func (s *fakeSource) response(i int) http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return http.Header{"Date": {s.dates[i].Format(http.TimeFormat)}}
+}
+
 func (s *fakeSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests = append(s.requests, r.Clone(context.Background()))
@@ -157,6 +165,7 @@ func (s *fakeSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w.Header().Set("Date", s.clock.Format(http.TimeFormat))
+	s.dates = append(s.dates, s.clock)
 	if r.Method == http.MethodHead {
 		return
 	}

@@ -217,6 +217,10 @@ func (r *run) admit(rec map[string]any) (keep, halt bool, err error) {
 			if err := r.ignored(r.lowerSent, t, "before the window's start", *r.w.Start); err != nil {
 				return false, false, err
 			}
+			if r.positional() && r.p.Order == OrderAsc {
+				// Its moving would shift the window's records too: watch for it.
+				r.seen[key] = t
+			}
 			return false, r.p.Order == OrderDesc, nil
 		}
 		sent := r.upperSent
