@@ -421,11 +421,16 @@ func Handler(ctx context.Context, it *etl.Item) error {
 		auth = v
 	}
 	fields := sourceFields(cfg.Columns)
-	// An empty page checks the target table and its columns before the first request.
-	if _, err := sqlincremental.LoadPage(ctx, it.Target(), cfg.target(), sqlincremental.Page{Fields: fields}); err != nil {
+	// The target table and its columns are checked before the first request.
+	loader, err := sqlincremental.NewPageLoader(ctx, it.Target(), cfg.target())
+	if err == nil {
+		_, err = loader.Load(ctx, sqlincremental.Page{Fields: fields})
+	}
+	if err != nil {
 		return fmt.Errorf("http_json: %w", err)
 	}
 	r := newRun(it, cfg, w, params, fields, auth)
+	r.loader = loader
 	if err := r.load(ctx); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ type run struct {
 	params map[string]any
 	fields []string
 	f      fetcher
+	loader *sqlincremental.PageLoader
 	tally  *incremental.Tally
 	// keyNames are the key columns, keyFields the record fields feeding them.
 	keyNames, keyFields []string
@@ -129,7 +130,7 @@ func (r *run) load(ctx context.Context) error {
 			}
 		}
 		if page.Len() > 0 {
-			n, err := sqlincremental.LoadPage(ctx, r.it.Target(), r.cfg.target(), page)
+			n, err := r.loader.Load(ctx, page)
 			if err != nil {
 				return fmt.Errorf("http_json: page %d: %w", r.pages, err)
 			}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -120,11 +122,95 @@ func appendEscaped(b, v []byte) []byte {
 	return b
 }
 
+// appendTyped appends a value for column c as COPY text: JSON for json columns, an array
+// literal for array columns, else as appendValue.
+func appendTyped(b []byte, v any, c column) ([]byte, error) {
+	switch {
+	case v == nil:
+		return append(b, `\N`...), nil
+	case c.oid == pgtype.JSONOID || c.oid == pgtype.JSONBOID:
+		raw, ok := v.(json.RawMessage)
+		if !ok {
+			var err error
+			if raw, err = json.Marshal(v); err != nil {
+				return nil, fmt.Errorf("encode as JSON: %w", err)
+			}
+		}
+		return appendEscaped(b, raw), nil
+	case c.array:
+		lit, err := arrayLiteral(nil, reflect.ValueOf(v))
+		if err != nil {
+			return nil, err
+		}
+		return appendEscaped(b, lit), nil
+	}
+	return appendValue(b, v, c.oid)
+}
+
+// arrayLiteral renders a Go slice as a Postgres array literal, every element quoted (which the
+// input of any element type accepts) and NULL for nil.
+func arrayLiteral(b []byte, v reflect.Value) ([]byte, error) {
+	if v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return append(b, "NULL"...), nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Slice && v.Kind() != reflect.Array {
+		return nil, fmt.Errorf("%s is not an array", v.Type())
+	}
+	b = append(b, '{')
+	for i := range v.Len() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		e := v.Index(i)
+		for e.Kind() == reflect.Interface && !e.IsNil() {
+			e = e.Elem()
+		}
+		switch {
+		case e.Kind() == reflect.Interface || e.Kind() == reflect.Pointer && e.IsNil():
+			b = append(b, "NULL"...)
+		case e.Kind() == reflect.Slice && e.Type().Elem().Kind() != reflect.Uint8:
+			var err error
+			if b, err = arrayLiteral(b, e); err != nil {
+				return nil, err
+			}
+		default:
+			s, err := appendValue(nil, e.Interface(), 0)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, '"')
+			for _, ch := range s {
+				if ch == '"' || ch == '\\' {
+					b = append(b, '\\')
+				}
+				b = append(b, ch)
+			}
+			b = append(b, '"')
+		}
+	}
+	return append(b, '}'), nil
+}
+
 // appendValue appends a Go value as COPY text for a column of type oid.
 func appendValue(b []byte, v any, oid uint32) ([]byte, error) {
 	switch v := v.(type) {
 	case nil:
 		return append(b, `\N`...), nil
+	case json.Number:
+		return append(b, v...), nil
+	case json.RawMessage:
+		return appendEscaped(b, v), nil
+	case map[string]any, []any:
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encode as JSON: %w", err)
+		}
+		return appendEscaped(b, raw), nil
+	case int16:
+		return strconv.AppendInt(b, int64(v), 10), nil
 	case []byte:
 		if oid == pgtype.ByteaOID {
 			// bytea's hex input form; the backslash itself is escaped for COPY.

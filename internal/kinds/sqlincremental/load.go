@@ -1,6 +1,7 @@
 package sqlincremental
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -170,51 +171,100 @@ func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
 }
 
 // LoadPage upserts one page of rows into the target inside tx and returns the number
-// of target rows inserted or changed. Identifiers are quoted, values travel only
-// through COPY. The rows are copied into a temporary staging table (dropped at
-// commit) holding just the loaded columns, then inserted ON CONFLICT (key columns)
-// DO UPDATE the other columns where they differ; when several rows of a page share a key, the
-// last one wins. Target columns not loaded keep their defaults on insert and their values on
-// update.
-//
-// Errors are marked: names, a missing table or column and values that do not fit
-// their column are permanent DATA errors; other database failures are DB errors; when
-// ctx is done the context's error is what the caller sees.
+// of target rows inserted or changed; see [PageLoader.Load], which loads many pages into one
+// target more cheaply.
 func LoadPage(ctx context.Context, tx pgx.Tx, t Target, p Page) (int64, error) {
+	l, err := NewPageLoader(ctx, tx, t)
+	if err != nil {
+		return 0, err
+	}
+	return l.Load(ctx, p)
+}
+
+// PageLoader upserts pages of rows into one target inside one transaction. It looks the target
+// up once, so an item paging through an API pays for that once.
+type PageLoader struct {
+	tx    pgx.Tx
+	t     Target
+	table pgx.Identifier
+	info  targetInfo
+	// plans by the page's fields (they matter only with the identity mapping).
+	plans map[string]*pagePlan
+}
+
+type pagePlan struct {
+	pl     plan
+	st     stagingTable
+	staged bool
+}
+
+// NewPageLoader checks the target's names and looks the table up.
+func NewPageLoader(ctx context.Context, tx pgx.Tx, t Target) (*PageLoader, error) {
 	table, err := t.check()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if tx == nil {
-		return 0, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", table.Sanitize())))
+		return nil, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", table.Sanitize())))
 	}
-	pl, err := t.plan(table, p)
+	info, err := describeTarget(ctx, tx, table, t.KeyColumns)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	info, err := describeTarget(ctx, tx, table, pl.keys)
-	if err != nil {
-		return 0, err
+	return &PageLoader{tx: tx, t: t, table: table, info: info, plans: map[string]*pagePlan{}}, nil
+}
+
+// Load upserts one page and returns the number of target rows inserted or changed.
+// Identifiers are quoted, values travel only through COPY (as text, which the target parses
+// for each column's type). The rows are copied into a temporary staging table (dropped at
+// commit) holding just the loaded columns, then inserted ON CONFLICT (key columns) DO UPDATE
+// the other columns where they differ; when several rows of a page share a key, the last one
+// wins. Target columns not loaded keep their defaults on insert and their values on update.
+//
+// Errors are marked: names, a missing table or column and values that do not fit their
+// column are permanent DATA errors; other database failures are DB errors; when ctx is done
+// the context's error is what the caller sees.
+func (l *PageLoader) Load(ctx context.Context, p Page) (int64, error) {
+	key := ""
+	if len(l.t.Columns) == 0 {
+		key = strings.Join(p.Fields, "\x00")
 	}
-	cols := info.cols
-	if err := pl.checkColumns(cols); err != nil {
-		return 0, err
+	pp, ok := l.plans[key]
+	if !ok {
+		pl, err := l.t.plan(l.table, p)
+		if err != nil {
+			return 0, err
+		}
+		if err := pl.checkColumns(l.info.cols); err != nil {
+			return 0, err
+		}
+		pp = &pagePlan{pl: pl}
+		l.plans[key] = pp
 	}
 	if p.Len() == 0 {
 		return 0, nil
 	}
-	rows, err := pl.rows(p, cols)
+	data, err := pp.pl.text(p, l.info.cols)
 	if err != nil {
 		return 0, err
 	}
-	st, err := pl.stage(ctx, tx, cols, nil)
-	if err != nil {
-		return 0, err
+	if !pp.staged {
+		if pp.st, err = pp.pl.stage(ctx, l.tx, l.info.cols, nil); err != nil {
+			return 0, err
+		}
+		pp.staged = true
+	} else if _, err := l.tx.Exec(ctx, `TRUNCATE `+pp.st.name.Sanitize()); err != nil {
+		return 0, targetError(ctx, "truncate staging table for "+l.table.Sanitize(), err)
 	}
-	if _, err := tx.CopyFrom(ctx, st.name, pl.cols, pgx.CopyFromRows(rows)); err != nil {
-		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", len(rows), table.Sanitize()), err)
+	conn := l.tx.Conn()
+	if conn == nil {
+		return 0, etl.DBError(fmt.Errorf("load %s: the target transaction has no connection", l.table.Sanitize()))
 	}
-	return pl.merge(ctx, tx, st, cols, true)
+	if _, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(data),
+		`COPY `+pp.st.name.Sanitize()+` (`+strings.Join(pp.pl.quotedCols(), ", ")+`) FROM STDIN`); err != nil {
+		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", p.Len(), l.table.Sanitize()), err)
+	}
+	return pp.pl.merge(ctx, l.tx, pp.st, l.info.cols, true)
 }
 
 // checkColumns refuses a plan naming a column the target lacks.
@@ -341,6 +391,8 @@ func (pl plan) merge(ctx context.Context, tx pgx.Tx, st stagingTable, cols map[s
 type column struct {
 	oid     uint32
 	sqlType string
+	// array: the column is an array (its values render as array literals).
+	array bool
 	// equality: the type has a default btree equality, so the upsert compares values as they
 	// are; others (json, xml, geometric types, composites) compare by their text.
 	equality bool
@@ -364,7 +416,7 @@ func describeTarget(ctx context.Context, tx pgx.Tx, table pgx.Identifier, keys [
 				  AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($2::text[])
 				  AND (SELECT array_agg(k.attname::text ORDER BY k.attname::text) FROM pg_attribute k
 				       WHERE k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])) = $2::text[]),
-			a.attname::text, bt.oid, format_type(a.atttypid, a.atttypmod),
+			a.attname::text, bt.oid, format_type(a.atttypid, a.atttypmod), bt.typcategory = 'A',
 			bt.typtype IN ('e', 'r', 'm') OR EXISTS (SELECT FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
 				WHERE am.amname = 'btree' AND oc.opcdefault
 				  AND oc.opcintype = CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE bt.oid END)
@@ -382,11 +434,12 @@ func describeTarget(ctx context.Context, tx pgx.Tx, table pgx.Identifier, keys [
 		col      *string
 		oid      *uint32
 		sqlType  *string
+		array    *bool
 		equality *bool
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&exists, &info.uniqueKeys, &col, &oid, &sqlType, &equality}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&exists, &info.uniqueKeys, &col, &oid, &sqlType, &array, &equality}, func() error {
 		if col != nil {
-			info.cols[*col] = column{oid: *oid, sqlType: *sqlType, equality: *equality}
+			info.cols[*col] = column{oid: *oid, sqlType: *sqlType, array: *array, equality: *equality}
 		}
 		return nil
 	}); err != nil {
@@ -398,32 +451,35 @@ func describeTarget(ctx context.Context, tx pgx.Tx, table pgx.Identifier, keys [
 	return info, nil
 }
 
-// rows builds the COPY rows: the values of the plan's fields, converted for their
-// column types.
-func (pl plan) rows(p Page, cols map[string]column) ([][]any, error) {
-	out := make([][]any, 0, p.Len())
-	conv := func(row []any) error {
+// text renders the page as COPY text data: the values of the plan's fields, converted for
+// their column types.
+func (pl plan) text(p Page, cols map[string]column) ([]byte, error) {
+	var b []byte
+	n := 0
+	row := func(value func(i int) any) error {
+		n++
 		for i, c := range pl.cols {
-			v, err := convert(row[i], cols[c].oid)
-			if err != nil {
-				return etl.Permanent(etl.DataError(fmt.Errorf("row %d, column %q: %w", len(out)+1, c, err)))
+			if i > 0 {
+				b = append(b, '\t')
 			}
-			row[i] = v
+			v, err := convert(value(i), cols[c].oid)
+			if err == nil {
+				b, err = appendTyped(b, v, cols[c])
+			}
+			if err != nil {
+				return etl.Permanent(etl.DataError(fmt.Errorf("row %d, column %q: %w", n, c, err)))
+			}
 		}
-		out = append(out, row)
+		b = append(b, '\n')
 		return nil
 	}
 	if len(p.Records) > 0 {
 		for _, rec := range p.Records {
-			row := make([]any, len(pl.cols))
-			for i, f := range pl.fields {
-				row[i] = rec[f]
-			}
-			if err := conv(row); err != nil {
+			if err := row(func(i int) any { return rec[pl.fields[i]] }); err != nil {
 				return nil, err
 			}
 		}
-		return out, nil
+		return b, nil
 	}
 	idx := make([]int, len(pl.fields))
 	for i, f := range pl.fields {
@@ -432,19 +488,15 @@ func (pl plan) rows(p Page, cols map[string]column) ([][]any, error) {
 			return nil, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q (for target column %q) is not in the source rows", f, pl.cols[i])))
 		}
 	}
-	for n, src := range p.Rows {
+	for j, src := range p.Rows {
 		if len(src) != len(p.Fields) {
-			return nil, etl.Permanent(etl.DataError(fmt.Errorf("row %d has %d values for %d fields", n+1, len(src), len(p.Fields))))
+			return nil, etl.Permanent(etl.DataError(fmt.Errorf("row %d has %d values for %d fields", j+1, len(src), len(p.Fields))))
 		}
-		row := make([]any, len(pl.cols))
-		for i, j := range idx {
-			row[i] = src[j]
-		}
-		if err := conv(row); err != nil {
+		if err := row(func(i int) any { return src[idx[i]] }); err != nil {
 			return nil, err
 		}
 	}
-	return out, nil
+	return b, nil
 }
 
 // convert adapts a source value to the column type where pgx's binary COPY would
