@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"slices"
@@ -19,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/kinds/httpjson"
 	"github.com/etlexec/etlexec/internal/kinds/kindtest"
 	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
 )
@@ -88,6 +91,7 @@ func benchKinds(ctx context.Context, args []string) error {
 		{name: "sql_incremental first load (COPY straight in)", run: b.sqlFirstLoad},
 		{name: "sql_incremental reload, every row changed (upsert)", setup: b.changeAll, run: b.sqlReload},
 		{name: "same database: INSERT … SELECT (for reference)", run: b.insertSelect},
+		{name: "http_json first load, keyset pages of 1000 (local API)", run: b.httpFirstLoad},
 	}
 	secs := make([][]float64, len(measures)) // secs[m][run]
 	ratios := make([][]float64, len(measures))
@@ -157,6 +161,8 @@ type kindsBench struct {
 	sqlCursors      []kindtest.Cursor
 	pipeSrc, pipeTo *pgx.Conn
 	profile         *os.File
+	httpJobs        []kindtest.Job
+	api             *http.Server
 }
 
 func newKindsBench(ctx context.Context, rows, tenants int, interleaved bool) (*kindsBench, error) {
@@ -206,6 +212,7 @@ func newKindsBench(ctx context.Context, rows, tenants int, interleaved bool) (*k
 		return nil, err
 	}
 	if _, err := b.target.Exec(ctx, `CREATE TABLE dw_orders `+benchOrderColumns+`; CREATE TABLE pipe_orders `+benchOrderColumns+`;
+		CREATE TABLE api_orders `+benchOrderColumns+`;
 		CREATE TABLE local_orders `+benchOrderColumns); err != nil {
 		return nil, err
 	}
@@ -230,6 +237,9 @@ func newKindsBench(ctx context.Context, rows, tenants int, interleaved bool) (*k
 			Strategy: etl.StrategyModifiedDate, Config: cfg, Params: json.RawMessage(`{"tenant":` + strconv.Itoa(t) + `}`),
 			Target: b.target})
 	}
+	if err := b.startAPI(ctx); err != nil {
+		return nil, err
+	}
 	if b.pipeSrc, err = pgx.Connect(ctx, b.sourceURL); err != nil {
 		return nil, err
 	}
@@ -251,6 +261,9 @@ func smallPool(ctx context.Context, u string) (*pgxpool.Pool, error) {
 
 func (b *kindsBench) close(keep bool) {
 	ctx := context.WithoutCancel(b.ctx)
+	if b.api != nil {
+		_ = b.api.Close()
+	}
 	for _, c := range []*pgx.Conn{b.pipeSrc, b.pipeTo} {
 		if c != nil {
 			_ = c.Close(ctx)
@@ -296,12 +309,6 @@ func (b *kindsBench) sqlFirstLoad() (int64, error) {
 		return 0, err
 	}
 	b.sqlCursors = make([]kindtest.Cursor, len(b.sqlJobs))
-	if b.profile != nil {
-		if err := pprof.StartCPUProfile(b.profile); err == nil {
-			defer pprof.StopCPUProfile()
-			b.profile = nil // one run's profile
-		}
-	}
 	return b.runAll(b.sqlJobs, b.sqlCursors)
 }
 
@@ -330,6 +337,104 @@ func (b *kindsBench) runAll(jobs []kindtest.Job, cursors []kindtest.Cursor) (int
 		n += r.Metrics.RecordsRead
 	}
 	return n, nil
+}
+
+// startAPI serves the source's rows as a JSON API on loopback, from memory (records encoded
+// once, untimed): /orders?tenant=T&since=S&until=U&limit=N, ascending by (modified_at, id).
+func (b *kindsBench) startAPI(ctx context.Context) error {
+	type rec struct {
+		at   time.Time
+		json []byte
+	}
+	byTenant := make([][]rec, b.tenants)
+	rows, err := b.source.Query(ctx, `SELECT tenant, modified_at, json_build_object('id', id, 'tenant', tenant, 'name', name,
+		'amount', amount, 'tags', tags, 'modified_at', to_char(modified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text
+		FROM orders ORDER BY modified_at, id`)
+	if err != nil {
+		return err
+	}
+	var (
+		tenant int
+		at     time.Time
+		doc    string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&tenant, &at, &doc}, func() error {
+		byTenant[tenant] = append(byTenant[tenant], rec{at: at, json: []byte(doc)})
+		return nil
+	}); err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/orders", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		t, _ := strconv.Atoi(q.Get("tenant"))
+		if t < 0 || t >= len(byTenant) {
+			http.NotFound(w, r)
+			return
+		}
+		recs := byTenant[t]
+		limit, _ := strconv.Atoi(q.Get("limit"))
+		from, to := 0, len(recs)
+		if s, err := time.Parse(time.RFC3339Nano, q.Get("since")); err == nil {
+			from, _ = slices.BinarySearchFunc(recs, s, func(r rec, s time.Time) int { return r.at.Compare(s) })
+		}
+		if u, err := time.Parse(time.RFC3339Nano, q.Get("until")); err == nil {
+			to, _ = slices.BinarySearchFunc(recs, u, func(r rec, u time.Time) int { return r.at.Compare(u) })
+		}
+		to = min(to, from+limit)
+		w.Header().Set("Content-Type", "application/json")
+		bw := bufio.NewWriterSize(w, 64<<10)
+		bw.WriteString(`{"data":[`)
+		for i, r := range recs[from:max(from, to)] {
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			bw.Write(r.json)
+		}
+		bw.WriteString(`]}`)
+		_ = bw.Flush()
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	b.api = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = b.api.Serve(l) }()
+	cfg, err := json.Marshal(map[string]any{
+		"base_url":       "http://" + l.Addr().String() + "/orders",
+		"query":          map[string]string{"tenant": "{{.params.tenant}}"},
+		"records_path":   "data",
+		"modified_field": "modified_at",
+		"time_format":    "rfc3339nano",
+		"pagination":     map[string]any{"type": "keyset", "limit": 1000, "since_param": "since", "until_param": "until"},
+		"target_table":   "api_orders",
+		"key_columns":    []string{"id"},
+		"columns": map[string]string{"id": "id", "tenant": "tenant", "name": "name", "amount": "amount",
+			"tags": "tags", "modified_at": "modified_at"},
+	})
+	if err != nil {
+		return err
+	}
+	for t := range b.tenants {
+		b.httpJobs = append(b.httpJobs, kindtest.Job{Kind: httpjson.Kind, Handler: httpjson.Handler,
+			Strategy: etl.StrategyModifiedDate, Config: cfg, Params: json.RawMessage(`{"tenant":` + strconv.Itoa(t) + `}`),
+			Target: b.target})
+	}
+	return nil
+}
+
+// httpFirstLoad runs every tenant's http_json item from no cursor into an empty table.
+func (b *kindsBench) httpFirstLoad() (int64, error) {
+	if b.profile != nil {
+		if err := pprof.StartCPUProfile(b.profile); err == nil {
+			defer pprof.StopCPUProfile()
+			b.profile = nil
+		}
+	}
+	if _, err := b.target.Exec(b.ctx, "TRUNCATE api_orders"); err != nil {
+		return 0, err
+	}
+	return b.runAll(b.httpJobs, make([]kindtest.Cursor, len(b.httpJobs)))
 }
 
 // insertSelect copies the rows within the source database, as the issue measured.
