@@ -51,7 +51,7 @@ func benchKinds(ctx context.Context, args []string) error {
 	tenants := fs.Int("tenants", 10, "tenants: one item each")
 	runs := fs.Int("runs", 3, "measured runs of each load")
 	keep := fs.Bool("keep", false, "keep the two databases afterwards")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the sql_incremental first loads to this file")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the first http_json load to this file")
 	interleaved := fs.Bool("interleaved", false, "store the tenants' rows interleaved (every page holds every tenant) instead of clustered by tenant")
 	if err := fs.Parse(args); err != nil {
 		return err
