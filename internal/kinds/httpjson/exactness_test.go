@@ -4,8 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,30 +14,6 @@ import (
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/kinds/kindtest"
 )
-
-// exactnessRounds is how many mutate → run rounds each mode gets: ETL_EXACTNESS_ROUNDS, else
-// 40 (10 with -short).
-func exactnessRounds(t *testing.T) int {
-	if s := os.Getenv("ETL_EXACTNESS_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		require.NoError(t, err, "ETL_EXACTNESS_ROUNDS")
-		return n
-	}
-	if testing.Short() {
-		return 10
-	}
-	return 40
-}
-
-// exactnessSeed is ETL_EXACTNESS_SEED, else the clock; the test logs it so a failure replays.
-func exactnessSeed(t *testing.T) uint64 {
-	if s := os.Getenv("ETL_EXACTNESS_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "ETL_EXACTNESS_SEED")
-		return n
-	}
-	return uint64(time.Now().UnixNano())
-}
 
 // lag is the jobs' safety lag; the source's late writers become visible within it.
 const lag = 5 * time.Second
@@ -191,7 +165,7 @@ func (e *apiExactness) round(ctx context.Context, r int) (retries int) {
 
 func TestExactness(t *testing.T) {
 	t.Parallel()
-	rounds := exactnessRounds(t)
+	rounds := kindtest.ExactnessRounds(t)
 	type mode struct {
 		name       string
 		query      map[string]string
@@ -213,7 +187,7 @@ func TestExactness(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			seed := exactnessSeed(t)
+			seed := kindtest.ExactnessSeed(t)
 			t.Logf("seed %d (ETL_EXACTNESS_SEED replays it), %d rounds", seed, rounds)
 			e := &apiExactness{t: t, rng: rand.New(rand.NewPCG(seed, 2)), b: setup(t),
 				src: newFakeSource(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))}

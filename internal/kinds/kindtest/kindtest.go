@@ -14,6 +14,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strconv"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -106,4 +109,34 @@ func Run(ctx context.Context, job Job, cur *Cursor, opt Options) Result {
 	}
 	cur.Note = m.Note
 	return res
+}
+
+// ExactnessRounds is how many mutate → run rounds a randomized exactness test gives each source:
+// ETL_EXACTNESS_ROUNDS, else 40 (10 with -short).
+func ExactnessRounds(t testing.TB) int {
+	t.Helper()
+	if s := os.Getenv("ETL_EXACTNESS_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("ETL_EXACTNESS_ROUNDS=%q: want a positive number", s)
+		}
+		return n
+	}
+	if testing.Short() {
+		return 10
+	}
+	return 40
+}
+
+// ExactnessSeed is ETL_EXACTNESS_SEED, else the clock; tests log it so a failure replays.
+func ExactnessSeed(t testing.TB) uint64 {
+	t.Helper()
+	if s := os.Getenv("ETL_EXACTNESS_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("ETL_EXACTNESS_SEED=%q: want an unsigned number", s)
+		}
+		return n
+	}
+	return uint64(time.Now().UnixNano())
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -24,30 +23,6 @@ import (
 	"github.com/etlexec/etlexec/internal/kinds/kindtest"
 	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
 )
-
-// exactnessRounds is how many mutate → run rounds each source gets: ETL_EXACTNESS_ROUNDS, else
-// 40 (10 with -short).
-func exactnessRounds(t *testing.T) int {
-	if s := os.Getenv("ETL_EXACTNESS_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		require.NoError(t, err, "ETL_EXACTNESS_ROUNDS")
-		return n
-	}
-	if testing.Short() {
-		return 10
-	}
-	return 40
-}
-
-// exactnessSeed is ETL_EXACTNESS_SEED, else the clock; the test logs it so a failure replays.
-func exactnessSeed(t *testing.T) uint64 {
-	if s := os.Getenv("ETL_EXACTNESS_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "ETL_EXACTNESS_SEED")
-		return n
-	}
-	return uint64(time.Now().UnixNano())
-}
 
 // sqlSource is a source database the exactness test writes to like a busy application: rows
 // change with the database's clock, some in transactions that stay open across a run and
@@ -87,8 +62,11 @@ func (s pgSrc) begin(ctx context.Context) (sqlTx, error) {
 	tx, err := s.pool.Begin(ctx)
 	return pgTx{tx}, err
 }
-func (s pgSrc) rows(ctx context.Context) (map[int]srcRow, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, ver, deleted, modified_at FROM items`)
+func (s pgSrc) rows(ctx context.Context) (map[int]srcRow, error) { return pgItems(ctx, s.pool) }
+
+// pgItems reads the items table of a Postgres database, source or target.
+func pgItems(ctx context.Context, pool *pgxpool.Pool) (map[int]srcRow, error) {
+	rows, err := pool.Query(ctx, `SELECT id, ver, deleted, modified_at FROM items`)
 	if err != nil {
 		return nil, err
 	}
@@ -377,18 +355,7 @@ func (e *exactness) round(ctx context.Context, r int) {
 }
 
 func (e *exactness) targetRows(ctx context.Context) map[int]srcRow {
-	rows, err := e.target.Query(ctx, `SELECT id, ver, deleted, modified_at FROM items`)
-	require.NoError(e.t, err)
-	out := map[int]srcRow{}
-	var (
-		id int
-		r  srcRow
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &r.ver, &r.deleted, &r.modified}, func() error {
-		r.modified = r.modified.UTC()
-		out[id] = r
-		return nil
-	})
+	out, err := pgItems(ctx, e.target)
 	require.NoError(e.t, err)
 	return out
 }
@@ -419,7 +386,7 @@ func (e *exactness) finish(ctx context.Context, wait time.Duration) {
 
 func TestExactness(t *testing.T) {
 	t.Parallel()
-	rounds := exactnessRounds(t)
+	rounds := kindtest.ExactnessRounds(t)
 	for _, tc := range []struct {
 		name     string
 		open     func(t *testing.T) (sqlSource, map[string]any)
@@ -437,7 +404,7 @@ func TestExactness(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			seed := exactnessSeed(t)
+			seed := kindtest.ExactnessSeed(t)
 			t.Logf("seed %d (ETL_EXACTNESS_SEED replays it), %d rounds", seed, rounds)
 			ctx := t.Context()
 			src, cfg := tc.open(t)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -51,7 +50,7 @@ func openMySQL(ctx context.Context, dsn string, cfg *Config) (*mysqlSource, erro
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		_ = db.Close()
-		return nil, mysqlError(ctx, "connect to source", err)
+		return nil, sourceError(ctx, "connect to source", err)
 	}
 	return &mysqlSource{db: db, conn: conn}, nil
 }
@@ -75,7 +74,7 @@ func (s *mysqlSource) placeholder(int) string { return "?" }
 func (s *mysqlSource) bound(ctx context.Context, horizon string) (bound, error) {
 	var now time.Time
 	if err := s.conn.QueryRowContext(ctx, "SELECT NOW(6)").Scan(&now); err != nil {
-		return bound{}, mysqlError(ctx, "read the source's clock", err)
+		return bound{}, sourceError(ctx, "read the source's clock", err)
 	}
 	return bound{at: now.UTC(), why: "source clock"}, nil
 }
@@ -83,7 +82,7 @@ func (s *mysqlSource) bound(ctx context.Context, horizon string) (bound, error) 
 func (s *mysqlSource) begin(ctx context.Context) error {
 	tx, err := s.conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
-		return mysqlError(ctx, "begin source transaction", err)
+		return sourceError(ctx, "begin source transaction", err)
 	}
 	s.tx = tx
 	return nil
@@ -92,12 +91,12 @@ func (s *mysqlSource) begin(ctx context.Context) error {
 func (s *mysqlSource) describe(ctx context.Context, query string, args []any) ([]srcColumn, error) {
 	rows, err := s.tx.QueryContext(ctx, query+" LIMIT 0", mysqlArgs(args)...)
 	if err != nil {
-		return nil, mysqlError(ctx, "run the query on the source", err)
+		return nil, sourceError(ctx, "run the query on the source", err)
 	}
 	defer rows.Close()
 	types, err := rows.ColumnTypes()
 	if err != nil {
-		return nil, mysqlError(ctx, "describe the query's columns", err)
+		return nil, sourceError(ctx, "describe the query's columns", err)
 	}
 	cols := make([]srcColumn, len(types))
 	for i, ct := range types {
@@ -113,7 +112,7 @@ func (s *mysqlSource) describe(ctx context.Context, query string, args []any) ([
 func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *rowCheck) error {
 	rows, err := s.tx.QueryContext(ctx, q.sql, mysqlArgs(q.args)...)
 	if err != nil {
-		return mysqlError(ctx, "run the query on the source", err)
+		return sourceError(ctx, "run the query on the source", err)
 	}
 	defer rows.Close()
 	vals := make([]any, len(q.cols))
@@ -123,7 +122,7 @@ func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, ch
 	}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return mysqlError(ctx, "read a row", err)
+			return sourceError(ctx, "read a row", err)
 		}
 		for i, j := range q.keys {
 			if vals[j] == nil {
@@ -160,7 +159,7 @@ func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, ch
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return mysqlError(ctx, "read the query's rows", err)
+		return sourceError(ctx, "read the query's rows", err)
 	}
 	return nil
 }
@@ -192,22 +191,4 @@ func mysqlArgs(args []any) []any {
 		}
 	}
 	return out
-}
-
-// mysqlError marks a failed source operation like sourceError does for Postgres: errors in
-// the job's query (syntax, unknown table or column) are permanent DATA errors.
-func mysqlError(ctx context.Context, doing string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("sql_incremental: %s: %w (%v)", doing, ctxErr, err)
-	}
-	err = fmt.Errorf("sql_incremental: %s: %w", doing, err)
-	if me, ok := errors.AsType[*mysql.MySQLError](err); ok {
-		switch me.Number {
-		case 1054, 1064, 1146, 1149, 1241, 1305, 1630, 1052: // unknown column, syntax, no such table, …
-			return etl.Permanent(etl.DataError(err))
-		case 1044, 1045, 1049: // access denied, unknown database: a configuration fault
-			return etl.Permanent(etl.SystemError(err))
-		}
-	}
-	return etl.DBError(err)
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -403,21 +402,4 @@ func jsonable(v any) any {
 		return v.UTC()
 	}
 	return v
-}
-
-// sourceError describes a failed source operation: the context's error when ctx is
-// done, a permanent DATA error when Postgres rejected the query or its values (an
-// error in the job's query, not the database's state), a DB error otherwise.
-func sourceError(ctx context.Context, doing string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("sql_incremental: %s: %w (%v)", doing, ctxErr, err)
-	}
-	err = fmt.Errorf("sql_incremental: %s: %w", doing, err)
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-		switch pgErr.Code[:2] {
-		case "22", "42":
-			return etl.Permanent(etl.DataError(err))
-		}
-	}
-	return etl.DBError(err)
 }

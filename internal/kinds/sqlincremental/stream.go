@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -446,4 +447,30 @@ func (c *rowCheck) nullKey(i int) error {
 // nullMod is the error for a row without a modification time.
 func (c *rowCheck) nullMod() error {
 	return etl.Permanent(etl.DataError(fmt.Errorf("sql_incremental: row %d: %s is NULL; modified_column must be NOT NULL", c.rows+1, c.modName)))
+}
+
+// sourceError describes a failed source operation: the context's error when ctx is done, a
+// permanent DATA error when the source rejected the query or its values (an error in the job's
+// query, not the database's state), a permanent SYSTEM error when it refused the credentials or
+// database, a DB error otherwise.
+func sourceError(ctx context.Context, doing string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("sql_incremental: %s: %w (%v)", doing, ctxErr, err)
+	}
+	err = fmt.Errorf("sql_incremental: %s: %w", doing, err)
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code[:2] {
+		case "22", "42":
+			return etl.Permanent(etl.DataError(err))
+		}
+	}
+	if me, ok := errors.AsType[*mysql.MySQLError](err); ok {
+		switch me.Number {
+		case 1052, 1054, 1064, 1146, 1149, 1241, 1305, 1630: // ambiguous or unknown column, syntax, no such table, …
+			return etl.Permanent(etl.DataError(err))
+		case 1044, 1045, 1049: // access denied, unknown database: a configuration fault
+			return etl.Permanent(etl.SystemError(err))
+		}
+	}
+	return etl.DBError(err)
 }
