@@ -256,11 +256,11 @@ func (l *PageLoader) Load(ctx context.Context, p Page) (int64, error) {
 	} else if _, err := l.tx.Exec(ctx, `TRUNCATE `+pp.st.name.Sanitize()); err != nil {
 		return 0, targetError(ctx, "truncate staging table for "+l.table.Sanitize(), err)
 	}
-	conn := l.tx.Conn()
-	if conn == nil {
-		return 0, etl.DBError(fmt.Errorf("load %s: the target transaction has no connection", l.table.Sanitize()))
+	conn, err := pgConnOf(l.tx)
+	if err != nil {
+		return 0, err
 	}
-	if _, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(data),
+	if _, err := conn.CopyFrom(ctx, bytes.NewReader(data),
 		`COPY `+pp.st.name.Sanitize()+` (`+strings.Join(pp.pl.quotedCols(), ", ")+`) FROM STDIN`); err != nil {
 		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", p.Len(), l.table.Sanitize()), err)
 	}

@@ -340,7 +340,11 @@ func (l *loader) load(ctx context.Context, tx pgx.Tx, pl plan, cols map[string]c
 		if err != nil {
 			return 0, "", nil, targetError(ctx, "savepoint before copying into "+pl.table.Sanitize(), err)
 		}
-		n, chk, fromTarget, err := pass(sp.Conn().PgConn(), pl.table)
+		conn, err := pgConnOf(sp)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		n, chk, fromTarget, err := pass(conn, pl.table)
 		if err == nil {
 			if err := sp.Commit(ctx); err != nil {
 				return 0, "", nil, targetError(ctx, "release savepoint", err)
@@ -357,7 +361,11 @@ func (l *loader) load(ctx context.Context, tx pgx.Tx, pl plan, cols map[string]c
 	if err != nil {
 		return 0, "", nil, err
 	}
-	_, chk, fromTarget, err := pass(tx.Conn().PgConn(), st.name)
+	conn, err := pgConnOf(tx)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	_, chk, fromTarget, err := pass(conn, st.name)
 	if err != nil {
 		return 0, "", nil, copyFailed(err, fromTarget)
 	}
@@ -377,6 +385,15 @@ func (l *loader) load(ctx context.Context, tx pgx.Tx, pl plan, cols map[string]c
 		return 0, "", nil, err
 	}
 	return written, how, chk, nil
+}
+
+// pgConnOf is the connection under a target transaction, for COPY from a stream.
+func pgConnOf(tx pgx.Tx) (*pgconn.PgConn, error) {
+	c := tx.Conn()
+	if c == nil {
+		return nil, etl.DBError(errors.New("sql_incremental: the target transaction has no connection"))
+	}
+	return c.PgConn(), nil
 }
 
 // isConflict reports whether the target refused a row for an existing key.
