@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func pingMySQL(dsn string) error {
 }
 
 // startMariaDB starts a private server on a free loopback port; it lives as long as the test
-// process (the directory is removed by the OS's temp cleaning, the process dies with us).
+// process (the kernel kills it when we exit; its directory is left to the OS's temp cleaning).
 func startMariaDB() (string, error) {
 	dir, err := os.MkdirTemp("", "etl-mariadb-")
 	if err != nil {
@@ -69,6 +70,7 @@ func startMariaDB() (string, error) {
 	}
 	cmd := exec.Command("mariadbd", "--no-defaults", "--datadir="+data, "--user=root", "--port="+strconv.Itoa(port),
 		"--bind-address=127.0.0.1", "--socket="+filepath.Join(dir, "sock"), "--skip-log-bin")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start mariadbd: %w", err)
 	}
