@@ -100,14 +100,12 @@ func (s *fakeSource) put(id int, updated, visible time.Time, deleted bool) versi
 func (s *fakeSource) visibleAt(t time.Time) []version {
 	var out []version
 	for _, vs := range s.versions {
-		var cur *version
-		for i := range vs {
-			if !vs[i].Visible.After(t) && (cur == nil || vs[i].Ver > cur.Ver) {
-				cur = &vs[i]
+		// Versions are kept in Ver order: the newest visible one is the first from the end.
+		for i := len(vs) - 1; i >= 0; i-- {
+			if !vs[i].Visible.After(t) {
+				out = append(out, vs[i])
+				break
 			}
-		}
-		if cur != nil {
-			out = append(out, *cur)
 		}
 	}
 	return out
