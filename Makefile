@@ -20,7 +20,7 @@ SERVICES = exports="$$(scripts/services.sh up)" && eval "$$exports"
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: N=$(N) (bench-pipeline), SCALE=$(SCALE) (bench-queries), ROWS=$(ROWS) (bench-kinds), NAME (migrate-diff)"
 
@@ -49,8 +49,15 @@ test-short: ## Run the tests in -short mode
 	@$(SERVICES) && $(GO) test -count=1 -short -timeout 5m ./...
 
 .PHONY: test-faults
-test-faults: ## Run the fault tests (private Postgres/Redis that get killed and restarted)
-	@$(SERVICES) && $(GO) test -count=1 -run Fault -timeout 30m ./internal/faults/...
+# The fault tests start private Postgres and Redis servers of their own (internal/servertest):
+# they need the binaries, not the shared services.
+test-faults: ## Run the fault tests on private Postgres/Redis that get killed, frozen and restarted
+	$(GO) test -count=1 -timeout 30m ./internal/servertest/... ./internal/faults/...
+
+.PHONY: test-faults-loaded
+test-faults-loaded: ## Run test-faults with two CPU-hog processes beside it
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench hog -n 2 & hog=$$!; trap 'kill $$hog' EXIT; $(MAKE) test-faults
 
 .PHONY: vet
 vet: ## Run go vet
@@ -82,8 +89,8 @@ demo: ## Run the main job end to end: 2 workers, 50 params, resume from cursors,
 	@bash scripts/demo.sh
 
 .PHONY: bench-pipeline
-bench-pipeline: ## Benchmark the whole pipeline with N items (N=20000)
-	@$(SERVICES) && $(GO) run ./cmd/bench pipeline -n $(N)
+bench-pipeline: ## Bare asynq vs etlexec worker processes (1, 2, 4) on private servers, N items: rates, per-item costs
+	$(GO) run ./cmd/bench pipeline -n $(N)
 
 .PHONY: bench-kinds
 bench-kinds: ## Benchmark sql_incremental and http_json loads against a COPY | COPY pipe (ROWS=200000)

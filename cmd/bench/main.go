@@ -1,9 +1,12 @@
-// Command bench measures etlexec against a database it creates for itself (never a test's or a
-// deployment's) on DATABASE_URL's server:
+// Command bench measures etlexec:
 //
-//	go run ./cmd/bench queries -scale small|full    history queries: p50/p95/p99 and plans
-//	go run ./cmd/bench pipeline -n 20000            bare asynq vs etlexec no-op throughput
+//	go run ./cmd/bench queries -scale small|full    history queries: p50/p95/p99 and plans, on a
+//	                                                database it creates on DATABASE_URL's server
+//	go run ./cmd/bench pipeline -n 20000            bare asynq vs etlexec worker processes on a
+//	                                                private Postgres and Redis: rates, per-item costs
+//	go run ./cmd/bench hog -n 2                     CPU hogs until SIGTERM (make test-faults-loaded)
 //
+// bare-server is the pipeline's baseline process (a bare asynq server with a no-op handler).
 // Each subcommand lives in its own file and adds itself to commands in an init, so files stay
 // independent; main only dispatches on os.Args[1].
 package main
@@ -22,8 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/etlexec/etlexec/internal/dbmigrate"
-	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/dbtest"
 )
 
 // serverURLDefault is the local Postgres that scripts/services.sh provides.
@@ -116,21 +118,8 @@ func recreateDatabase(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	db, err := dbmigrate.Open(u)
-	if err != nil {
-		return "", err
-	}
-	defer db.Close()
-	if _, err := (&dbmigrate.Migrator{DB: db}).Apply(ctx); err != nil {
-		return "", fmt.Errorf("migrate %s: %w", name, err)
-	}
-	st, err := store.Connect(ctx, u)
-	if err != nil {
-		return "", err
-	}
-	defer st.Close()
-	if _, err := st.MaintainLogPartitions(ctx, store.LogMaintenance{}); err != nil {
-		return "", err
+	if err := dbtest.Migrate(ctx, u); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	return u, nil
 }

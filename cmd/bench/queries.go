@@ -686,7 +686,7 @@ func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCa
 		}),
 		{name: "run.show", call: func(ctx context.Context, i int) (int, string, error) {
 			d, err := st.HistoryRun(ctx, runAt(i).runID)
-			return len(d.Items) + len(d.Attempts.ByStatus) + len(d.CursorNotes), "run " + runAt(i).runID.String(), err
+			return len(d.Items), "run " + runAt(i).runID.String(), err
 		}},
 		items("items", func(i int) store.ItemFilter { return store.ItemFilter{RunID: runAt(i).runID} }),
 		items("items.failed", func(i int) store.ItemFilter {

@@ -101,13 +101,13 @@ func newFixture(t *testing.T) *fixture {
 	f.exec(t, `INSERT INTO dw_etl_runs (run_id, job_id, status, error_category, error_message, exclusive, ended_at, duration_ms,
 			item_count, items_failed, attempt_count)
 		VALUES ($1, $2, 'FAILED', 'DATA', 'item 1 failed', false, now(), 1000, 1, 1, 1)`, f.runID, jobParams)
-	f.exec(t, `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, error_message, attempts, task_id, ended_at)
-		VALUES ($1, 1, '{"region":"eu"}', 'h1', 'FAILED', 'DATA', 'boom', 1, 't1', now())`, f.runID)
+	f.exec(t, `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, error_message, attempts, ended_at)
+		VALUES ($1, 1, '{"region":"eu"}', 'h1', 'FAILED', 'DATA', 'boom', 1, now())`, f.runID)
 	f.exec(t, `INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, error_category, error_message, ended_at)
 		VALUES ($2, $1, 1, 1, 'FAILED', 'DATA', 'boom', now())`, f.runID, f.attemptID)
 	f.exec(t, `INSERT INTO dw_etl_run_logs (run_id, attempt_id, job_id, item_no, level, message, fields)
 		VALUES ($1, $2, $3, 1, 'error', 'item failed', '{"page":1}')`, f.runID, f.attemptID, jobParams)
-	f.exec(t, `INSERT INTO dw_etl_run_progress (run_id, shard, items, terminal) VALUES ($1, 0, 1, 1)`, f.runID)
+	f.exec(t, `INSERT INTO dw_etl_run_progress (run_id, shard, attempts_started, attempts_ended, failed, failed_data) VALUES ($1, 0, 1, 1, 1, 1)`, f.runID)
 	f.exec(t, `INSERT INTO dw_etl_incremental_cursors (job_id, param_hash, params, strategy, cursor_value, last_run_id)
 		VALUES ($1, 'h1', '{"region":"eu"}', 'modified_date', now(), $2)`, jobIncr, f.runID)
 	return f
@@ -251,7 +251,7 @@ func httpDo(t *testing.T, h http.Handler, method, path string, form url.Values, 
 
 func (f *fixture) api(t *testing.T, path string) result {
 	t.Helper()
-	return httpDo(t, httpapi.New(f.st), http.MethodGet, path, nil, false)
+	return httpDo(t, httpapi.New(httpapi.Config{Store: f.st}), http.MethodGet, path, nil, false)
 }
 
 // server is the whole `enqueuer serve` handler (console, /api/v1, asynqmon behind the token).
@@ -728,9 +728,19 @@ func TestBadInput(t *testing.T) {
 		{
 			name: "RerunNothingMatches",
 			run: func(t *testing.T, f *fixture) result {
-				return f.cli(t, "rerun", f.runID.String(), "--status", "SUCCESS")
+				return f.cli(t, "rerun", f.runID.String(), "--status", "SKIPPED")
 			},
 			want: []string{"no items match the rerun filter"},
+			check: func(t *testing.T, f *fixture, r result) {
+				require.Contains(t, r.text, f.runID.String(), "the error names the run")
+			},
+		},
+		{
+			name: "RerunSucceededItems",
+			run: func(t *testing.T, f *fixture) result {
+				return f.cli(t, "rerun", f.runID.String(), "--status", "SUCCESS")
+			},
+			want: []string{"succeeded items are not rerun", "trigger a new run"},
 			check: func(t *testing.T, f *fixture, r result) {
 				require.Contains(t, r.text, f.runID.String(), "the error names the run")
 			},

@@ -14,13 +14,46 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
+	"github.com/etlexec/etlexec/internal/config"
+	"github.com/etlexec/etlexec/internal/dbmigrate"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
-// store opens the store at DATABASE_URL; the caller closes it.
+// store opens the store at DATABASE_URL, refusing a database that lacks migrations this binary
+// has (with the command that fixes it); the caller closes it.
 func (e *env) store(ctx context.Context) (*store.Store, error) {
-	return store.Connect(ctx, e.cfg.DatabaseURL)
+	st, err := store.Connect(ctx, e.cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMigrated(ctx, e.cfg.DatabaseURL); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// checkMigrated says "run enqueuer migrate" when the database has no etlexec schema or misses
+// some of this binary's migrations.
+func checkMigrated(ctx context.Context, url string) error {
+	db, err := dbmigrate.Open(url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	status, err := (&dbmigrate.Migrator{DB: db}).Status(ctx)
+	if err != nil {
+		return fmt.Errorf("check the database's migrations: %w", err)
+	}
+	switch {
+	case len(status.Applied) == 0:
+		return fmt.Errorf("%w (the database at %s has no etlexec schema)", store.ErrNotMigrated, config.Redact(url))
+	case len(status.Pending) > 0:
+		return fmt.Errorf("%w (%d migrations of this binary are not applied, first %s)", store.ErrNotMigrated,
+			len(status.Pending), status.Pending[0])
+	}
+	return nil
 }
 
 // withStore opens the store, runs fn with it and closes it.
@@ -59,17 +92,10 @@ func (e *env) connect(ctx context.Context) (*store.Store, asynq.RedisConnOpt, er
 	return st, redis, nil
 }
 
-// newEnqueuer builds an asynq client on redis and an enqueuer from cfg using it; the caller
-// closes the client.
-func newEnqueuer(redis asynq.RedisConnOpt, cfg enqueue.Config) (*enqueue.Enqueuer, *asynq.Client, error) {
-	client := asynq.NewClient(redis)
-	cfg.Client = client
-	enq, err := enqueue.New(cfg)
-	if err != nil {
-		client.Close()
-		return nil, nil, err
-	}
-	return enq, client, nil
+// newEnqueuer builds an enqueuer on redis from cfg; the caller closes it.
+func newEnqueuer(redis asynq.RedisConnOpt, cfg enqueue.Config) (*enqueue.Enqueuer, error) {
+	cfg.Redis = redis
+	return enqueue.New(cfg)
 }
 
 // printJSONOr writes v as one JSON line with --json, else calls text with stdout.

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/etlexec/etlexec/internal/export"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -40,6 +41,17 @@ func (p *historyPage) bind(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&p.limit, "limit", store.PageLimitDefault, fmt.Sprintf("rows per page (1..%d)", store.PageLimitMax))
 	cmd.Flags().StringVar(&p.after, "after", "", "page token printed after the previous page")
 	cmd.Flags().BoolVar(&p.asJSON, "json", false, "print one JSON document (what GET /api/v1/... returns)")
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		// The store reads a zero limit as "the default"; a user who typed 0 meant something else.
+		if p.limit < 1 || p.limit > store.PageLimitMax {
+			return fmt.Errorf("--limit \"%d\": want 1..%d", p.limit, store.PageLimitMax)
+		}
+		if prev != nil {
+			return prev(cmd, args)
+		}
+		return nil
+	}
 }
 
 // historyStore opens the store, runs fn and maps the store's filter errors to flag names.
@@ -196,13 +208,16 @@ func printRunDetail(w io.Writer, d store.RunDetail) {
 		kv("cancel requested", fmt.Sprintf("%s by %s: %s", histTime(r.CancelRequestedAt), histStr(r.CancelledBy), histStr(r.CancelReason)))
 	}
 	a := d.Attempts
-	kv("attempts", fmt.Sprintf("%d (%d retries, at most %d for one item, %s total backoff)", a.Total, a.Retries,
-		a.MaxItemAttempt, time.Duration(a.BackoffMsTotal)*time.Millisecond))
-	if a.FirstStartedAt != nil {
-		kv("attempts span", histTime(a.FirstStartedAt)+" .. "+histTime(a.LastEndedAt))
+	kv("attempts", fmt.Sprintf("%d (%d running, %d retries, %d lost with their worker, at most %d for one item, %s total backoff)",
+		a.Total, a.Running, a.Retries, a.Lost, a.MaxItemAttempt, time.Duration(a.BackoffMsTotal)*time.Millisecond))
+	if a.LastEndedAt != nil {
+		kv("last attempt ended", histTime(a.LastEndedAt))
 	}
-	if a.NextRetryAt != nil {
-		kv("next retry", histTime(a.NextRetryAt))
+	if r.RecordsDiscarded > 0 {
+		kv("records discarded", fmt.Sprintf("%d (written by attempts whose target transaction rolled back)", r.RecordsDiscarded))
+	}
+	if r.CursorNote != nil {
+		kv("cursors", *r.CursorNote)
 	}
 	counts := func(title string, cs []store.CountByStatus) {
 		fmt.Fprintf(w, "\n%s\tSTATUS\tCATEGORY\tCOUNT\n", title)
@@ -211,31 +226,44 @@ func printRunDetail(w io.Writer, d store.RunDetail) {
 		}
 	}
 	counts("ITEMS", d.Items)
-	counts("ATTEMPTS", a.ByStatus)
-	if len(d.CursorNotes) > 0 {
-		fmt.Fprintln(w, "\nCURSOR NOTES\tITEMS")
-		for _, n := range d.CursorNotes {
-			fmt.Fprintf(w, "%s\t%d\n", cell(n.Note), n.Count)
-		}
-	}
 }
 
 func historyItemsCmd(e *env) *cobra.Command {
 	var (
-		page historyPage
-		f    store.ItemFilter
+		page  historyPage
+		f     store.ItemFilter
+		asCSV bool
 	)
 	cmd := &cobra.Command{
-		Use:   "items RUN_ID [--status S,...] [--category C,...] [--param-hash H] [--limit N] [--after TOKEN]",
-		Short: "List a run's items in item order",
-		Args:  cobra.ExactArgs(1),
+		Use:   "items RUN_ID [--status S,...] [--category C,...] [--param-hash H] [--limit N] [--after TOKEN] [--csv]",
+		Short: "List a run's items in item order (--csv: every matching item as CSV)",
+		Long: `List a run's items in item order. --param-hash takes a full hash or a unique prefix of one
+(as this table prints it). --csv writes every matching item (all pages, from --after on) as CSV
+with a header row, the same document GET /api/v1/runs/RUN_ID/items?format=csv returns.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			runID, err := histRunID(args[0])
 			if err != nil {
 				return err
 			}
 			f.RunID, f.Limit, f.After = runID, page.limit, page.after
-			return historyList(cmd, e, page.asJSON, runNotFound(runID), (*store.Store).HistoryItems, f,
+			if asCSV {
+				return historyStore(cmd, e, func(st *store.Store) error {
+					if f.ParamHash, err = st.ResolveParamHash(cmd.Context(), runID, f.ParamHash); err != nil {
+						return err
+					}
+					_, err := export.ItemsCSV(cmd.Context(), st, f, stdout(cmd))
+					return historyNotFound(err, runNotFound(runID))
+				})
+			}
+			fetch := func(st *store.Store, ctx context.Context, f store.ItemFilter) (store.Page[store.ItemRow], error) {
+				var err error
+				if f.ParamHash, err = st.ResolveParamHash(ctx, f.RunID, f.ParamHash); err != nil {
+					return store.Page[store.ItemRow]{}, err
+				}
+				return st.HistoryItems(ctx, f)
+			}
+			return historyList(cmd, e, page.asJSON, runNotFound(runID), fetch, f,
 				"ITEM\tSTATUS\tCATEGORY\tATTEMPTS\tPARAMS\tPARAM_HASH\tDURATION\tREAD\tWRITTEN\tCURSOR_END\tNOTE\tERROR",
 				func(w io.Writer, i store.ItemRow) {
 					fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", i.ItemNo, i.Status, i.ErrorCategory,
@@ -246,7 +274,8 @@ func historyItemsCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&f.Status, "status", nil, "only these statuses: "+strings.Join(store.RunStatuses, ","))
 	cmd.Flags().StringSliceVar(&f.Category, "category", nil, "only these error categories: "+strings.Join(store.ErrorCategories, ","))
-	cmd.Flags().StringVar(&f.ParamHash, "param-hash", "", "only the item of this param set")
+	cmd.Flags().StringVar(&f.ParamHash, "param-hash", "", "only the item of this param set (a unique prefix will do)")
+	cmd.Flags().BoolVar(&asCSV, "csv", false, "write every matching item as CSV")
 	page.bind(cmd)
 	return cmd
 }
@@ -336,7 +365,7 @@ func historyLogsCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&attempt, "attempt", "", "only this attempt's lines (attempt id)")
 	cmd.Flags().Int32Var(&item, "item", 0, "only this item's lines")
 	cmd.Flags().StringSliceVar(&f.Level, "level", nil, "only these levels: "+strings.Join(store.LogLevels, ","))
-	cmd.Flags().StringVar(&f.Text, "grep", "", "only lines whose message contains TEXT (case-insensitive)")
+	cmd.Flags().StringVar(&f.Text, "grep", "", "only lines whose message or fields contain TEXT (case-insensitive)")
 	cmd.Flags().StringVar(&fields, "fields", "", `only lines whose fields contain this JSON object, e.g. '{"page":3}'`)
 	page.bind(cmd)
 	return cmd

@@ -47,9 +47,9 @@ func seedHistoryCLI(t *testing.T) string {
 			       ($2, 'job_a', 'FAILED', 'DB', 'item 2 failed', true, false, '2026-01-02 10:00:00+00', '2026-01-02 10:02:00+00', 120000, 2, 1, 1),
 			       ($3, 'job_a', 'RUNNING', 'NONE', NULL, false, false, '2026-01-03 10:00:00+00', NULL, NULL, 0, 0, 0)`,
 			[]any{cliRun1, cliRun2, cliRun3}},
-		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, error_message, attempts, task_id, cursor_note)
-			VALUES ($1, 1, '{"region":"eu"}', 'h1', 'SUCCESS', 'NONE', NULL, 1, 't1', NULL),
-			       ($1, 2, '{"region":"us"}', 'h2', 'FAILED', 'DB', 'deadlock detected', 2, 't2', 'cursor held')`, []any{cliRun2}},
+		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, error_message, attempts, cursor_note)
+			VALUES ($1, 1, '{"region":"eu"}', 'h1', 'SUCCESS', 'NONE', NULL, 1, NULL),
+			       ($1, 2, '{"region":"us"}', 'h2', 'FAILED', 'DB', 'deadlock detected', 2, 'cursor held')`, []any{cliRun2}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, error_category, error_message, error_detail, backoff_ms, next_retry_at, started_at)
 			VALUES ($2, $1, 2, 1, 'FAILED', 'DB', 'deadlock detected', '{"sqlstate":"40P01"}', 1500, '2026-01-02 10:00:31.5+00', '2026-01-02 10:00:00+00')`, []any{cliRun2, a1}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, started_at)
@@ -60,6 +60,10 @@ func seedHistoryCLI(t *testing.T) string {
 			VALUES ($2, $1, $4, 'job_a', 2, 'info', 'item claimed', '{"page":1}'),
 			       ($2 + interval '1 second', $1, $4, 'job_a', 2, 'error', 'item failed:	deadlock', '{"sqlstate":"40P01"}'),
 			       ($2 + interval '2 seconds', $1, $3, 'job_a', 1, 'info', 'item finished', '{"rows":10}')`, []any{cliRun2, ts, a2, a1}},
+		// The counters the workers kept for those items and attempts, and the run's cursor note.
+		{`INSERT INTO dw_etl_run_progress (run_id, shard, attempts_started, attempts_ended, retries, backoff_ms,
+			max_item_attempt, succeeded, failed, failed_db) VALUES ($1, 5, 3, 3, 1, 1500, 2, 1, 1, 1)`, []any{cliRun2}},
+		{`UPDATE dw_etl_runs SET cursor_note = 'run FAILED: cursors held (cursor policy run)' WHERE run_id = $1`, []any{cliRun2}},
 		{`INSERT INTO dw_etl_incremental_cursors (job_id, param_hash, params, strategy, cursor_value, last_run_id)
 			VALUES ('job_a', 'h1', '{"region":"eu"}', 'modified_date', '2026-01-01 00:00:00+00', $1)`, []any{cliRun1}},
 	} {
@@ -172,23 +176,25 @@ func TestHistoryCommands(t *testing.T) {
 		t.Parallel()
 		out := mustCLI(t, u, "runs", "show", cliRun2)
 		for _, want := range []string{
-			"run:            " + cliRun2,
-			"status:         FAILED",
-			"error:          DB: item 2 failed",
-			"dry run:        yes",
-			"attempts:       3 (1 retries, at most 2 for one item, 1.5s total backoff)",
+			"run: " + cliRun2,
+			"status: FAILED",
+			"error: DB: item 2 failed",
+			"dry run: yes",
+			"attempts: 3 (0 running, 1 retries, 0 lost with their worker, at most 2 for one item, 1.5s total backoff)",
+			"cursors: run FAILED: cursors held (cursor policy run)",
 		} {
-			require.Contains(t, out, want)
+			key, val, _ := strings.Cut(want, ": ")
+			require.Regexp(t, `(?m)^`+regexp.QuoteMeta(key)+`:\s+`+regexp.QuoteMeta(val)+`$`, out)
 		}
-		require.Regexp(t, `(?m)^cursor held\s+1$`, out)
 		require.Regexp(t, `(?m)^\s+FAILED\s+DB\s+1$`, out)
-		require.Regexp(t, `(?m)^\s+FAILED\s+DB\s+2$`, out)
+		require.Regexp(t, `(?m)^\s+SUCCESS\s+NONE\s+1$`, out)
 
 		out = mustCLI(t, u, "runs", "show", cliRun2, "--json")
 		var d store.RunDetail
 		require.NoError(t, json.Unmarshal([]byte(out), &d))
 		require.Equal(t, 3, d.Attempts.Total)
-		require.Equal(t, []store.NoteCount{{Note: "cursor held", Count: 1}}, d.CursorNotes)
+		require.Equal(t, []store.CountByStatus{{Status: "FAILED", ErrorCategory: "DB", Count: 1},
+			{Status: "SUCCESS", ErrorCategory: "NONE", Count: 1}}, d.Items)
 	})
 
 	t.Run("Items", func(t *testing.T) {
@@ -284,7 +290,7 @@ func TestHistoryCommands(t *testing.T) {
 		st, err := store.Connect(t.Context(), u)
 		require.NoError(t, err)
 		t.Cleanup(st.Close)
-		srv := httptest.NewServer(httpapi.New(st))
+		srv := httptest.NewServer(httpapi.New(httpapi.Config{Store: st}))
 		t.Cleanup(srv.Close)
 		for _, tc := range []struct {
 			args []string

@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
+	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/store"
@@ -48,12 +48,15 @@ func cancelCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			insp := asynq.NewInspector(redis)
-			defer insp.Close()
+			d, err := dispatch.New(dispatch.Config{Redis: redis})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
 			if who == "" {
 				who = operator()
 			}
-			res, err := ops.Cancel(cmd.Context(), st, insp, runID, who, reason)
+			res, err := ops.Cancel(cmd.Context(), st, d, runID, who, reason)
 			if err != nil {
 				return err
 			}
@@ -99,7 +102,7 @@ func rerunCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f := store.RerunFilter{ParamHashes: hashes}
+			var f store.RerunFilter
 			if f.Statuses, err = upperList("status", statuses, validStatuses); err != nil {
 				return err
 			}
@@ -111,11 +114,14 @@ func rerunCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			enq, client, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
+			enq, err := newEnqueuer(redis, enqueue.Config{Store: st, Logger: e.log})
 			if err != nil {
 				return err
 			}
-			defer client.Close()
+			defer enq.Close()
+			if f.ParamHashes, err = st.ResolveParamHashes(cmd.Context(), runID, hashes); err != nil {
+				return fmt.Errorf("--param-hash: %w", err)
+			}
 			res, err := ops.Rerun(cmd.Context(), st, enq, runID, f, preview)
 			if err != nil {
 				return err
@@ -137,7 +143,7 @@ func rerunCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&statuses, "status", nil, "item statuses to re-run (default FAILED,CANCELLED)")
 	cmd.Flags().StringSliceVar(&categories, "category", nil, "only items failed with these categories")
-	cmd.Flags().StringSliceVar(&hashes, "param-hash", nil, "only these param hashes")
+	cmd.Flags().StringSliceVar(&hashes, "param-hash", nil, "only these param hashes (unique prefixes will do)")
 	cmd.Flags().BoolVar(&preview, "preview", false, "show what would be re-run; change nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
 	return cmd

@@ -9,10 +9,12 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/config"
+	"github.com/etlexec/etlexec/internal/store"
 )
 
 // ExitError carries a specific process exit code (e.g. 2 for PARTIAL_SUCCESS).
@@ -38,6 +40,7 @@ func Main(ctx context.Context, cmd *cobra.Command, args []string) int {
 	if err == nil {
 		return 0
 	}
+	err = withMigrateHint(err)
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		if ee.Err != nil {
@@ -52,18 +55,23 @@ func Main(ctx context.Context, cmd *cobra.Command, args []string) int {
 // env is the configuration shared by enqueuer subcommands.
 type env struct {
 	cfg config.Common
-	log zerolog.Logger
+	// loadErr is a variable that did not parse; setup reports it, ending the command.
+	loadErr error
+	log     zerolog.Logger
 }
 
 func newEnv() *env {
 	e := &env{}
-	_ = config.Load(&e.cfg) // errors surface in Validate with the variable's name
+	e.loadErr = config.Load(&e.cfg)
 	e.cfg.WithDefaults()
 	return e
 }
 
 // setup validates the configuration and builds the logger; call it from PersistentPreRunE.
 func (e *env) setup(cmd *cobra.Command) error {
+	if e.loadErr != nil {
+		return fmt.Errorf("configuration: %w", e.loadErr)
+	}
 	if err := e.cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
@@ -112,3 +120,13 @@ func register(f func(*env) *cobra.Command) { enqueuerCommands = append(enqueuerC
 
 // Stdout is where results go (logs go to stderr).
 func stdout(cmd *cobra.Command) io.Writer { return cmd.OutOrStdout() }
+
+// withMigrateHint adds "run enqueuer migrate" to an error Postgres raised for a table or column
+// that does not exist: the database is older than the binary (or empty).
+func withMigrateHint(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "42703") && !errors.Is(err, store.ErrNotMigrated) {
+		return fmt.Errorf("%w\nthe database schema is missing or older than this binary: run `enqueuer migrate`", err)
+	}
+	return err
+}

@@ -29,7 +29,7 @@ func serveCmd(e *env) *cobra.Command {
 		insecure bool
 		readOnly bool
 	)
-	_ = config.Load(&se) // the server's Validate names what is missing
+	loadErr := config.Load(&se) // reported when the command runs
 	if se.Addr == "" {
 		se.Addr = serve.AddrDefault
 	}
@@ -44,9 +44,17 @@ the basic-auth password with any user name (browsers prompt for it); ETL_SERVE_U
 ETL_SERVE_PASSWORD add a named basic-auth login. Without either the server refuses to start,
 unless --insecure is given and --addr binds a loopback address (127.0.0.1, ::1, localhost).
 
---read-only makes asynqmon view-only and removes the console's cancel and rerun actions.`,
+The JSON API at /api/v1 also takes the operator's writes (trigger with an Idempotency-Key,
+cancel, rerun, pause, resume; GET /api/v1/openapi.json describes them), and the console's
+buttons use it.
+
+--read-only makes asynqmon view-only, removes the console's actions and answers every API
+write 403.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if loadErr != nil {
+				return fmt.Errorf("configuration: %w", loadErr)
+			}
 			ctx := cmd.Context()
 			cfg := serve.Config{
 				Addr: se.Addr, Token: se.Token, BasicUser: se.User, BasicPassword: se.Password,
@@ -79,6 +87,6 @@ unless --insecure is given and --addr binds a loopback address (127.0.0.1, ::1, 
 	f := cmd.Flags()
 	f.StringVar(&se.Addr, "addr", se.Addr, "listen address (env ETL_HTTP_ADDR)")
 	f.BoolVar(&insecure, "insecure", false, "serve without authentication; allowed only on a loopback --addr")
-	f.BoolVar(&readOnly, "read-only", false, "view only: asynqmon read-only, no cancel or rerun")
+	f.BoolVar(&readOnly, "read-only", false, "view only: asynqmon read-only, no console actions, API writes answer 403")
 	return cmd
 }

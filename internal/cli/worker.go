@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -26,13 +28,16 @@ import (
 // extra registers.
 func Worker(extra func(*etl.Registry)) *cobra.Command {
 	var cfg config.Worker
-	_ = config.Load(&cfg)
+	loadErr := config.Load(&cfg) // reported in RunE, where it ends the process
 	cfg.WithDefaults()
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run etlexec items from the queues until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if loadErr != nil {
+				return fmt.Errorf("configuration: %w", loadErr)
+			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
@@ -47,18 +52,34 @@ func Worker(extra func(*etl.Registry)) *cobra.Command {
 	return cmd
 }
 
+// runWorker assembles a worker process. Start order: the stores (ledger sessions bounded, all
+// sessions named after the process so a reconciler can end them), the preflight checks, the
+// run-log sink, tracing, the worker, the reconciler, the HTTP endpoint. Stop order is the
+// reverse, each step waiting for the one before: the worker drains its items and ends its
+// liveness lease, the HTTP endpoint closes, the reconciler gives up its lease, tracing flushes,
+// the log sink flushes, the pools close.
 func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *etl.Registry) error {
 	base := NewLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogFormat)
-	st, err := store.ConnectSized(ctx, cfg.DatabaseURL, store.PoolSizeFor(cfg.Concurrency))
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	app := worker.AppName(id)
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{AppName: app, Bounded: true, MaxConns: int32(cfg.Concurrency/2 + 8)})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	targetPool, err := store.OpenPool(ctx, cfg.DatabaseURL, store.Options{AppName: app, MaxConns: int32(cfg.Concurrency + 2)})
+	if err != nil {
+		return err
+	}
+	defer targetPool.Close()
 	redis, err := parseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return err
 	}
-	pre, err := preflight.Check(ctx, st.Pool(), redis)
+	pre, err := preflight.Check(ctx, st.Pool(), redis, preflight.Options{AllowEviction: cfg.AllowRedisEviction})
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
@@ -70,6 +91,12 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 		return err
 	}
 	log := logs.logger
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		logs.close(closeCtx)
+		log.Info().Msg("worker stopped")
+	}()
 	shutdownTracing, err := telemetry.SetupTracing(ctx)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -83,49 +110,51 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	defer insp.Close()
 	met := telemetry.NewMetrics(insp)
 	w, err := worker.New(worker.Config{
-		Store: st, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency,
-		ShutdownTimeout: cfg.ShutdownTimeout, Lease: cfg.Lease, WorkerID: cfg.WorkerID, Logger: log,
-		OnSecrets: logs.addSecrets, Metrics: met,
+		Store: st, TargetPool: targetPool, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency,
+		ShutdownTimeout: cfg.ShutdownTimeout, Lease: cfg.Lease, ID: id, Name: cfg.WorkerID, Linger: cfg.Linger,
+		Logger: log, OnSecrets: logs.addSecrets, Metrics: met,
 	})
 	if err != nil {
 		return err
 	}
-	// Every worker runs a reconciler; only the holder of its advisory lock acts.
-	rec, err := reconcile.New(reconcile.Config{Store: st, Redis: redis,
-		Interval: cfg.ReconcileInterval, Lease: cfg.Lease, Logger: log})
+	// Every worker runs a reconciler; only the holder of its lease acts.
+	rec, err := reconcile.New(reconcile.Config{Store: st, Redis: redis, Interval: cfg.ReconcileInterval,
+		Lease: cfg.Lease, Name: processLabel(), Logger: log})
 	if err != nil {
 		return err
 	}
 	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
 	recDone := make(chan error, 1)
 	go func() { recDone <- rec.Run(recCtx) }()
-	defer func() { stopRec(); <-recDone; rec.Close() }()
-	var srv *http.Server
+	defer func() { stopRec(); <-recDone; _ = rec.Close() }()
 	if cfg.HTTPAddr != "" {
-		srv = &http.Server{Addr: cfg.HTTPAddr, Handler: opsMux(st, redis, met), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: cfg.HTTPAddr, Handler: healthMux(st, redis, met), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Str("addr", cfg.HTTPAddr).Msg("ops http server failed")
 			}
 		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
 	}
-	log.Info().Str("worker_id", w.ID()).Strs("queues", cfg.Queues).Int("concurrency", cfg.Concurrency).
-		Strs("kinds", reg.Kinds()).Str("database_url", config.Redact(cfg.DatabaseURL)).Msg("worker starting")
-	runErr := w.Run(ctx)
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-	}
-	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	logs.close(closeCtx)
-	log.Info().Msg("worker stopped")
-	return runErr
+	log.Info().Str("worker_id", w.ID().String()).Str("worker", cfg.WorkerID).Strs("queues", cfg.Queues).
+		Int("concurrency", cfg.Concurrency).Dur("lease", cfg.Lease).Strs("kinds", reg.Kinds()).
+		Str("database_url", config.Redact(cfg.DatabaseURL)).Msg("worker starting")
+	return w.Run(ctx)
 }
 
-// opsMux serves /healthz (the process answers), /readyz (Postgres and Redis answer).
-func opsMux(st *store.Store, redis asynq.RedisConnOpt, met *telemetry.Metrics) *http.ServeMux {
+// processLabel names this process in leases and logs: host:pid.
+func processLabel() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// healthMux serves /metrics, /healthz (the process answers) and /readyz (Postgres and Redis
+// answer), for the worker and the scheduler alike.
+func healthMux(st *store.Store, redis asynq.RedisConnOpt, met *telemetry.Metrics) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(met.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

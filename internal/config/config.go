@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 )
 
@@ -31,6 +34,10 @@ type Common struct {
 	LogLevel string `env:"ETL_LOG_LEVEL"`
 	// LogFormat is json (default; one JSON object per line) or console. Env ETL_LOG_FORMAT.
 	LogFormat string `env:"ETL_LOG_FORMAT"`
+	// AllowRedisEviction lets the process start against a Redis whose maxmemory-policy may
+	// evict keys (asynq's tasks are keys: evicted tasks are rebuilt by the reconciler, late).
+	// Env ETL_ALLOW_REDIS_EVICTION.
+	AllowRedisEviction bool `env:"ETL_ALLOW_REDIS_EVICTION"`
 }
 
 // WithDefaults fills unset fields.
@@ -52,8 +59,9 @@ func (c *Common) WithDefaults() {
 // Validate names the first field that is wrong.
 func (c *Common) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		errs = append(errs, fmt.Errorf("DATABASE_URL: want postgres://..., got %q", Redact(c.DatabaseURL)))
+	// Any form pgx accepts: a postgres:// URL or key=value pairs, pool_* settings included.
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil || strings.TrimSpace(c.DatabaseURL) == "" {
+		errs = append(errs, fmt.Errorf("DATABASE_URL: want postgres://... or key=value settings, got %q", Redact(c.DatabaseURL)))
 	}
 	if u, err := url.Parse(c.RedisURL); err != nil || !strings.HasPrefix(u.Scheme, "redis") {
 		errs = append(errs, fmt.Errorf("REDIS_URL: want redis://..., got %q", Redact(c.RedisURL)))
@@ -77,14 +85,64 @@ func BindCommon(fs *pflag.FlagSet, c *Common) {
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL (env REDIS_URL)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level (env ETL_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or console (env ETL_LOG_FORMAT)")
+	fs.BoolVar(&c.AllowRedisEviction, "allow-redis-eviction", c.AllowRedisEviction,
+		"start even if Redis's maxmemory-policy may evict keys (env ETL_ALLOW_REDIS_EVICTION)")
 }
 
-// Load parses the environment into v (a pointer to a config struct).
+// Load parses the environment into v (a pointer to a config struct). A value that does not
+// parse is an error naming the variable, its value and the form wanted; the caller must treat
+// it as fatal, never fall back to a default.
 func Load(v any) error {
-	if err := env.Parse(v); err != nil {
+	err := env.Parse(v)
+	if err == nil {
+		return nil
+	}
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
 		return fmt.Errorf("read environment: %w", err)
 	}
-	return nil
+	vars := envNames(reflect.TypeOf(v).Elem())
+	errs := make([]error, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			errs = append(errs, e)
+			continue
+		}
+		name := vars[pe.Name]
+		errs = append(errs, fmt.Errorf("%s: %q is not %s: %w", name, os.Getenv(name), wantOf(pe.Type), pe.Err))
+	}
+	return errors.Join(errs...)
+}
+
+// envNames maps struct field names (embedded structs included) to their env tags.
+func envNames(t reflect.Type) map[string]string {
+	out := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			for k, v := range envNames(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if tag, ok := f.Tag.Lookup("env"); ok {
+			out[f.Name], _, _ = strings.Cut(tag, ",")
+		}
+	}
+	return out
+}
+
+func wantOf(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "a duration (e.g. 30s, 5m)"
+	case t.Kind() == reflect.Bool:
+		return "a boolean (true or false)"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "a whole number"
+	}
+	return "a " + t.String()
 }
 
 // Redact hides the password in a URL, for logs and errors.
@@ -118,6 +176,9 @@ type Worker struct {
 	Lease time.Duration `env:"ETL_LEASE"`
 	// ReconcileInterval is how often the leader reconciles Postgres with Redis. Env ETL_RECONCILE_INTERVAL.
 	ReconcileInterval time.Duration `env:"ETL_RECONCILE_INTERVAL"`
+	// Linger is how long a claim or an attempt end waits for companions before its batch is
+	// written; 0 writes eagerly. Env ETL_LINGER.
+	Linger time.Duration `env:"ETL_LINGER"`
 }
 
 const (
@@ -165,6 +226,12 @@ func (w *Worker) Validate() error {
 	if w.Lease < time.Second {
 		errs = append(errs, fmt.Errorf("ETL_LEASE: want >= 1s, got %s", w.Lease))
 	}
+	if w.ReconcileInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("ETL_RECONCILE_INTERVAL: want >= 100ms, got %s", w.ReconcileInterval))
+	}
+	if w.Linger < 0 || w.Linger > time.Second {
+		errs = append(errs, fmt.Errorf("ETL_LINGER: want between 0 and 1s, got %s", w.Linger))
+	}
 	return errors.Join(errs...)
 }
 
@@ -178,4 +245,5 @@ func BindWorker(fs *pflag.FlagSet, w *Worker) {
 	fs.StringVar(&w.WorkerID, "worker-id", w.WorkerID, "worker id recorded on attempts (env ETL_WORKER_ID)")
 	fs.DurationVar(&w.Lease, "lease", w.Lease, "attempt lease without heartbeat (env ETL_LEASE)")
 	fs.DurationVar(&w.ReconcileInterval, "reconcile-interval", w.ReconcileInterval, "reconciler period (env ETL_RECONCILE_INTERVAL)")
+	fs.DurationVar(&w.Linger, "linger", w.Linger, "wait this long to fill a claim or finish batch (env ETL_LINGER)")
 }

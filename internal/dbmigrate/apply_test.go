@@ -28,6 +28,20 @@ func TestApply(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
+	t.Run("URLWithPoolSettings", func(t *testing.T) {
+		t.Parallel()
+		// The form every other command accepts: pool settings database/sql does not know.
+		u := dbtest.EmptyDatabase(t)
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		m := &dbmigrate.Migrator{DB: openDB(t, u+sep+"pool_max_conns=3&pool_min_conns=1")}
+		rep, err := m.Apply(ctx)
+		require.NoError(t, err)
+		require.Equal(t, embeddedFiles(t), rep.Applied)
+	})
+
 	t.Run("SecondApplyIsNoOp", func(t *testing.T) {
 		t.Parallel()
 		u := dbtest.EmptyDatabase(t)

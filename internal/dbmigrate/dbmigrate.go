@@ -17,7 +17,8 @@ import (
 	"ariga.io/atlas/sql/migrate"
 	"ariga.io/atlas/sql/postgres"
 	"ariga.io/atlas/sql/schema"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver Atlas runs on
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver Atlas runs on
 	"github.com/rs/zerolog"
 
 	"github.com/etlexec/etlexec"
@@ -58,13 +59,15 @@ func Dir() (migrate.Dir, error) {
 	return dir, nil
 }
 
-// Open opens a database/sql handle over pgx for Atlas.
+// Open opens a database/sql handle over pgx for Atlas. It accepts every DATABASE_URL form the
+// other commands do: the pool's settings (pool_max_conns, …), which database/sql does not know,
+// are parsed off with the pool configuration and the connection settings kept.
 func Open(url string) (*sql.DB, error) {
-	db, err := sql.Open("pgx", url)
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	return db, nil
+	return stdlib.OpenDB(*cfg.ConnConfig), nil
 }
 
 // Migrator applies a migration directory to one database.

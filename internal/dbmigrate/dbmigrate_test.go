@@ -36,7 +36,7 @@ func TestDrift(t *testing.T) {
 		require.Len(t, drift, 2, "drift: %q", drift)
 		all := strings.Join(drift, "\n")
 		require.Contains(t, all, `ALTER TABLE "public"."dw_etl_jobs" ADD COLUMN "`+addedColumn+`" text NULL`)
-		require.Contains(t, all, `CREATE INDEX "`+addedIndex+`" ON "public"."dw_etl_run_items" ("task_id")`)
+		require.Contains(t, all, `CREATE INDEX "`+addedIndex+`" ON "public"."dw_etl_run_items" ("claim_worker")`)
 	})
 }
 

@@ -59,7 +59,7 @@ func copyMigrations(t *testing.T) (*migrate.LocalDir, string) {
 // Changes made to schema.hcl without a migration; changedHCL applies them to the embedded file.
 const (
 	addedColumn = "owner_team"
-	addedIndex  = "dw_etl_run_items_task_id_idx"
+	addedIndex  = "dw_etl_run_items_claim_worker_idx"
 )
 
 func changedHCL(t *testing.T) []byte {
@@ -70,7 +70,7 @@ func changedHCL(t *testing.T) []byte {
 	require.Equal(t, 1, strings.Count(src, jobs), "schema.hcl anchor for dw_etl_jobs moved")
 	require.Equal(t, 1, strings.Count(src, items), "schema.hcl anchor for dw_etl_run_items moved")
 	src = strings.Replace(src, jobs, jobs+"  column \""+addedColumn+"\" {\n    type = text\n    null = true\n  }\n", 1)
-	src = strings.Replace(src, items, "  index \""+addedIndex+"\" {\n    columns = [column.task_id]\n  }\n"+items, 1)
+	src = strings.Replace(src, items, "  index \""+addedIndex+"\" {\n    columns = [column.claim_worker]\n  }\n"+items, 1)
 	return []byte(src)
 }
 

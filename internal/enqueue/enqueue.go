@@ -1,25 +1,26 @@
 // Package enqueue starts runs: it expands a job's parameter sets into deduplicated items,
 // writes the run and its items to Postgres in one transaction, and only then hands one asynq
-// task per item to Redis. Postgres being written first makes every later step repeatable:
+// task per item to Redis (through dispatch), under a fan-out lease that keeps the reconciler
+// away until it lapses. Postgres being written first makes every later step repeatable:
 // EnqueueRun rebuilds the tasks of any run from Postgres alone.
 package enqueue
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/etlexec/etlexec/internal/aggregate"
+	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
-	"github.com/etlexec/etlexec/internal/task"
 )
 
 var (
@@ -35,53 +36,70 @@ var (
 
 // Config configures an Enqueuer.
 type Config struct {
-	Store  *store.Store
-	Client *asynq.Client
+	Store *store.Store
+	// Redis is where tasks go. Required.
+	Redis  asynq.RedisConnOpt
 	Logger zerolog.Logger
-	// Concurrency bounds concurrent Enqueue calls (asynq has no batch enqueue). Defaults to
-	// ConcurrencyDefault.
+	// Concurrency bounds concurrent enqueue calls (asynq has no batch enqueue). Defaults to
+	// dispatch.ConcurrencyDefault.
 	Concurrency int
 	// Headers, when set, returns task headers for ctx (trace propagation).
 	Headers func(ctx context.Context) map[string]string
-	// ParamSource expands a job's declared param_source; nil means only static lists.
-	ParamSource func(ctx context.Context, job store.Job) ([]json.RawMessage, error)
+	// ParamSource expands a job's declared param_source; nil means DeclaredParamSource.
+	ParamSource func(ctx context.Context, job store.Job) (iter.Seq2[json.RawMessage, error], error)
 	// QueueWaitPoll is how often a trigger under overlap policy "queue" checks whether the
 	// active run ended. Defaults to QueueWaitPollDefault.
 	QueueWaitPoll time.Duration
 }
 
-const (
-	ConcurrencyDefault   = 32
-	QueueWaitPollDefault = 500 * time.Millisecond
-)
+// QueueWaitPollDefault is the default Config.QueueWaitPoll.
+const QueueWaitPollDefault = 500 * time.Millisecond
+
+// fanoutPage is how many items one page of a fan-out sends; the fan-out lease is renewed
+// between pages.
+const fanoutPage = 5000
 
 // Enqueuer starts runs.
 type Enqueuer struct {
 	cfg Config
+	d   *dispatch.Dispatcher
 }
 
-// New builds an Enqueuer.
+// New builds an Enqueuer. Close it when done.
 func New(cfg Config) (*Enqueuer, error) {
-	if cfg.Store == nil || cfg.Client == nil {
-		return nil, errors.New("enqueue config: Store and Client are required")
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = ConcurrencyDefault
+	if cfg.Store == nil || cfg.Redis == nil {
+		return nil, errors.New("enqueue config: Store and Redis are required")
 	}
 	if cfg.QueueWaitPoll <= 0 {
 		cfg.QueueWaitPoll = QueueWaitPollDefault
 	}
-	return &Enqueuer{cfg: cfg}, nil
+	d, err := dispatch.New(dispatch.Config{Redis: cfg.Redis, Concurrency: cfg.Concurrency, Headers: cfg.Headers})
+	if err != nil {
+		return nil, err
+	}
+	return &Enqueuer{cfg: cfg, d: d}, nil
 }
+
+// Close closes the Redis connections.
+func (e *Enqueuer) Close() error { return e.d.Close() }
+
+// Dispatcher is the enqueuer's dispatcher, for operator controls that remove or signal tasks.
+func (e *Enqueuer) Dispatcher() *dispatch.Dispatcher { return e.d }
 
 // Request asks for a run.
 type Request struct {
 	JobID string
-	// Params are the raw param sets; empty means the job's declared source, or one `{}`.
-	Params       []json.RawMessage
+	// Params are the raw param sets; empty (and no Source) means the job's declared
+	// param_source, or one `{}`.
+	Params []json.RawMessage
+	// Source streams param sets instead of (or after) Params, pulled while the run's items are
+	// written, so a run of any size is held in memory one set at a time.
+	Source       iter.Seq2[json.RawMessage, error]
 	DryRun       bool
 	Trigger      string // manual (default) | schedule | rerun
 	ScheduledFor *time.Time
+	// Extras pass through to the run's creation (idempotency key, backfill window).
+	Extras store.RunExtras
 }
 
 // Result describes a started (or skipped) run.
@@ -93,9 +111,14 @@ type Result struct {
 	// Enqueued counts tasks handed to Redis; EnqueueTime is how long that took.
 	Enqueued    int
 	EnqueueTime time.Duration
+	// RequestHash fingerprints the request's param sets and dry-run flag (params.Fingerprint),
+	// set once they were read, also when the run could not be created.
+	RequestHash string
 }
 
-// Trigger starts a run of a job.
+// Trigger starts a run of a job: the run and its deduplicated items are written in one
+// transaction, streaming the param sets through canonicalisation, the size check and dedupe
+// into one COPY; then the tasks are enqueued.
 func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	job, err := e.cfg.Store.GetJob(ctx, req.JobID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -107,21 +130,9 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	if !job.Enabled {
 		return Result{}, fmt.Errorf("%w: %q", ErrJobDisabled, job.JobID)
 	}
-	sets, err := e.paramSets(ctx, job, req.Params)
+	sets, err := e.paramSets(ctx, job, req)
 	if err != nil {
 		return Result{}, err
-	}
-	unique, dropped, err := params.Dedupe(sets)
-	if err != nil {
-		return Result{}, fmt.Errorf("params of job %q: %w", job.JobID, err)
-	}
-	if len(unique) == 0 {
-		return Result{}, fmt.Errorf("job %q: %w", job.JobID, ErrNoParams)
-	}
-	for i, u := range unique {
-		if err := params.CheckSize(u.Params); err != nil {
-			return Result{}, fmt.Errorf("params of job %q, set #%d: %w", job.JobID, i+1, err)
-		}
 	}
 	if req.Trigger == "" {
 		req.Trigger = "manual"
@@ -137,21 +148,24 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 	nr := store.NewRun{
 		RunID: runID, JobID: job.JobID, DryRun: req.DryRun, Trigger: req.Trigger, LogicalStart: &now,
 		ScheduledFor: req.ScheduledFor, Exclusive: job.OverlapPolicy != "allow", Strategy: job.Strategy,
+		Extras: req.Extras,
 	}
-	if len(req.Params) == 1 {
-		nr.Params = unique[0].Params
-	}
-	items := make([]store.NewItem, len(unique))
-	for i, s := range unique {
-		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash, TaskID: task.ItemID(runID, s.Hash, 0)}
+	if len(req.Params) == 1 && req.Source == nil {
+		c, _, err := params.Canon(req.Params[0])
+		if err != nil {
+			return Result{}, fmt.Errorf("params of job %q: parameter set 0: %w", job.JobID, err)
+		}
+		nr.Params = c
 	}
 	log := e.cfg.Logger.With().Str("job_id", job.JobID).Str("run_id", runID.String()).Logger()
 	var (
-		run     store.Run
-		created []store.CreatedItem
+		run store.Run
+		src *itemSource
 	)
 	for {
-		run, created, err = e.cfg.Store.CreateRun(ctx, nr, items, dropped)
+		// The run row goes in first: a skip or a wait for the active run consumes no param set.
+		src = newItemSource(job, sets, req.DryRun)
+		run, err = e.cfg.Store.CreateRunFrom(ctx, nr, src)
 		if !errors.Is(err, store.ErrActiveRun) {
 			break
 		}
@@ -172,67 +186,137 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 		case <-time.After(e.cfg.QueueWaitPoll):
 		}
 	}
-	if err != nil {
-		return Result{}, fmt.Errorf("create run of job %q: %w", job.JobID, err)
+	switch {
+	case src.err != nil:
+		return Result{}, src.err
+	case errors.Is(err, store.ErrNoItems):
+		return Result{}, fmt.Errorf("job %q: %w", job.JobID, ErrNoParams)
+	case err != nil:
+		return Result{RequestHash: src.RequestHash()}, fmt.Errorf("create run of job %q: %w", job.JobID, err)
 	}
-	log.Info().Int("items", len(created)).Int("items_deduplicated", dropped).Bool("dry_run", req.DryRun).Msg("run created")
-	res := Result{Run: run, Items: len(created), Deduplicated: dropped}
+	items := int(run.ItemCount)
+	log.Info().Int("items", items).Int("items_deduplicated", src.dropped).Bool("dry_run", req.DryRun).Msg("run created")
+	res := Result{Run: run, Items: items, Deduplicated: src.dropped, RequestHash: src.RequestHash()}
 	start := time.Now()
-	res.Enqueued, err = e.enqueue(ctx, job, run.RunID, created)
+	res.Enqueued, err = e.fanout(ctx, job, run.RunID, func(after int32, limit int) ([]store.ItemTask, error) {
+		// The items are numbered 1..n as created; no need to read them back.
+		var page []store.ItemTask
+		for no := after + 1; no <= int32(items) && len(page) < limit; no++ {
+			page = append(page, store.ItemTask{RunID: run.RunID, ItemNo: no})
+		}
+		return page, nil
+	})
 	res.EnqueueTime = time.Since(start)
 	if err != nil {
-		// Postgres has the run; the reconciler (or EnqueueRun) finishes the fan-out.
-		return res, fmt.Errorf("enqueue run %s: %w (the run is recorded; tasks will be re-enqueued from Postgres)", run.RunID, err)
-	}
-	if err := e.cfg.Store.MarkRunEnqueued(ctx, run.RunID); err != nil {
-		return res, err
+		// Postgres has the run; the reconciler finishes the fan-out once the lease lapses.
+		return res, fmt.Errorf("enqueue run %s: %w (the run is recorded; its tasks will be enqueued from Postgres)", run.RunID, err)
 	}
 	log.Info().Int("tasks", res.Enqueued).Dur("elapsed", res.EnqueueTime).Msg("run enqueued")
-	// A run whose items all ended before it was marked enqueued is finalised here.
-	if _, err := aggregate.Finalise(ctx, e.cfg.Store, run.RunID); err != nil {
-		log.Warn().Err(err).Msg("early finalise check failed")
-	}
 	res.Run, _ = e.cfg.Store.GetRun(ctx, run.RunID)
 	return res, nil
 }
 
-// paramSets picks the param sets of a trigger: given ones, the job's declared source, or `{}`.
-func (e *Enqueuer) paramSets(ctx context.Context, job store.Job, given []json.RawMessage) ([]json.RawMessage, error) {
-	if len(given) > 0 {
-		if !job.SupportsParams {
-			for _, g := range given {
-				if c, _, err := params.Canon(g); err != nil || string(c) != "{}" {
-					return nil, fmt.Errorf("%w: job %q has supports_params false; drop --param/--params-file", ErrParamsNotSupported, job.JobID)
+// itemSource turns a stream of raw param sets into a run's items: canonical form, size check,
+// param_hash, and first occurrence kept. The set of hashes seen is the only thing that grows
+// with the run: 16 bytes of each hash, ~40 MB at a million items.
+type itemSource struct {
+	job     store.Job
+	next    func() (json.RawMessage, error, bool)
+	stop    func()
+	seen    map[[16]byte]struct{}
+	fp      *params.Fingerprint
+	index   int
+	dropped int
+	err     error
+}
+
+func newItemSource(job store.Job, sets iter.Seq2[json.RawMessage, error], dryRun bool) *itemSource {
+	next, stop := iter.Pull2(sets)
+	return &itemSource{job: job, next: next, stop: stop, seen: map[[16]byte]struct{}{}, fp: params.NewFingerprint(dryRun)}
+}
+
+// RequestHash implements store.ItemSource: the fingerprint of the sets read so far.
+func (s *itemSource) RequestHash() string { return s.fp.Sum() }
+
+// Next implements store.ItemSource; an error is also kept in err, for Trigger to report as is.
+func (s *itemSource) Next() (store.NewItem, bool, error) {
+	for {
+		raw, err, ok := s.next()
+		if !ok {
+			s.stop()
+			return store.NewItem{}, false, nil
+		}
+		i := s.index
+		s.index++
+		if err == nil {
+			var it store.NewItem
+			if it, err = s.item(raw); err == nil {
+				s.fp.Add(it.Params)
+				var key [16]byte
+				hex.Decode(key[:], []byte(it.ParamHash[:32])) //nolint:errcheck // a param_hash is hex
+				if _, dup := s.seen[key]; dup {
+					s.dropped++
+					continue
+				}
+				s.seen[key] = struct{}{}
+				return it, true, nil
+			}
+			err = fmt.Errorf("params of job %q: parameter set %d: %w", s.job.JobID, i, err)
+		}
+		s.err = err
+		s.stop()
+		return store.NewItem{}, false, err
+	}
+}
+
+func (s *itemSource) item(raw json.RawMessage) (store.NewItem, error) {
+	c, h, err := params.Canon(raw)
+	if err != nil {
+		return store.NewItem{}, err
+	}
+	if err := params.CheckSize(c); err != nil {
+		return store.NewItem{}, err
+	}
+	if !s.job.SupportsParams && string(c) != "{}" {
+		return store.NewItem{}, fmt.Errorf("%w: job %q has supports_params false; drop --param/--params-file", ErrParamsNotSupported, s.job.JobID)
+	}
+	return store.NewItem{Params: c, ParamHash: h}, nil
+}
+
+// Deduplicated implements store.ItemSource.
+func (s *itemSource) Deduplicated() int { return s.dropped }
+
+// paramSets picks the param sets of a trigger: the given ones (Params, then Source), the job's
+// declared source, or `{}`.
+func (e *Enqueuer) paramSets(ctx context.Context, job store.Job, req Request) (iter.Seq2[json.RawMessage, error], error) {
+	if len(req.Params) > 0 || req.Source != nil {
+		return func(yield func(json.RawMessage, error) bool) {
+			for _, p := range req.Params {
+				if !yield(p, nil) {
+					return
 				}
 			}
-		}
-		return given, nil
+			if req.Source != nil {
+				for p, err := range req.Source {
+					if !yield(p, err) || err != nil {
+						return
+					}
+				}
+			}
+		}, nil
 	}
 	if job.SupportsParams && len(job.ParamSource) > 0 && string(job.ParamSource) != "null" {
 		if e.cfg.ParamSource != nil {
 			return e.cfg.ParamSource(ctx, job)
 		}
-		return StaticParamSource(job)
+		return DeclaredParamSource(job)
 	}
-	return []json.RawMessage{json.RawMessage(`{}`)}, nil
+	return each([]json.RawMessage{json.RawMessage(`{}`)}), nil
 }
 
-// StaticParamSource expands a param_source of the form {"static": [ {...}, ... ]}.
-func StaticParamSource(job store.Job) ([]json.RawMessage, error) {
-	var src struct {
-		Static []json.RawMessage `json:"static"`
-	}
-	if err := json.Unmarshal(job.ParamSource, &src); err != nil {
-		return nil, fmt.Errorf("job %q param_source: %w", job.JobID, err)
-	}
-	if src.Static == nil {
-		return nil, fmt.Errorf("job %q param_source: only {\"static\": [...]} is supported here", job.JobID)
-	}
-	return src.Static, nil
-}
-
-// EnqueueRun (re-)enqueues a run's PENDING items from Postgres. Task ids are deterministic, so
-// tasks still in Redis are left alone (a conflict counts as enqueued).
+// EnqueueRun enqueues the tasks of a run's open, unclaimed items from Postgres (a rerun),
+// under the fan-out lease its caller took, and marks the run enqueued. Task ids are
+// deterministic, so tasks still in Redis are left alone.
 func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error) {
 	run, err := e.cfg.Store.GetRun(ctx, runID)
 	if err != nil {
@@ -242,65 +326,46 @@ func (e *Enqueuer) EnqueueRun(ctx context.Context, runID uuid.UUID) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	items, err := e.cfg.Store.PendingItemTasks(ctx, runID)
-	if err != nil {
+	return e.fanout(ctx, job, runID, func(after int32, limit int) ([]store.ItemTask, error) {
+		return e.cfg.Store.OpenItems(ctx, runID, after, limit)
+	})
+}
+
+// fanout sends a run's tasks page by page (next returns the items after the given item_no),
+// renewing the run's fan-out lease between pages, then marks the run enqueued and finalises it
+// if its items already all ended.
+func (e *Enqueuer) fanout(ctx context.Context, job store.Job, runID uuid.UUID, next func(after int32, limit int) ([]store.ItemTask, error)) (int, error) {
+	if err := e.d.EnsureEpoch(ctx, e.cfg.Store, job.Queue); err != nil {
 		return 0, err
 	}
-	n, err := e.enqueue(ctx, job, runID, items)
-	if err != nil {
-		return n, err
-	}
-	return n, e.cfg.Store.MarkRunEnqueued(ctx, runID)
-}
-
-// enqueue hands the items' tasks to Redis, Concurrency at a time. A task id already in Redis
-// counts as enqueued: ids are deterministic, so it is the same task.
-func (e *Enqueuer) enqueue(ctx context.Context, job store.Job, runID uuid.UUID, items []store.CreatedItem) (int, error) {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.cfg.Concurrency)
-	var enqueued = make([]bool, len(items))
-	for i, it := range items {
-		g.Go(func() error {
-			if _, err := e.EnqueueItem(gctx, job, runID, it); err != nil {
-				return err
+	total := 0
+	for after := int32(0); ; {
+		page, err := next(after, fanoutPage)
+		if err != nil {
+			return total, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		sent, err := e.d.Send(ctx, job, page)
+		total += sent.New + sent.Present
+		if err != nil {
+			return total, err
+		}
+		after = page[len(page)-1].ItemNo
+		if ok, err := e.cfg.Store.TakeFanout(ctx, runID, store.FanoutLeaseDefault, true); err != nil || !ok {
+			if err == nil {
+				err = errors.New("the run's fan-out lease was lost (the run ended or the reconciler took the fan-out over)")
 			}
-			enqueued[i] = true
-			return nil
-		})
-	}
-	err := g.Wait()
-	n := 0
-	for _, ok := range enqueued {
-		if ok {
-			n++
+			return total, err
 		}
 	}
-	return n, err
-}
-
-// EnqueueItem hands one item's task to Redis, built from the job and the item's stored task id
-// (its generation included). It reports false, without error, when a task with that id is
-// already in Redis.
-func (e *Enqueuer) EnqueueItem(ctx context.Context, job store.Job, runID uuid.UUID, it store.CreatedItem) (bool, error) {
-	var headers map[string]string
-	if e.cfg.Headers != nil {
-		headers = e.cfg.Headers(ctx)
+	if err := e.cfg.Store.MarkRunEnqueued(ctx, runID); err != nil {
+		return total, err
 	}
-	gen := task.GenerationOf(it.TaskID)
-	if id := task.ItemID(runID, it.ParamHash, gen); id != it.TaskID {
-		return false, fmt.Errorf("item %d of run %s: stored task id %q is not the id its task would get (%q)", it.ItemNo, runID, it.TaskID, id)
+	// A run whose items all ended before it was marked enqueued is finalised here.
+	if _, err := e.cfg.Store.FinaliseRun(ctx, runID); err != nil {
+		e.cfg.Logger.Warn().Err(err).Str("run_id", runID.String()).Msg("early finalise check failed")
 	}
-	t, err := task.NewItem(task.Item{RunID: runID, ItemNo: it.ItemNo, Generation: gen}, it.ParamHash, task.OptionsFor(
-		job.Queue, int(job.MaxAttempts), time.Duration(job.TimeoutMs)*time.Millisecond, time.Duration(job.RetentionMs)*time.Millisecond), headers)
-	if err != nil {
-		return false, err
-	}
-	_, err = e.cfg.Client.EnqueueContext(ctx, t)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("enqueue item %d of run %s: %w", it.ItemNo, runID, err)
-	}
-	return true, nil
+	return total, nil
 }

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etlexec/etlexec/internal/servertest"
 )
 
 // TestFaultEnqueuerKilledMidFanOut SIGKILLs a real `enqueuer trigger` process after the run is
@@ -32,31 +33,27 @@ func TestFaultEnqueuerKilledMidFanOut(t *testing.T) {
 	require.NoError(t, bw.Flush())
 	require.NoError(t, f.Close())
 
-	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis.addr})
-	t.Cleanup(func() { insp.Close() })
+	insp := e.inspector()
 	cmd := exec.Command(enqueuerBin, "trigger", jobID, "--params-file", paramsFile)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+e.dbURL, "REDIS_URL=redis://"+e.redis.addr+"/0", "ETL_LOG_LEVEL=warn")
+	cmd.Env = e.processEnv("ETL_LOG_LEVEL=warn")
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
 	// Kill as soon as tasks start to arrive in Redis: Postgres holds the whole run by then.
-	var runID uuid.UUID
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if info, err := insp.GetQueueInfo(e.queue); err == nil && info.Pending > 0 {
-			require.NoError(t, cmd.Process.Kill())
-			break
-		}
+	err = servertest.Poll(60*time.Second, 2*time.Millisecond, func() (bool, error) {
 		select {
 		case err := <-exited:
-			t.Fatalf("enqueuer finished before any task was seen (%v); nothing to kill", err)
+			return false, fmt.Errorf("enqueuer finished before any task was seen (%v); nothing to kill", err)
 		default:
 		}
-		require.True(t, time.Now().Before(deadline), "no task reached Redis")
-		time.Sleep(2 * time.Millisecond)
-	}
+		info, err := insp.GetQueueInfo(e.queue)
+		return err == nil && info.Pending > 0, nil
+	})
+	require.NoError(t, err, "waiting for the first task in Redis")
+	require.NoError(t, cmd.Process.Kill())
 	<-exited
+	var runID uuid.UUID
 	require.NoError(t, e.st.Pool().QueryRow(t.Context(), `SELECT run_id FROM dw_etl_runs WHERE job_id = $1`, jobID).Scan(&runID))
 	var enqueued bool
 	require.NoError(t, e.st.Pool().QueryRow(t.Context(), `SELECT enqueued_at IS NOT NULL FROM dw_etl_runs WHERE run_id = $1`, runID).Scan(&enqueued))

@@ -1,5 +1,6 @@
-// Package faults_test runs real worker processes against an isolated Postgres database and a
-// private Redis, injects process and delivery faults, and checks the record stays consistent.
+// Package faults_test runs real worker and enqueuer processes against a private Postgres and
+// a private Redis per test (internal/servertest: never the shared servers), injects process,
+// database, network and delivery faults, and checks the record stays consistent.
 package faults_test
 
 import (
@@ -16,17 +17,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
-	"github.com/etlexec/etlexec/internal/task"
 )
-
-// slowItems are n items of `records` rows each, one page per pageMS.
-func slowItems(prefix string, n, records, pageSize, pageMS int) []p {
-	out := make([]p, n)
-	for i := range out {
-		out[i] = p{"key": fmt.Sprintf("%s%d", prefix, i), "records": records, "page_size": pageSize, "page_latency_ms": pageMS}
-	}
-	return out
-}
 
 func TestFaultWorkerKilledMidItem(t *testing.T) {
 	t.Parallel()
@@ -85,12 +76,15 @@ func TestFaultEnqueuerDiedBeforeFanOut(t *testing.T) {
 	require.NoError(t, err)
 	items := make([]store.NewItem, len(unique))
 	for i, s := range unique {
-		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash, TaskID: task.ItemID(runID, s.Hash, 0)}
+		items[i] = store.NewItem{Params: s.Params, ParamHash: s.Hash}
 	}
-	_, created, err := e.st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual",
+	run, err := e.st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual",
 		LogicalStart: &now, Strategy: "modified_date"}, items, dropped)
 	require.NoError(t, err)
-	require.Len(t, created, len(ps))
+	require.EqualValues(t, len(ps), run.ItemCount)
+	// The enqueuer died long enough ago for its fan-out lease to have lapsed.
+	_, err = e.st.Pool().Exec(ctx, `UPDATE dw_etl_runs SET fanout_until = now() WHERE run_id = $1`, runID)
+	require.NoError(t, err)
 	e.waitRun(runID, 90*time.Second)
 	e.checkInvariants(runID, "SUCCESS")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))

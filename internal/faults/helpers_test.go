@@ -3,13 +3,12 @@ package faults_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,19 +17,21 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
 // heavy serialises the tests that disturb the whole machine (a private Postgres restarting
-// with fsync on, SIGKILL storms) with the load-sensitive ones: with ETL_LEASE=3s on a small
-// machine, TestFaultTenThousandItems misses heartbeats while another test's Postgres restarts
-// (reproduced: 10009 attempts for 10000 items), and its lost attempts then wait for asynq's
-// default retry delay.
+// with fsync on, SIGKILL storms, CPU hogs) with the load-sensitive ones: with ETL_LEASE=3s on
+// a small machine, TestFaultTenThousandItems missed heartbeats while another test's Postgres
+// restarted (reproduced: 10009 attempts for 10000 items), and its lost attempts then waited
+// for asynq's default retry delay.
 var heavy sync.RWMutex
 
 // disruptive marks a test that must not overlap the load-sensitive ones; call after t.Parallel.
@@ -45,12 +46,23 @@ func loadSensitive(t *testing.T) {
 	t.Cleanup(heavy.RUnlock)
 }
 
-// workerBin is the worker binary built once per test process by TestMain.
 // workerBin and enqueuerBin are built once per test process.
 var workerBin, enqueuerBin string
 
+// parallelDefault replaces go test's default -parallel (GOMAXPROCS, 2 on the development
+// machine): these tests spend most of their time waiting on leases, reconcile passes and
+// restarts, not on CPU, and a test waiting for the heavy lock holds its slot, so with 2 slots
+// one long load-sensitive test could leave the whole package waiting behind it. The heavy
+// lock, not -parallel, keeps the load-sensitive tests apart from the disruptive ones.
+const parallelDefault = "8"
+
 func TestMain(m *testing.M) {
 	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		_ = flag.Set("test.parallel", parallelDefault)
+	}
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
@@ -61,6 +73,7 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
+		defer servertest.RemoveTemplates()
 		gomod, err := exec.Command("go", "env", "GOMOD").Output()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
@@ -81,27 +94,64 @@ func TestMain(m *testing.M) {
 }
 
 const (
-	jobID       = "fault_job"
+	jobID = "fault_job"
+	// targetTable is the upsert target; appendTable the append-mode one (duplicates kept).
 	targetTable = "fault_target"
+	appendTable = "fault_append"
+	// etlexecDB is etlexec's database on each private server; foreignDB is another database
+	// there, reached by jobs through targetURLEnv.
+	etlexecDB    = "etlexec"
+	foreignDB    = "foreign"
+	targetURLEnv = "ETL_FAULT_TARGET_URL"
+	// harnessApp is the application_name of the test's own sessions, which fault injection
+	// must spare.
+	harnessApp = "faults-harness"
 	// synthetic's default base and step: row i has modified_at = base + i*60s.
 	syntheticBase = "2026-01-01T00:00:00Z"
 	syntheticStep = 60 * time.Second
 )
 
-// env is one fault scenario: an isolated database, a private Redis, a unique queue.
+// migrated is the private servers' template: etlexec's database migrated, and an empty
+// foreign one. It is prepared once per test process.
+var migrated = servertest.PostgresOptions{Template: "etlexec-migrated", Prepare: func(ctx context.Context, s *servertest.PostgresServer) error {
+	for _, db := range []string{etlexecDB, foreignDB} {
+		if err := s.CreateDatabase(ctx, db); err != nil {
+			return err
+		}
+	}
+	return dbtest.Migrate(ctx, s.URL(etlexecDB))
+}}
+
+// env is one fault scenario: a private Postgres and a private Redis of its own.
 type env struct {
-	t       *testing.T
-	dbURL   string
-	st      *store.Store
-	redis   *redisServer
-	queue   string
-	enq     *enqueue.Enqueuer
-	client  *asynq.Client
-	mu      sync.Mutex
-	workers []*workerProc
+	t     *testing.T
+	pg    *servertest.PostgresServer
+	redis *servertest.RedisServer
+	dbURL string       // etlexec's database as the workers reach it
+	st    *store.Store // the harness's own sessions
+	queue string
+	enq   *enqueue.Enqueuer
+	// target is where the job writes (st's database or the foreign one), targetTable the table.
+	target      *pgxpool.Pool
+	targetTable string
+	foreignURL  string // set when the job writes to foreignDB
 	// lease is the workers' ETL_LEASE: short (3 s) so kill faults recover fast; tests without
 	// kills may lengthen it so a loaded machine's late heartbeat is not taken for a lost worker.
 	lease time.Duration
+}
+
+// envOpts tunes newEnvWith; zero values keep newEnv's defaults.
+type envOpts struct {
+	timeout     time.Duration
+	overlap     string // "" = allow
+	maxAttempts int32  // 0 = 3
+	// pg configures the private Postgres (its Template is always migrated's).
+	pg servertest.PostgresOptions
+	// appendRows makes the job's target appendTable: items carry append: true and a double
+	// write shows as duplicate rows.
+	appendRows bool
+	// foreign makes the job write to foreignDB through target_url_env.
+	foreign bool
 }
 
 func newEnv(t *testing.T, timeout time.Duration) *env {
@@ -109,18 +159,10 @@ func newEnv(t *testing.T, timeout time.Duration) *env {
 	return newEnvWith(t, envOpts{timeout: timeout})
 }
 
-// envOpts tunes newEnvWith; zero values keep newEnv's defaults.
-type envOpts struct {
-	timeout     time.Duration
-	dbURL       string // "" = a fresh database on the shared server (dbtest.URL)
-	overlap     string // "" = allow
-	maxAttempts int32  // 0 = 3
-}
-
 func newEnvWith(t *testing.T, o envOpts) *env {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("fault tests start processes and a private Redis; skipped with -short")
+		t.Skip("fault tests start processes and private servers; skipped with -short")
 	}
 	if o.overlap == "" {
 		o.overlap = "allow"
@@ -128,106 +170,72 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 	if o.maxAttempts == 0 {
 		o.maxAttempts = 3
 	}
+	o.pg.Template, o.pg.Prepare = migrated.Template, migrated.Prepare
 	ctx := context.Background()
-	e := &env{t: t, dbURL: o.dbURL}
-	if e.dbURL == "" {
-		e.dbURL = dbtest.URL(t)
-	}
-	st, err := store.Connect(ctx, e.dbURL)
+	e := &env{t: t, pg: servertest.Postgres(t, o.pg), redis: servertest.Redis(t, servertest.RedisOptions{})}
+	e.dbURL = e.pg.URL(etlexecDB)
+	st, err := store.Connect(ctx, e.dbURL+"&application_name="+harnessApp)
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
 	e.st = st
-	e.redis = startRedis(t)
+	e.target, e.targetTable = st.Pool(), targetTable
+	if o.appendRows {
+		e.targetTable = appendTable
+	}
+	cfg := map[string]string{"target_table": e.targetTable}
+	if o.foreign {
+		e.foreignURL = e.pg.URL(foreignDB)
+		cfg["target_url_env"] = targetURLEnv
+		e.target, err = pgxpool.New(ctx, e.foreignURL+"&application_name="+harnessApp)
+		require.NoError(t, err)
+		t.Cleanup(e.target.Close)
+	}
 	e.queue = "fq_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	e.client = asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis.addr})
-	t.Cleanup(func() { e.client.Close() })
-	e.enq, err = enqueue.New(enqueue.Config{Store: st, Client: e.client, Logger: zerolog.Nop()})
+	e.enq, err = enqueue.New(enqueue.Config{Store: st, Redis: e.redisOpt(), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { e.enq.Close() })
+	cfgJSON, err := json.Marshal(cfg)
 	require.NoError(t, err)
 	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
 		JobID: jobID, Kind: "synthetic", SupportsParams: true, SupportsIncremental: true,
-		Strategy: "modified_date", CursorPolicy: "run",
-		Config: json.RawMessage(`{"target_table":"` + targetTable + `"}`), OverlapPolicy: o.overlap,
+		Strategy: "modified_date", CursorPolicy: "run", Config: cfgJSON, OverlapPolicy: o.overlap,
 		Queue: e.queue, MaxAttempts: o.maxAttempts, TimeoutMs: o.timeout.Milliseconds(), RetentionMs: 60000, Enabled: true,
 	}})
 	require.NoError(t, err)
 	return e
 }
 
-// redisServer is a private redis-server on a free loopback port.
-type redisServer struct {
-	addr   string
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
+func (e *env) redisOpt() asynq.RedisClientOpt { return asynq.RedisClientOpt{Addr: e.redis.Addr()} }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-	return port
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	return startRedisOn(t, 0)
-}
-
-// startRedisOn starts a private redis-server on port (0 = a free one, retried on collisions).
-func startRedisOn(t *testing.T, fixedPort int) *redisServer {
-	t.Helper()
-	dir := t.TempDir()
-	for try := 0; ; try++ {
-		port := fixedPort
-		if port == 0 {
-			port = freePort(t)
-		}
-		logPath := filepath.Join(dir, "redis.log")
-		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", logPath)
-		require.NoError(t, cmd.Start())
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		r := &redisServer{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, exited: exited}
-		deadline := time.Now().Add(10 * time.Second)
-		ok := false
-		for time.Now().Before(deadline) {
-			if out, err := r.cli("PING"); err == nil && strings.TrimSpace(out) == "PONG" {
-				ok = true
-				break
-			}
-			select {
-			case <-exited:
-				deadline = time.Time{}
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-		if ok {
-			t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-			return r
-		}
-		_ = cmd.Process.Kill()
-		<-exited
-		if try == 3 {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("redis-server did not start on %s:\n%s", r.addr, b)
-		}
-	}
-}
-
-func (r *redisServer) cli(args ...string) (string, error) {
-	host, port, _ := net.SplitHostPort(r.addr)
-	out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
-	return string(out), err
+func (e *env) inspector() *asynq.Inspector {
+	insp := asynq.NewInspector(e.redisOpt())
+	e.t.Cleanup(func() { insp.Close() })
+	return insp
 }
 
 func (e *env) flushRedis() {
 	e.t.Helper()
-	out, err := e.redis.cli("FLUSHALL")
-	require.NoError(e.t, err, out)
-	require.Equal(e.t, "OK", strings.TrimSpace(out))
-	e.t.Logf("FLUSHALL on private redis %s", e.redis.addr)
+	require.NoError(e.t, e.redis.FlushAll())
+	e.t.Logf("FLUSHALL on private redis %s", e.redis.Addr())
+}
+
+// processEnv is the environment of a worker or enqueuer process: ours without anything that
+// could point it elsewhere (DATABASE_URL, REDIS_URL, ETL_*), then the scenario's, then extra
+// (later entries win).
+func (e *env) processEnv(extra ...string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "DATABASE_URL" || k == "REDIS_URL" || strings.HasPrefix(k, "ETL_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	out = append(out, "DATABASE_URL="+e.dbURL, "REDIS_URL="+e.redis.URL())
+	if e.foreignURL != "" {
+		out = append(out, targetURLEnv+"="+e.foreignURL)
+	}
+	return append(out, extra...)
 }
 
 // workerProc is one worker process.
@@ -239,45 +247,78 @@ type workerProc struct {
 	err     error
 }
 
-func (e *env) startWorker(id string) *workerProc {
+// startWorker starts a worker process; extra are environment overrides ("ETL_LEASE=60s").
+func (e *env) startWorker(id string, extra ...string) *workerProc {
+	e.t.Helper()
+	return e.startProc(id, workerBin, nil, append([]string{
+		"ETL_QUEUES=" + e.queue,
+		"ETL_CONCURRENCY=8",
+		"ETL_SHUTDOWN_TIMEOUT=2s",
+		"ETL_LEASE=" + e.leaseOrDefault().String(),
+		"ETL_RECONCILE_INTERVAL=1s",
+		"ETL_HTTP_ADDR=",
+		"ETL_WORKER_ID=" + id,
+	}, extra...)...)
+}
+
+// startProc starts bin with args in the scenario's environment plus extra, its output in a
+// file; it is killed when the test ends.
+func (e *env) startProc(id, bin string, args []string, extra ...string) *workerProc {
 	t := e.t
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), id+".log")
 	f, err := os.Create(logPath)
 	require.NoError(t, err)
-	cmd := exec.Command(workerBin)
-	cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+e.dbURL,
-		"REDIS_URL=redis://"+e.redis.addr+"/0",
-		"ETL_QUEUES="+e.queue,
-		"ETL_CONCURRENCY=8",
-		"ETL_SHUTDOWN_TIMEOUT=2s",
-		"ETL_LEASE="+e.leaseOrDefault().String(),
-		"ETL_RECONCILE_INTERVAL=1s",
-		"ETL_HTTP_ADDR=",
-		"ETL_WORKER_ID="+id,
-	)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = e.processEnv(extra...)
 	cmd.Stdout, cmd.Stderr = f, f
 	require.NoError(t, cmd.Start())
 	w := &workerProc{id: id, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() { w.err = cmd.Wait(); f.Close(); close(w.done) }()
 	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen process cannot die
 		_ = cmd.Process.Kill()
 		<-w.done
 		if t.Failed() || os.Getenv("FAULTS_LOGS") != "" {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("---- worker %s output ----\n%s", id, tail(string(b), 200))
+			t.Logf("---- %s output ----\n%s", id, servertest.Tail(w.log(), 200))
 		}
 	})
 	return w
 }
 
-func tail(s string, lines int) string {
-	ls := strings.Split(s, "\n")
-	if len(ls) > lines {
-		ls = append([]string{fmt.Sprintf("... %d earlier lines", len(ls)-lines)}, ls[len(ls)-lines:]...)
+// runProc runs bin with args to its end (at most within) and returns its output and exit error.
+func (e *env) runProc(id, bin string, args []string, within time.Duration, extra ...string) (string, error) {
+	e.t.Helper()
+	w := e.startProc(id, bin, args, extra...)
+	w.waitExit(e.t, within)
+	return w.log(), w.err
+}
+
+func (w *workerProc) log() string {
+	b, _ := os.ReadFile(w.logPath)
+	return string(b)
+}
+
+// logged reports whether the process's output contains s.
+func (w *workerProc) logged(s string) bool { return strings.Contains(w.log(), s) }
+
+// exited reports whether the process has ended.
+func (w *workerProc) exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
 	}
-	return strings.Join(ls, "\n")
+}
+
+// killedBy reports whether the process ended by signal sig.
+func (w *workerProc) killedBy(sig syscall.Signal) bool {
+	if !w.exited() || w.cmd.ProcessState == nil {
+		return false
+	}
+	ws, ok := w.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 func (w *workerProc) kill(t *testing.T) {
@@ -287,8 +328,102 @@ func (w *workerProc) kill(t *testing.T) {
 	t.Logf("SIGKILLed worker %s", w.id)
 }
 
+func (w *workerProc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, w.cmd.Process.Signal(sig), "signal %v to worker %s", sig, w.id)
+	t.Logf("%v to worker %s", sig, w.id)
+}
+
+// waitExit waits for the process to end.
+func (w *workerProc) waitExit(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case <-w.done:
+	case <-time.After(within):
+		t.Fatalf("worker %s did not exit within %s", w.id, within)
+	}
+}
+
+// serving reports whether w's asynq server has registered in Redis.
+func (e *env) serving(insp *asynq.Inspector, w *workerProc) bool {
+	servers, err := insp.Servers()
+	if err != nil {
+		return false
+	}
+	for _, s := range servers {
+		if s.PID == w.cmd.Process.Pid {
+			return true
+		}
+	}
+	return false
+}
+
+// waitLog waits until the worker's output contains s and returns when that was seen.
+func (e *env) waitLog(w *workerProc, s string, within time.Duration) time.Time {
+	e.t.Helper()
+	e.waitFor(fmt.Sprintf("worker %s to log %q", w.id, s), within, func() bool { return w.logged(s) })
+	return time.Now()
+}
+
+// logMark is how much of a worker's output existed at some moment.
+type logMark struct {
+	w   *workerProc
+	off int
+}
+
+// logMarks notes how far each worker's output goes now.
+func (e *env) logMarks(ws []*workerProc) []logMark {
+	out := make([]logMark, len(ws))
+	for i, w := range ws {
+		out[i] = logMark{w: w, off: len(w.log())}
+	}
+	return out
+}
+
+// waitNoticed waits until every worker has written s since its mark: the event that tells a
+// fault has reached each of them.
+func (e *env) waitNoticed(marks []logMark, s string, within time.Duration) {
+	e.t.Helper()
+	began := time.Now()
+	e.waitFor(fmt.Sprintf("every worker to log %q", s), within, func() bool {
+		for _, m := range marks {
+			if !strings.Contains(m.w.log()[m.off:], s) {
+				return false
+			}
+		}
+		return true
+	})
+	e.t.Logf("every worker logged %q %s after the fault", s, time.Since(began).Round(time.Millisecond))
+}
+
 // p is one synthetic item's params.
 type p map[string]any
+
+// slowItems are n items of `records` rows each, one page per pageMS.
+func slowItems(prefix string, n, records, pageSize, pageMS int) []p {
+	out := make([]p, n)
+	for i := range out {
+		out[i] = p{"key": fmt.Sprintf("%s%d", prefix, i), "records": records, "page_size": pageSize, "page_latency_ms": pageMS}
+	}
+	return out
+}
+
+// noopItems are n no-op items.
+func noopItems(prefix string, n int) []p {
+	out := make([]p, n)
+	for i := range out {
+		out[i] = p{"noop": true, "key": fmt.Sprintf("%s%d", prefix, i)}
+	}
+	return out
+}
+
+// appending marks every item append: true.
+func appending(ps []p) []p {
+	for _, v := range ps {
+		v["append"] = true
+	}
+	return ps
+}
 
 func raws(t *testing.T, ps []p) []json.RawMessage {
 	out := make([]json.RawMessage, len(ps))
@@ -308,38 +443,61 @@ func (e *env) trigger(ps []p, dry bool) uuid.UUID {
 	return res.Run.RunID
 }
 
-// waitFor polls cond until it is true or the deadline passes.
+// waitFor polls cond until it is true, failing the test after within.
 func (e *env) waitFor(what string, within time.Duration, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(25 * time.Millisecond)
+	if err := servertest.Poll(within, 0, func() (bool, error) { return cond(), nil }); err != nil {
+		e.t.Fatalf("waiting for %s: %v", what, err)
 	}
+}
+
+// tryCount runs a count query without failing the test: the database may be unreachable.
+func (e *env) tryCount(sql string, args ...any) (int, error) {
+	var n int
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := e.st.Pool().QueryRow(ctx, sql, args...).Scan(&n)
+	return n, err
 }
 
 func (e *env) count(sql string, args ...any) int {
 	e.t.Helper()
-	var n int
-	require.NoError(e.t, e.st.Pool().QueryRow(context.Background(), sql, args...).Scan(&n))
+	n, err := e.tryCount(sql, args...)
+	require.NoError(e.t, err, sql)
 	return n
 }
 
+// runStatus is the run's status, "" when the database does not answer.
+func (e *env) runStatus(runID uuid.UUID) (store.Run, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	run, err := e.st.GetRun(ctx, runID)
+	if err != nil {
+		return store.Run{}, false
+	}
+	switch run.Status {
+	case "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED":
+		return run, true
+	}
+	return run, false
+}
+
+// waitRun waits for the run to be terminal; the database may be unreachable for a while. On
+// timeout it logs the items and attempts before failing.
 func (e *env) waitRun(runID uuid.UUID, within time.Duration) store.Run {
 	e.t.Helper()
 	var run store.Run
-	e.waitFor("run "+runID.String()+" terminal", within, func() bool {
-		var err error
-		run, err = e.st.GetRun(context.Background(), runID)
-		require.NoError(e.t, err)
-		switch run.Status {
-		case "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED":
-			return true
-		}
-		return false
+	err := servertest.Poll(within, 0, func() (bool, error) {
+		r, done := e.runStatus(runID)
+		run = r
+		return done, nil
 	})
+	if err != nil {
+		e.logItems(runID)
+		e.logAttempts(runID)
+		e.logSessions()
+		e.t.Fatalf("run %s not terminal (%s, %d/%d items succeeded): %v", runID, run.Status, run.ItemsSucceeded, run.ItemCount, err)
+	}
 	return run
 }
 
@@ -388,6 +546,11 @@ func (e *env) checkInvariants(runID uuid.UUID, wantStatus string) store.Run {
 	bad = e.count(`SELECT count(*) FROM dw_etl_run_items i WHERE i.run_id = $1 AND i.attempts <>
 		(SELECT count(*) FROM dw_etl_run_attempts a WHERE a.run_id = i.run_id AND a.item_no = i.item_no)`, runID)
 	require.Zero(t, bad, "items whose attempts column differs from their attempt rows")
+	// Attempts of one item never overlap in time.
+	bad = e.count(`SELECT count(*) FROM dw_etl_run_attempts a JOIN dw_etl_run_attempts b
+		ON b.run_id = a.run_id AND b.item_no = a.item_no AND b.item_attempt > a.item_attempt
+		WHERE a.run_id = $1 AND b.started_at < a.ended_at`, runID)
+	require.Zero(t, bad, "pairs of attempts of one item that overlap in time")
 
 	// Target rows and cursors, per item.
 	type item struct {
@@ -409,22 +572,24 @@ func (e *env) checkInvariants(runID uuid.UUID, wantStatus string) store.Run {
 	require.NoError(t, rows.Err())
 	rows.Close()
 	var haveTarget bool
-	require.NoError(t, e.st.Pool().QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, targetTable).Scan(&haveTarget))
+	require.NoError(t, e.target.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, e.targetTable).Scan(&haveTarget))
 	base, _ := time.Parse(time.RFC3339, syntheticBase)
 	for _, it := range items {
 		if it.noop {
 			continue
 		}
 		require.NotEmpty(t, it.key, "fault tests give every item an explicit key")
-		rowsOfKey := 0
+		var rowsOfKey, seqsOfKey int
 		if haveTarget {
-			rowsOfKey = e.count(`SELECT count(*) FROM `+targetTable+` WHERE key = $1`, it.key)
+			require.NoError(t, e.target.QueryRow(ctx, `SELECT count(*), count(DISTINCT seq) FROM `+e.targetTable+` WHERE key = $1`,
+				it.key).Scan(&rowsOfKey, &seqsOfKey))
 		}
 		want := 0
 		if it.status == "SUCCESS" && !run.DryRun {
 			want = it.records
 		}
-		require.Equal(t, want, rowsOfKey, "target rows of key %s (item %s, dry %v)", it.key, it.status, run.DryRun)
+		require.Equal(t, want, seqsOfKey, "target rows of key %s (item %s, dry %v)", it.key, it.status, run.DryRun)
+		require.Equal(t, seqsOfKey, rowsOfKey, "duplicate target rows of key %s: the item's writes committed more than once", it.key)
 
 		var cursor *time.Time
 		err := e.st.Pool().QueryRow(ctx, `SELECT cursor_value FROM dw_etl_incremental_cursors WHERE job_id = $1 AND param_hash = $2`,
@@ -452,10 +617,26 @@ func (e *env) itemsWithStatus(runID uuid.UUID, status string) int {
 	return e.count(`SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND status = $2`, runID, status)
 }
 
+// succeededTolerant counts the run's SUCCESS items, -1 when the database does not answer.
+func (e *env) succeededTolerant(runID uuid.UUID) int {
+	n, err := e.tryCount(`SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND status = 'SUCCESS'`, runID)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// lostAttempts counts the run's attempts closed as "worker lost".
+func (e *env) lostAttempts(runID uuid.UUID) int {
+	return e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'FAILED' AND error_message = 'worker lost'`, runID)
+}
+
 func (e *env) logAttempts(runID uuid.UUID) {
-	rows, err := e.st.Pool().Query(context.Background(), `SELECT item_no, item_attempt, status, error_category,
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.st.Pool().Query(ctx, `SELECT item_no, item_attempt, status, error_category,
 		coalesce(error_message, ''), coalesce(worker_id, '') FROM dw_etl_run_attempts WHERE run_id = $1 AND status <> 'SUCCESS'
-		ORDER BY item_no, item_attempt`, runID)
+		ORDER BY item_no, item_attempt LIMIT 200`, runID)
 	if err != nil {
 		e.t.Logf("list attempts: %v", err)
 		return
@@ -470,9 +651,83 @@ func (e *env) logAttempts(runID uuid.UUID) {
 	}
 }
 
+// logSessions logs the private server's client sessions that are not idle, with what they
+// wait for and who blocks them: what a stuck run is stuck on.
+func (e *env) logSessions() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.st.Pool().Query(ctx, `SELECT pid, application_name, state, coalesce(wait_event_type || ':' || wait_event, ''),
+		pg_blocking_pids(pid)::text, left(regexp_replace(query, '\s+', ' ', 'g'), 120)
+		FROM pg_stat_activity WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		e.t.Logf("list sessions: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int32
+		var app, state, wait, blockers, query string
+		if err := rows.Scan(&pid, &app, &state, &wait, &blockers, &query); err == nil {
+			e.t.Logf("session %d %q %s wait=%s blocked by %s: %s", pid, app, state, wait, blockers, query)
+		}
+	}
+}
+
+// logItems logs how many of the run's items are in each status.
+func (e *env) logItems(runID uuid.UUID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := e.st.Pool().Query(ctx, `SELECT status, count(*) FROM dw_etl_run_items WHERE run_id = $1 GROUP BY status ORDER BY 1`, runID)
+	if err != nil {
+		e.t.Logf("list items: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var status string
+		var n int
+		if err := rows.Scan(&status, &n); err == nil {
+			e.t.Logf("items %s: %d", status, n)
+		}
+	}
+}
+
 func (e *env) leaseOrDefault() time.Duration {
 	if e.lease > 0 {
 		return e.lease
 	}
 	return 3 * time.Second
+}
+
+// errNoWorkerSessions is returned by workerBackends when no session but the harness's is open.
+var errNoWorkerSessions = errors.New("no worker session")
+
+// workerBackends lists the pids of the workers' sessions on the private server: those whose
+// application_name starts with etlexec when any does (the workers' contract), else every
+// client session but the harness's own (application_name starting with harnessApp).
+func (e *env) workerBackends(ctx context.Context) ([]int32, error) {
+	rows, err := e.st.Pool().Query(ctx, `WITH s AS (
+		SELECT pid, application_name FROM pg_stat_activity
+		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name NOT LIKE $1 || '%')
+		SELECT pid FROM s WHERE application_name LIKE 'etlexec%'
+			OR NOT EXISTS (SELECT 1 FROM s WHERE application_name LIKE 'etlexec%')`, harnessApp)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var pids []int32
+	for rows.Next() {
+		var pid int32
+		if err := rows.Scan(&pid); err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(pids) == 0 {
+		return nil, errNoWorkerSessions
+	}
+	return pids, nil
 }

@@ -1,24 +1,37 @@
-// Package httpapi serves etlexec's run history as JSON under /api/v1: the same store queries,
-// filters and page tokens as the enqueuer's `runs`, `items`, `attempts`, `logs` and `cursors`
-// commands, whose --json output is the document these endpoints return. Authentication belongs
-// to whoever mounts the handler.
+// Package httpapi serves etlexec's JSON API under /api/v1: the run history (the same store
+// queries, filters and page tokens as the enqueuer's `runs`, `items`, `attempts`, `logs` and
+// `cursors` commands, whose --json output is the document these endpoints return) and the
+// operator's writes (trigger, cancel, rerun, pause, resume: the internal/ops functions the CLI
+// and the console call). GET /api/v1/openapi.json describes every endpoint. Authentication and
+// the cross-origin guard belong to whoever mounts the handler.
 //
-//	GET /api/v1/jobs
-//	GET /api/v1/jobs/{job_id}/cursors?limit=&after=
-//	GET /api/v1/runs?job=&status=&dry_run=&since=&until=&limit=&after=
-//	GET /api/v1/runs/{run_id}
-//	GET /api/v1/runs/{run_id}/items?status=&category=&param_hash=&limit=&after=
-//	GET /api/v1/runs/{run_id}/attempts?item=&limit=&after=
-//	GET /api/v1/runs/{run_id}/logs?attempt=&item=&level=&grep=&fields=&limit=&after=
+//	GET  /api/v1/jobs
+//	GET  /api/v1/jobs/{job_id}
+//	GET  /api/v1/jobs/{job_id}/cursors?limit=&after=
+//	POST /api/v1/jobs/{job_id}/trigger      (Idempotency-Key header)
+//	POST /api/v1/jobs/{job_id}/pause
+//	POST /api/v1/jobs/{job_id}/resume
+//	GET  /api/v1/runs?job=&status=&dry_run=&since=&until=&limit=&after=
+//	GET  /api/v1/runs/{run_id}
+//	POST /api/v1/runs/{run_id}/cancel
+//	POST /api/v1/runs/{run_id}/rerun
+//	GET  /api/v1/runs/{run_id}/items?status=&category=&param_hash=&limit=&after=&format=csv
+//	GET  /api/v1/runs/{run_id}/attempts?item=&limit=&after=
+//	GET  /api/v1/runs/{run_id}/logs?attempt=&item=&level=&grep=&fields=&limit=&after=
+//	GET  /api/v1/runs/{run_id}/alerts
+//	GET  /api/v1/openapi.json
 //
 // List parameters (status, category, level) take comma-separated values and may repeat. since
 // and until take an RFC 3339 time or a duration back from now (90m, 24h, 7d). A listing returns
 // {"items": [...], "next": "TOKEN"}; pass next as after for the following page. Errors are
-// {"error": "..."}: 400 names the parameter and value at fault, 404 an unknown run, job or path.
+// {"error": "..."}: 400 names the parameter and value at fault, 404 an unknown run, job or path,
+// 409 a state that forbids the write (a paused job, a run that is not active), 422 an
+// idempotency key reused for another request.
 package httpapi
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,27 +45,78 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
+// Config configures the API handler.
+type Config struct {
+	// Store is etlexec's database. Required.
+	Store *store.Store
+	// Enqueuer carries the writes (and its dispatcher cancel's task removals); without it, or
+	// with ReadOnly, every write answers 403.
+	Enqueuer *enqueue.Enqueuer
+	ReadOnly bool
+	// Principal names who made a request, recorded on what it changes ("alice", "token").
+	// Defaults to "api".
+	Principal func(*http.Request) string
+}
+
+// Route is one endpoint: its method and path pattern (net/http.ServeMux syntax).
+type Route struct {
+	Method, Pattern string
+	handler         http.HandlerFunc
+}
+
 // New returns the /api/v1 handler. It serves full paths, so mount it at "/api/v1/" without
 // stripping the prefix.
-func New(st *store.Store) http.Handler {
-	a := &api{st: st}
+func New(cfg Config) http.Handler {
+	a := &api{st: cfg.Store, cfg: cfg}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/jobs", a.jobs)
-	mux.HandleFunc("GET /api/v1/jobs/{job_id}/cursors", a.cursors)
-	mux.HandleFunc("GET /api/v1/runs", a.runs)
-	mux.HandleFunc("GET /api/v1/runs/{run_id}", a.run)
-	mux.HandleFunc("GET /api/v1/runs/{run_id}/items", a.items)
-	mux.HandleFunc("GET /api/v1/runs/{run_id}/attempts", a.attempts)
-	mux.HandleFunc("GET /api/v1/runs/{run_id}/logs", a.logs)
+	for _, rt := range a.routes() {
+		mux.HandleFunc(rt.Method+" "+rt.Pattern, rt.handler)
+	}
 	mux.HandleFunc("/", a.notFound)
 	return mux
 }
 
+// Routes lists every endpoint New serves, for the OpenAPI document's test.
+func Routes() []Route { return (&api{}).routes() }
+
+func (a *api) routes() []Route {
+	return []Route{
+		{"GET", "/api/v1/openapi.json", a.openapi},
+		{"GET", "/api/v1/jobs", a.jobs},
+		{"GET", "/api/v1/jobs/{job_id}", a.job},
+		{"GET", "/api/v1/jobs/{job_id}/cursors", a.cursors},
+		{"POST", "/api/v1/jobs/{job_id}/trigger", a.trigger},
+		{"POST", "/api/v1/jobs/{job_id}/pause", a.pause},
+		{"POST", "/api/v1/jobs/{job_id}/resume", a.resume},
+		{"GET", "/api/v1/runs", a.runs},
+		{"GET", "/api/v1/runs/{run_id}", a.run},
+		{"POST", "/api/v1/runs/{run_id}/cancel", a.cancel},
+		{"POST", "/api/v1/runs/{run_id}/rerun", a.rerun},
+		{"GET", "/api/v1/runs/{run_id}/items", a.items},
+		{"GET", "/api/v1/runs/{run_id}/attempts", a.attempts},
+		{"GET", "/api/v1/runs/{run_id}/logs", a.logs},
+		{"GET", "/api/v1/runs/{run_id}/alerts", a.alerts},
+	}
+}
+
+//go:embed openapi.json
+var openapiDoc []byte
+
+// OpenAPI is the OpenAPI 3 document GET /api/v1/openapi.json serves.
+func OpenAPI() []byte { return slices.Clone(openapiDoc) }
+
+func (a *api) openapi(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openapiDoc)
+}
+
 type api struct {
-	st *store.Store
+	st  *store.Store
+	cfg Config
 }
 
 // Job is a job definition with its last run, as GET /api/v1/jobs lists it.
@@ -79,6 +143,8 @@ type Job struct {
 	LastRunID           *uuid.UUID      `json:"last_run_id"`
 	LastStatus          *string         `json:"last_status"`
 	LastStartedAt       *time.Time      `json:"last_started_at"`
+	// Control is the job's pause state and policies (retention, alerts, catch-up).
+	store.JobControl
 }
 
 func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
@@ -88,13 +154,23 @@ func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
 	}
 	limit := 0
 	if !q.int(&limit, "limit") {
+		q.failBad(w, r)
 		return
 	}
-	if limit < 0 || limit > store.JobsPageMax {
+	if q.has("limit") && (limit < 1 || limit > store.JobsPageMax) {
 		failStatus(w, http.StatusBadRequest, fmt.Sprintf("limit: %d out of range 1..%d", limit, store.JobsPageMax))
 		return
 	}
 	js, next, err := a.st.ListJobs(r.Context(), q.one("after"), limit)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	ids := make([]string, len(js))
+	for i, j := range js {
+		ids[i] = j.JobID
+	}
+	controls, err := a.st.JobControls(r.Context(), ids)
 	if err != nil {
 		fail(w, r, err)
 		return
@@ -104,7 +180,7 @@ func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
 		Next  string `json:"next,omitempty"`
 	}{Items: make([]Job, 0, len(js)), Next: next}
 	for _, j := range js {
-		out.Items = append(out.Items, Job{
+		out.Items = append(out.Items, Job{JobControl: controls[j.JobID],
 			JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,
 			SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy, CursorPolicy: j.CursorPolicy,
 			Config: j.Config, ParamSource: nullJSON(j.ParamSource), Schedule: j.Schedule, OverlapPolicy: j.OverlapPolicy,
@@ -166,14 +242,27 @@ func (a *api) items(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q, ok := params(w, r, "status", "category", "param_hash", "limit", "after")
+	q, ok := params(w, r, "status", "category", "param_hash", "limit", "after", "format")
 	if !ok {
 		return
 	}
-	f := store.ItemFilter{RunID: runID, Status: q.list("status"), Category: q.list("category"),
-		ParamHash: q.one("param_hash"), After: q.one("after")}
+	f := store.ItemFilter{RunID: runID, Status: q.list("status"), Category: q.list("category"), After: q.one("after")}
 	if !q.int(&f.Limit, "limit") {
 		q.failBad(w, r)
+		return
+	}
+	var err error
+	if f.ParamHash, err = a.st.ResolveParamHash(r.Context(), runID, q.one("param_hash")); err != nil {
+		fail(w, r, err)
+		return
+	}
+	switch q.one("format") {
+	case "", "json":
+	case "csv":
+		a.itemsCSV(w, r, f)
+		return
+	default:
+		fail(w, r, &store.FilterError{Param: "format", Value: q.one("format"), Reason: "want json or csv"})
 		return
 	}
 	p, err := a.st.HistoryItems(r.Context(), f)
@@ -219,7 +308,8 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		failStatus(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; the API is read-only", r.Method))
+		failStatus(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: this path is read-only; "+
+			"the writes are listed in GET /api/v1/openapi.json", r.Method, r.URL.Path))
 		return
 	}
 	failStatus(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s", r.URL.Path))
@@ -273,6 +363,8 @@ func (q *query) fail(k, v, reason string) bool {
 	return false
 }
 
+func (q *query) has(k string) bool { return q.v.Has(k) }
+
 func (q *query) int(dst *int, k string) bool {
 	s := q.one(k)
 	if s == "" {
@@ -281,6 +373,10 @@ func (q *query) int(dst *int, k string) bool {
 	n, err := strconv.Atoi(s)
 	if err != nil {
 		return q.fail(k, s, "want an integer")
+	}
+	// The store reads a zero limit as "the default"; a client that sent limit=0 meant otherwise.
+	if k == "limit" && n < 1 {
+		return q.fail(k, s, fmt.Sprintf("want 1..%d", store.PageLimitMax))
 	}
 	*dst = n
 	return true

@@ -42,12 +42,16 @@ func setupAPI(t *testing.T) (srv *httptest.Server, attempt uuid.UUID) {
 			($1, 'job_a', 'SUCCESS', 'NONE', false, false, '2026-01-01 10:00:00+00'),
 			($2, 'job_a', 'FAILED', 'API', true, false, '2026-01-02 10:00:00+00'),
 			($3, 'job_b', 'CANCELLED', 'NONE', false, false, '2026-01-03 10:00:00+00')`, []any{run1, run2, run3}},
-		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, task_id, cursor_note) VALUES
-			($1, 1, '{"n":1}', 'h1', 'SUCCESS', 'NONE', 't1', 'no new rows'),
-			($1, 2, '{"n":2}', 'h2', 'FAILED', 'API', 't2', NULL),
-			($1, 3, '{"n":3}', 'h3', 'FAILED', 'DATA', 't3', NULL)`, []any{run2}},
+		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, cursor_note) VALUES
+			($1, 1, '{"n":1}', 'h1', 'SUCCESS', 'NONE', 'no new rows'),
+			($1, 2, '{"n":2}', 'h2', 'FAILED', 'API', NULL),
+			($1, 3, '{"n":3}', 'h3', 'FAILED', 'DATA', NULL)`, []any{run2}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, error_category, error_message, error_detail, backoff_ms, next_retry_at)
 			VALUES ($2, $1, 2, 1, 'FAILED', 'API', 'HTTP 503', '{"status":503}', 2000, '2026-01-02 10:00:05+00')`, []any{run2, attempt}},
+		// The counters the workers kept for those items and attempts.
+		{`UPDATE dw_etl_runs SET item_count = 3 WHERE run_id = $1`, []any{run2}},
+		{`INSERT INTO dw_etl_run_progress (run_id, shard, attempts_started, attempts_ended, retries, backoff_ms,
+			max_item_attempt, succeeded, failed, failed_api, failed_data) VALUES ($1, 1, 4, 4, 1, 2000, 2, 1, 2, 1, 1)`, []any{run2}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, error_category, error_message)
 			SELECT gen_random_uuid(), $1, n, CASE WHEN n = 2 THEN 2 ELSE 1 END, CASE WHEN n = 1 THEN 'SUCCESS' ELSE 'FAILED' END,
 				CASE n WHEN 1 THEN 'NONE' WHEN 2 THEN 'API' ELSE 'DATA' END, CASE WHEN n > 1 THEN 'failed' END
@@ -64,7 +68,7 @@ func setupAPI(t *testing.T) (srv *httptest.Server, attempt uuid.UUID) {
 		_, err := st.Pool().Exec(t.Context(), q.sql, q.args...)
 		require.NoError(t, err, q.sql)
 	}
-	srv = httptest.NewServer(httpapi.New(st))
+	srv = httptest.NewServer(httpapi.New(httpapi.Config{Store: st}))
 	t.Cleanup(srv.Close)
 	return srv, attempt
 }
@@ -145,7 +149,7 @@ func TestAPI(t *testing.T) {
 		attempts := d["attempts"].(map[string]any)
 		require.Equal(t, float64(4), attempts["total"])
 		require.Equal(t, float64(2000), attempts["backoff_ms_total"])
-		require.Equal(t, []any{map[string]any{"note": "no new rows", "count": float64(1)}}, d["cursor_notes"])
+		require.Equal(t, float64(1), attempts["retries"])
 	})
 
 	t.Run("Items", func(t *testing.T) {
@@ -286,6 +290,11 @@ func TestAPI(t *testing.T) {
 		var e map[string]string
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
 		require.Contains(t, e["error"], "read-only")
+		// The writes exist but this handler has no enqueuer: 403.
+		resp, err = http.Post(srv.URL+apiBase+"/runs/"+run2+"/cancel", "application/json", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	})
 }
 

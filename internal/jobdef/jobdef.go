@@ -45,6 +45,18 @@ type Job struct {
 	RunTimeout          string          `json:"run_timeout"`
 	Retention           string          `json:"retention"`
 	Enabled             *bool           `json:"enabled"`
+	// HistoryRetention keeps the job's finished runs this long ("90d", "720h"); empty means
+	// the global retention of `enqueuer prune` and the scheduler's daily pass.
+	HistoryRetention string `json:"history_retention"`
+	// AlertOn lists the run end statuses that notify; absent means the alerter's default,
+	// [] means none.
+	AlertOn []string `json:"alert_on"`
+	// ExpectedDuration: a run still open after this long notifies once (run_overdue).
+	ExpectedDuration string `json:"expected_duration"`
+	// Catchup is what the scheduler does with missed cron ticks: skip, once (default: only the
+	// latest fires) or each (every one, oldest first, at most CatchupLimit).
+	Catchup      string `json:"catchup"`
+	CatchupLimit *int32 `json:"catchup_limit"`
 }
 
 // Defaults applied to fields a definition leaves out.
@@ -55,7 +67,9 @@ const (
 	QueueDefault         = "etl"
 	MaxAttemptsDefault   = 3
 	TimeoutDefault       = 10 * time.Minute
-	RetentionDefault     = time.Hour
+	// RetentionDefault keeps no completed task in Redis: Postgres is the record, and a
+	// retained task costs ~0.7 KB of Redis memory per item for the whole retention.
+	RetentionDefault = 0
 )
 
 var (
@@ -90,8 +104,22 @@ func (c Catalog) kinds() []string {
 
 // Parse reads jobs.yaml strictly (unknown fields are errors) and validates every job against
 // the catalog: its kind must exist and its config must be what the kind declared (a typo is
-// refused naming the key and the closest known one). All problems are reported together.
+// refused naming the key and the closest known one). All problems are reported together. It
+// returns how each job runs; Definitions adds each job's policy.
 func Parse(name string, b []byte, cat Catalog) ([]store.UpsertJob, error) {
+	defs, err := Definitions(name, b, cat)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.UpsertJob, len(defs))
+	for i, d := range defs {
+		out[i] = d.Job
+	}
+	return out, nil
+}
+
+// Definitions is Parse with each job's policy (retention, alerts, catch-up).
+func Definitions(name string, b []byte, cat Catalog) ([]store.JobDefinition, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fmt.Errorf("%w: %s is empty", ErrInvalid, name)
 	}
@@ -136,11 +164,13 @@ func Parse(name string, b []byte, cat Catalog) ([]store.UpsertJob, error) {
 	}
 	var (
 		errs []error
-		out  []store.UpsertJob
+		out  []store.JobDefinition
 		seen = map[string]int{}
 	)
 	for i, j := range f.Jobs {
 		row, jerrs := j.validate(cat)
+		policy, perrs := j.policy()
+		jerrs = append(jerrs, perrs...)
 		where := fmt.Sprintf("job #%d", i+1)
 		if j.JobID != "" {
 			where = fmt.Sprintf("job %q", j.JobID)
@@ -152,7 +182,7 @@ func Parse(name string, b []byte, cat Catalog) ([]store.UpsertJob, error) {
 		for _, e := range jerrs {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", name, where, e))
 		}
-		out = append(out, row)
+		out = append(out, store.JobDefinition{Job: row, Policy: policy})
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
@@ -349,4 +379,67 @@ func validateParamSource(b json.RawMessage) error {
 		return errors.New("want {static: [...]} or {sql: ..., source_url_env: VAR}")
 	}
 	return nil
+}
+
+// runStatusesEnded are the run statuses an alert can name.
+var runStatusesEnded = []string{"SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED"}
+
+// policy validates the job's retention, alert and catch-up fields.
+func (j Job) policy() (store.JobPolicy, []error) {
+	var (
+		p    store.JobPolicy
+		errs []error
+	)
+	if j.HistoryRetention != "" {
+		d, err := store.ParseAge(j.HistoryRetention)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("history_retention: %q is not a positive age like 90d or 720h", j.HistoryRetention))
+		} else {
+			ms := d.Milliseconds()
+			p.HistoryRetentionMs = &ms
+		}
+	}
+	if j.AlertOn != nil {
+		p.AlertOn = []string{}
+		for _, st := range j.AlertOn {
+			u := strings.ToUpper(strings.TrimSpace(st))
+			if !slices.Contains(runStatusesEnded, u) {
+				errs = append(errs, fmt.Errorf("alert_on: unknown status %q (want %s)", st, strings.Join(runStatusesEnded, "|")))
+				continue
+			}
+			if !slices.Contains(p.AlertOn, u) {
+				p.AlertOn = append(p.AlertOn, u)
+			}
+		}
+	}
+	if j.ExpectedDuration != "" {
+		d, err := duration("expected_duration", j.ExpectedDuration, 0, false)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			ms := d.Milliseconds()
+			p.ExpectedDurationMs = &ms
+		}
+	}
+	p.CatchupPolicy = j.Catchup
+	if p.CatchupPolicy == "" {
+		p.CatchupPolicy = store.CatchupOnce
+	}
+	if err := oneOf("catchup", p.CatchupPolicy, store.CatchupSkip, store.CatchupOnce, store.CatchupEach); err != nil {
+		errs = append(errs, err)
+	}
+	p.CatchupLimit = store.CatchupLimitDefault
+	if j.CatchupLimit != nil {
+		p.CatchupLimit = *j.CatchupLimit
+		if p.CatchupLimit < 1 || p.CatchupLimit > 1000 {
+			errs = append(errs, fmt.Errorf("catchup_limit: %d must be between 1 and 1000", p.CatchupLimit))
+		}
+		if p.CatchupPolicy != store.CatchupEach {
+			errs = append(errs, errors.New("catchup_limit: only applies to catchup: each"))
+		}
+	}
+	if j.Schedule == "" && (j.Catchup != "" || j.CatchupLimit != nil) {
+		errs = append(errs, errors.New("catchup: given for a job without a schedule"))
+	}
+	return p, errs
 }

@@ -91,8 +91,8 @@ func (c Config) Validate() error {
 }
 
 // Sink is a zerolog.LevelWriter that stores lines carrying a run_id in dw_etl_run_logs. It is
-// safe for concurrent use. Every line accepted by Write (one with a top-level "run_id" key)
-// ends up counted exactly once, in Written or in Dropped.
+// safe for concurrent use. Every line accepted by Write (one with a top-level "run_id" key and
+// no LedgerEventKey) ends up counted exactly once, in Written or in Dropped.
 type Sink struct {
 	st  *store.Store
 	cfg Config
@@ -175,6 +175,13 @@ func (s *Sink) Dropped() int64 { return s.dropped.Load() }
 
 var runIDKey = []byte(`"run_id":`)
 
+// LedgerEventKey marks a line that restates a ledger fact (an attempt started or ended): it goes
+// to stdout for log pipelines but is not stored, since dw_etl_run_attempts already holds it
+// and two extra rows per item would double the ledger's per-item write cost.
+const LedgerEventKey = "ledger_event"
+
+var ledgerEventKey = []byte(`"` + LedgerEventKey + `":`)
+
 // runIDValue returns the index just after the top-level-looking `"run_id":` key of a JSON
 // line, or -1. A key inside an escaped string ("\"run_id\":") does not count.
 func runIDValue(p []byte) int {
@@ -209,8 +216,8 @@ func lineRunID(p []byte) (uuid.UUID, bool) {
 // and counts it. It never blocks on the database and always returns len(p), nil, so stdout
 // logging through a MultiLevelWriter never fails because of Postgres.
 func (s *Sink) Write(p []byte) (int, error) {
-	if runIDValue(p) < 0 {
-		return len(p), nil // not a run's line: stdout only
+	if runIDValue(p) < 0 || bytes.Contains(p, ledgerEventKey) {
+		return len(p), nil // not a run's line, or one whose facts the ledger holds: stdout only
 	}
 	if len(s.ch) < cap(s.ch) { // cheap pre-check: no copy when obviously full
 		line := bytes.Clone(p) // zerolog reuses p after Write returns

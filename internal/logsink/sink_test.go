@@ -41,7 +41,7 @@ func setup(t *testing.T) *testBundle {
 	}{
 		{`INSERT INTO dw_etl_jobs (job_id, kind) VALUES ($1, 'synthetic')`, []any{b.jobID}},
 		{`INSERT INTO dw_etl_runs (run_id, job_id) VALUES ($1, $2)`, []any{b.runID, b.jobID}},
-		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id) VALUES ($1, 1, '{}', 'h1', 't1')`, []any{b.runID}},
+		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash) VALUES ($1, 1, '{}', 'h1')`, []any{b.runID}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt) VALUES ($1, $2, 1, 1)`, []any{b.attemptID, b.runID}},
 	} {
 		_, err := b.st.Pool().Exec(ctx, q.sql, q.args...)
@@ -208,6 +208,7 @@ func TestSink(t *testing.T) {
 		plain.Info().Str("note", `{"run_id":"x"}`).Msg(`quoted "run_id":"x" in text`)
 		runLog := b.runLogger(sink)
 		runLog.Info().Msg("the one run line")
+		runLog.Info().Str(logsink.LedgerEventKey, "attempt_started").Msg("a ledger fact, stdout only")
 		closeSink(t, sink)
 
 		var total int

@@ -10,10 +10,10 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 
-	"github.com/etlexec/etlexec/internal/aggregate"
+	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -35,7 +35,7 @@ type CancelResult struct {
 // Cancel cancels a run: who/when/why recorded, items not yet started CANCELLED and their tasks
 // removed, running attempts stopped through their contexts (they end CANCELLED without retry),
 // and the run ends CANCELLED once nothing runs. Cursors do not move.
-func Cancel(ctx context.Context, st *store.Store, insp *asynq.Inspector, runID uuid.UUID, who, reason string) (CancelResult, error) {
+func Cancel(ctx context.Context, st *store.Store, d *dispatch.Dispatcher, runID uuid.UUID, who, reason string) (CancelResult, error) {
 	res := CancelResult{RunID: runID}
 	run, err := st.GetRun(ctx, runID)
 	if err != nil {
@@ -45,31 +45,28 @@ func Cancel(ctx context.Context, st *store.Store, insp *asynq.Inspector, runID u
 	if err != nil {
 		return res, err
 	}
-	cancelled, err := st.CancelRun(ctx, runID, who, reason)
+	// From here on no item of the run is claimed; then the unclaimed ones end CANCELLED.
+	if err := st.RequestCancel(ctx, runID, who, reason); err != nil {
+		return res, err
+	}
+	cancelled, err := st.CancelOpenItems(ctx, runID)
 	if err != nil {
 		return res, err
 	}
 	res.ItemsCancelled = len(cancelled)
-	for _, c := range cancelled {
-		if err := insp.DeleteTask(job.Queue, c.TaskID); err == nil {
-			res.TasksRemoved++
-		}
-	}
+	res.TasksRemoved = d.Delete(job.Queue, cancelled)
 	// Running attempts: asynq's cancel channel stops them fast; the worker records them
 	// CANCELLED because Postgres says the run was cancelled (asynq alone would retry them).
-	running, err := st.RunningTaskIDs(ctx, runID)
+	running, err := st.ClaimedItems(ctx, runID)
 	if err != nil {
 		return res, err
 	}
-	for _, id := range running {
-		if insp.CancelProcessing(id) == nil {
-			res.Signalled++
-		}
-	}
-	res.Finalised, err = aggregate.Finalise(ctx, st, runID)
+	res.Signalled = d.CancelRunning(running)
+	fin, err := st.FinaliseRun(ctx, runID)
 	if err != nil {
 		return res, err
 	}
+	res.Finalised = fin.Done
 	run, err = st.GetRun(ctx, runID)
 	if err != nil {
 		return res, err
@@ -89,20 +86,21 @@ type RerunResult struct {
 // ErrNothingToRerun is returned when the filter selects no item.
 var ErrNothingToRerun = errors.New("no items match the rerun filter")
 
-// Rerun runs the matching items of a finished run again inside the same run: the run reopens
-// as RUNNING, items get new attempts continuing their numbering under a new task id (asynq
-// keeps the old id in its archive), and the run re-aggregates when they end, moving cursors by
-// the job's policy. With preview nothing changes.
+// Rerun runs the matching failed or cancelled items of a finished run again inside the same
+// run: the run reopens as RUNNING, items get new attempts continuing their numbering under a
+// new task id (asynq keeps the old id in its archive), and the run re-aggregates when they end,
+// moving cursors by the job's policy. Succeeded items are never rerun (a second success in one
+// run would load their data twice: store.ErrRerunSucceeded). With preview nothing changes.
 func Rerun(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, runID uuid.UUID, f store.RerunFilter, preview bool) (RerunResult, error) {
 	res := RerunResult{RunID: runID, Preview: preview}
 	run, err := st.GetRun(ctx, runID)
 	if err != nil {
 		return res, err
 	}
-	if run.Status == "PENDING" || run.Status == "RUNNING" {
+	if !runstate.Status(run.Status).Terminal() {
 		return res, fmt.Errorf("rerun run %s: %w (status %s); cancel it or wait", runID, store.ErrRunNotFinished, run.Status)
 	}
-	if run.Status == "SKIPPED" {
+	if runstate.Status(run.Status) == runstate.StatusSkipped {
 		return res, fmt.Errorf("rerun run %s: a SKIPPED run has no items; trigger the job again", runID)
 	}
 	job, err := st.GetJob(ctx, run.JobID)
@@ -118,6 +116,9 @@ func Rerun(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, runID uu
 	}
 	if preview {
 		return res, nil
+	}
+	if err := CheckNotPaused(ctx, st, job.JobID); err != nil {
+		return res, fmt.Errorf("rerun run %s: %w", runID, err)
 	}
 	nos := make([]int32, len(res.Items))
 	for i, it := range res.Items {

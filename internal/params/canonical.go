@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"slices"
@@ -428,3 +429,24 @@ func keyPath(key string) string {
 	}
 	return "[" + strconv.Quote(key) + "]"
 }
+
+// Fingerprint hashes a trigger request as it streams by: the dry-run flag, then every param
+// set in canonical form, in order (duplicates included). Two requests with the same
+// fingerprint ask for the same run, which is what an idempotency key's retry must be.
+type Fingerprint struct{ h hash.Hash }
+
+// NewFingerprint starts the fingerprint of a request.
+func NewFingerprint(dryRun bool) *Fingerprint {
+	f := &Fingerprint{h: sha256.New()}
+	fmt.Fprintf(f.h, "dry_run=%t\n", dryRun)
+	return f
+}
+
+// Add adds one param set in canonical form.
+func (f *Fingerprint) Add(canonical []byte) {
+	f.h.Write(canonical)
+	f.h.Write([]byte{'\n'})
+}
+
+// Sum is the fingerprint so far, in hex.
+func (f *Fingerprint) Sum() string { return hex.EncodeToString(f.h.Sum(nil)) }

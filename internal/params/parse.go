@@ -1,7 +1,6 @@
 package params
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,56 +99,10 @@ func ParseFile(r io.Reader, maxBytes int64) ([]json.RawMessage, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxFileBytes
 	}
-	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read params file: %w", err)
-	}
-	if int64(len(data)) > maxBytes {
-		return nil, fmt.Errorf("%w: params file exceeds the limit of %d bytes", ErrInvalid, maxBytes)
-	}
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	if rest := bytes.TrimLeft(data, " \t\r\n"); len(rest) > 0 && rest[0] == '[' {
-		return parseArray(data)
-	}
-	return parseLines(data)
-}
-
-func parseArray(data []byte) ([]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil { // the '[' seen by ParseFile
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
 	var sets []json.RawMessage
-	for i := 0; dec.More(); i++ {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("element %d: %w: %w", i, ErrInvalid, err)
-		}
-		set, err := canonicalSet(raw)
+	for set, err := range Stream(r, maxBytes) {
 		if err != nil {
-			return nil, fmt.Errorf("element %d: %w", i, err)
-		}
-		sets = append(sets, set)
-	}
-	if _, err := dec.Token(); err != nil { // ']'
-		return nil, fmt.Errorf("%w: after element %d: %w", ErrInvalid, len(sets)-1, eofIsUnexpected(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: unexpected data after the array", ErrInvalid)
-	}
-	return sets, nil
-}
-
-func parseLines(data []byte) ([]json.RawMessage, error) {
-	var sets []json.RawMessage
-	for i, line := range bytes.Split(data, []byte("\n")) {
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		set, err := canonicalSet(line)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
+			return nil, err
 		}
 		sets = append(sets, set)
 	}

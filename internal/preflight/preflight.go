@@ -30,11 +30,21 @@ type Result struct {
 // ErrUnsafe for each refusal (joined), or a plain error when a server cannot be reached. When
 // Redis refuses CONFIG GET (managed Redis: unknown or renamed command, ACL NOPERM), the Redis
 // check passes with a warning.
-func Check(ctx context.Context, pool *pgxpool.Pool, redisOpt asynq.RedisConnOpt) (Result, error) {
+func Check(ctx context.Context, pool *pgxpool.Pool, redisOpt asynq.RedisConnOpt, opts Options) (Result, error) {
 	var res Result
 	errRedis := checkRedis(ctx, redisOpt, &res)
+	if errors.Is(errRedis, ErrUnsafe) && opts.AllowEviction {
+		res.Warnings = append(res.Warnings, errRedis.Error()+" (allowed by --allow-redis-eviction / ETL_ALLOW_REDIS_EVICTION: the reconciler rebuilds evicted tasks, late)")
+		errRedis = nil
+	}
 	errPG := checkPostgres(ctx, pool)
 	return res, errors.Join(errRedis, errPG)
+}
+
+// Options relax Check.
+type Options struct {
+	// AllowEviction turns an evicting Redis maxmemory-policy into a warning.
+	AllowEviction bool
 }
 
 func checkRedis(ctx context.Context, opt asynq.RedisConnOpt, res *Result) error {
@@ -63,7 +73,7 @@ func checkRedis(ctx context.Context, opt asynq.RedisConnOpt, res *Result) error 
 		return nil
 	}
 	if !strings.EqualFold(policy, "noeviction") {
-		return fmt.Errorf("%w: Redis maxmemory-policy is %q: asynq keeps tasks in Redis; a policy that evicts keys loses work silently; set maxmemory-policy noeviction",
+		return fmt.Errorf("%w: Redis maxmemory-policy is %q: asynq keeps tasks in Redis; a policy that evicts keys loses work silently; set maxmemory-policy noeviction (or start with --allow-redis-eviction)",
 			ErrUnsafe, policy)
 	}
 	return nil

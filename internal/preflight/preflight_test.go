@@ -70,7 +70,7 @@ func TestCheck(t *testing.T) {
 	t.Run("SharedServicesPass", func(t *testing.T) {
 		t.Parallel()
 		// The shared Redis of our services runs noeviction and Postgres synchronous_commit on.
-		res, err := preflight.Check(t.Context(), pool(t, ""), redistest.ConnOpt(t))
+		res, err := preflight.Check(t.Context(), pool(t, ""), redistest.ConnOpt(t), preflight.Options{})
 		require.NoError(t, err)
 		require.Empty(t, res.Warnings)
 	})
@@ -78,7 +78,7 @@ func TestCheck(t *testing.T) {
 	t.Run("EvictingRedisIsRefused", func(t *testing.T) {
 		t.Parallel()
 		opt := privateRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
-		_, err := preflight.Check(t.Context(), pool(t, ""), opt)
+		_, err := preflight.Check(t.Context(), pool(t, ""), opt, preflight.Options{})
 		require.ErrorIs(t, err, preflight.ErrUnsafe)
 		require.ErrorContains(t, err, `maxmemory-policy is "allkeys-lru"`)
 		require.ErrorContains(t, err, "set maxmemory-policy noeviction")
@@ -87,7 +87,7 @@ func TestCheck(t *testing.T) {
 	t.Run("NoevictionRedisPasses", func(t *testing.T) {
 		t.Parallel()
 		opt := privateRedis(t, "--maxmemory-policy", "noeviction")
-		res, err := preflight.Check(t.Context(), pool(t, ""), opt)
+		res, err := preflight.Check(t.Context(), pool(t, ""), opt, preflight.Options{})
 		require.NoError(t, err)
 		require.Empty(t, res.Warnings)
 	})
@@ -95,7 +95,7 @@ func TestCheck(t *testing.T) {
 	t.Run("ManagedRedisWithoutConfigWarns", func(t *testing.T) {
 		t.Parallel()
 		opt := privateRedis(t, "--maxmemory-policy", "allkeys-lru", "--rename-command", "CONFIG", "")
-		res, err := preflight.Check(t.Context(), pool(t, ""), opt)
+		res, err := preflight.Check(t.Context(), pool(t, ""), opt, preflight.Options{})
 		require.NoError(t, err, "what cannot be verified passes")
 		require.Len(t, res.Warnings, 1)
 		require.Contains(t, res.Warnings[0], "unknown command")
@@ -104,7 +104,7 @@ func TestCheck(t *testing.T) {
 
 	t.Run("AsynchronousCommitIsRefused", func(t *testing.T) {
 		t.Parallel()
-		_, err := preflight.Check(t.Context(), pool(t, "SET synchronous_commit = off"), redistest.ConnOpt(t))
+		_, err := preflight.Check(t.Context(), pool(t, "SET synchronous_commit = off"), redistest.ConnOpt(t), preflight.Options{})
 		require.ErrorIs(t, err, preflight.ErrUnsafe)
 		require.ErrorContains(t, err, "synchronous_commit is off")
 		require.ErrorContains(t, err, "could be lost on crash")
@@ -113,7 +113,7 @@ func TestCheck(t *testing.T) {
 	t.Run("BothRefusalsAreReported", func(t *testing.T) {
 		t.Parallel()
 		opt := privateRedis(t, "--maxmemory-policy", "volatile-ttl")
-		_, err := preflight.Check(t.Context(), pool(t, "SET synchronous_commit = off"), opt)
+		_, err := preflight.Check(t.Context(), pool(t, "SET synchronous_commit = off"), opt, preflight.Options{})
 		require.ErrorContains(t, err, "volatile-ttl")
 		require.ErrorContains(t, err, "synchronous_commit is off")
 	})
@@ -121,7 +121,7 @@ func TestCheck(t *testing.T) {
 	t.Run("UnreachableRedisIsAnError", func(t *testing.T) {
 		t.Parallel()
 		opt := asynq.RedisClientOpt{Network: "unix", Addr: filepath.Join(t.TempDir(), "none.sock")}
-		_, err := preflight.Check(t.Context(), pool(t, ""), opt)
+		_, err := preflight.Check(t.Context(), pool(t, ""), opt, preflight.Options{})
 		require.Error(t, err)
 		require.NotErrorIs(t, err, preflight.ErrUnsafe)
 	})

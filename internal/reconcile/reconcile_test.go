@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/reconcile"
 	"github.com/etlexec/etlexec/internal/redistest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
 	"github.com/etlexec/etlexec/internal/worker"
@@ -26,6 +29,7 @@ type bundle struct {
 	st    *store.Store
 	enq   *enqueue.Enqueuer
 	insp  *asynq.Inspector
+	rdb   redis.UniversalClient
 	redis asynq.RedisConnOpt
 	queue string
 }
@@ -35,13 +39,14 @@ func setup(t *testing.T) *bundle {
 	st := dbtest.Store(t)
 	q := redistest.Queue(t)
 	opt := redistest.ConnOpt(t)
-	client := asynq.NewClient(opt)
-	t.Cleanup(func() { client.Close() })
 	insp := asynq.NewInspector(opt)
 	t.Cleanup(func() { insp.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	rdb := opt.MakeRedisClient().(redis.UniversalClient)
+	t.Cleanup(func() { rdb.Close() })
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: opt, Logger: zerolog.Nop()})
 	require.NoError(t, err)
-	return &bundle{st: st, enq: enq, insp: insp, redis: opt, queue: q}
+	t.Cleanup(func() { enq.Close() })
+	return &bundle{st: st, enq: enq, insp: insp, rdb: rdb, redis: opt, queue: q}
 }
 
 // job defines a job delivered through the test's queue.
@@ -55,17 +60,15 @@ func (b *bundle) job(t *testing.T, id string, maxAttempts int32, runTimeout time
 	_, err := b.st.UpsertJobs(t.Context(), []store.UpsertJob{{
 		JobID: id, Kind: "test", SupportsParams: true, Strategy: "none", CursorPolicy: "run",
 		Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: b.queue, MaxAttempts: maxAttempts,
-		TimeoutMs: 10000, RunTimeoutMs: rt, RetentionMs: 60000, Enabled: true,
+		TimeoutMs: 10000, RunTimeoutMs: rt, Enabled: true,
 	}})
 	require.NoError(t, err)
 }
 
 func (b *bundle) reconciler(t *testing.T) *reconcile.Reconciler {
 	t.Helper()
-	r, err := reconcile.New(reconcile.Config{
-		Store: b.st, Redis: b.redis, Lease: 5 * time.Second, Grace: time.Nanosecond,
-		Interval: 20 * time.Millisecond, Logger: zerolog.Nop(),
-	})
+	r, err := reconcile.New(reconcile.Config{Store: b.st, Redis: b.redis, Lease: 2 * time.Second,
+		Interval: 20 * time.Millisecond, TimeoutGrace: 100 * time.Millisecond, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { r.Close() })
 	return r
@@ -84,356 +87,240 @@ func (b *bundle) trigger(t *testing.T, jobID string, n int) store.Run {
 	return res.Run
 }
 
-func (b *bundle) taskIDs(t *testing.T, runID uuid.UUID) []string {
-	t.Helper()
-	rows, err := b.st.Pool().Query(t.Context(), `SELECT task_id FROM dw_etl_run_items WHERE run_id = $1 ORDER BY item_no`, runID)
-	require.NoError(t, err)
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		require.NoError(t, rows.Scan(&id))
-		ids = append(ids, id)
-	}
-	require.NoError(t, rows.Err())
-	return ids
-}
-
-func (b *bundle) requireTaskState(t *testing.T, id string, want asynq.TaskState) {
-	t.Helper()
-	info, err := b.insp.GetTaskInfo(b.queue, id)
-	require.NoError(t, err, "task %s", id)
-	require.Equal(t, want, info.State, "task %s", id)
-}
-
 func (b *bundle) exec(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	_, err := b.st.Pool().Exec(t.Context(), sql, args...)
 	require.NoError(t, err, sql)
 }
 
-func (b *bundle) claim(t *testing.T, runID uuid.UUID, itemNo, maxAttempts int32) (uuid.UUID, store.Claim) {
+// taskState is the state of an item's task of a generation in Redis ("" when absent).
+func (b *bundle) taskState(t *testing.T, runID uuid.UUID, itemNo, gen int32) string {
+	t.Helper()
+	info, err := b.insp.GetTaskInfo(b.queue, task.Item{RunID: runID, ItemNo: itemNo, Generation: gen}.ID())
+	if err != nil {
+		return ""
+	}
+	return info.State.String()
+}
+
+// wipeQueue deletes every Redis key of the test's queue, the epoch marker included: what a
+// FLUSHALL or a restart without persistence does to it.
+func (b *bundle) wipeQueue(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	for _, pat := range []string{"asynq:{" + b.queue + "}:*", "etlexec:{" + b.queue + "}:*"} {
+		keys, err := b.rdb.Keys(ctx, pat).Result()
+		require.NoError(t, err)
+		if len(keys) > 0 {
+			require.NoError(t, b.rdb.Del(ctx, keys...).Err())
+		}
+	}
+}
+
+// deadWorker registers a worker process whose lease runs out at once and claims items under it.
+func (b *bundle) deadWorker(t *testing.T, runID uuid.UUID, nos ...int32) uuid.UUID {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7())
-	c, err := b.st.ClaimItem(t.Context(), store.ClaimRequest{
-		RunID: runID, ItemNo: itemNo, AttemptID: id, MaxAttempts: maxAttempts, Lease: 5 * time.Second, WorkerID: "w-test",
-	})
-	require.NoError(t, err)
-	return id, c
-}
-
-type itemRow struct {
-	Status, Category string
-	Message          *string
-	Attempts         int32
-	Current          *uuid.UUID
-}
-
-func (b *bundle) item(t *testing.T, runID uuid.UUID, itemNo int32) itemRow {
-	t.Helper()
-	var r itemRow
-	require.NoError(t, b.st.Pool().QueryRow(t.Context(), `SELECT status, error_category, error_message, attempts, current_attempt_id
-		FROM dw_etl_run_items WHERE run_id = $1 AND item_no = $2`, runID, itemNo).
-		Scan(&r.Status, &r.Category, &r.Message, &r.Attempts, &r.Current))
-	return r
-}
-
-func (b *bundle) attempt(t *testing.T, id uuid.UUID) (status, category, message string) {
-	t.Helper()
-	var msg *string
-	require.NoError(t, b.st.Pool().QueryRow(t.Context(), `SELECT status, error_category, error_message
-		FROM dw_etl_run_attempts WHERE attempt_id = $1`, id).Scan(&status, &category, &msg))
-	if msg != nil {
-		message = *msg
+	require.NoError(t, b.st.RegisterWorker(t.Context(), store.WorkerInfo{ID: id, Name: "doomed", Lease: time.Millisecond,
+		AppName: worker.AppName(id)}))
+	reqs := make([]store.ClaimRequest, len(nos))
+	for i, no := range nos {
+		reqs[i] = store.ClaimRequest{RunID: runID, ItemNo: no, AttemptID: uuid.Must(uuid.NewV7())}
 	}
-	return status, category, message
+	cs, err := b.st.ClaimItems(t.Context(), store.WorkerRef{ID: id, Name: "doomed", Shard: 3}, false, reqs)
+	require.NoError(t, err)
+	for _, c := range cs {
+		require.True(t, c.Claimed)
+	}
+	return id
 }
 
-// workerFinish is what a worker records when its attempt ends in success.
-func workerFinish(runID uuid.UUID, itemNo, itemCount int32, attemptID uuid.UUID) store.AttemptEnd {
-	return store.AttemptEnd{RunID: runID, ItemNo: itemNo, ItemCount: itemCount, AttemptID: attemptID,
-		AttemptStatus: "SUCCESS", ItemStatus: "SUCCESS", Terminal: true, ErrorCategory: "NONE"}
-}
-
-func TestMissingTasks(t *testing.T) {
+func TestDeadWorker(t *testing.T) {
 	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 1, 0)
+	run := b.trigger(t, "j", 3)
+	id := b.deadWorker(t, run.RunID, 1, 2)
+	// The dead worker left a session idle in a transaction that holds item 1's row lock, as a
+	// frozen process would: the takeover must not wait for it.
+	pcfg, err := pgxpool.ParseConfig(b.st.Pool().Config().ConnString())
+	require.NoError(t, err)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = worker.AppName(id)
+	frozen, err := pgxpool.NewWithConfig(t.Context(), pcfg)
+	require.NoError(t, err)
+	defer frozen.Close()
+	tx, err := frozen.Begin(t.Context())
+	require.NoError(t, err)
+	_, err = tx.Exec(t.Context(), `SELECT 1 FROM dw_etl_run_items WHERE run_id = $1 AND item_no = 1 FOR UPDATE`, run.RunID)
+	require.NoError(t, err)
 
-	t.Run("DeletedTasksAreReenqueued", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 3)
-		type delivery struct {
-			Type, Payload      string
-			MaxRetry           int
-			Timeout, Retention time.Duration
-		}
-		deliveries := func() []delivery {
-			var out []delivery
-			for _, id := range b.taskIDs(t, run.RunID) {
-				info, err := b.insp.GetTaskInfo(b.queue, id)
-				require.NoError(t, err)
-				require.Equal(t, asynq.TaskStatePending, info.State)
-				out = append(out, delivery{info.Type, string(info.Payload), info.MaxRetry, info.Timeout, info.Retention})
-			}
-			return out
-		}
-		original := deliveries()
-		n, err := b.insp.DeleteAllPendingTasks(b.queue)
+	r := b.reconciler(t)
+	var rep reconcile.Report
+	require.Eventually(t, func() bool { // SKIP LOCKED skips item 1 until its session is gone
+		got, err := r.Once(t.Context())
 		require.NoError(t, err)
-		require.Equal(t, 3, n)
+		rep.WorkersDead += got.WorkersDead
+		rep.SessionsEnded += got.SessionsEnded
+		rep.AttemptsLost += got.AttemptsLost
+		rep.ItemsRetried += got.ItemsRetried
+		return rep.AttemptsLost == 2
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, 1, rep.WorkersDead)
+	require.GreaterOrEqual(t, rep.SessionsEnded, 1, "the frozen session was ended")
+	require.Equal(t, 2, rep.ItemsRetried, "lost attempts do not count against max_attempts 1")
+	require.Error(t, tx.Commit(context.Background()), "a late commit of the dead worker's session fails")
 
-		r := b.reconciler(t)
-		rep, err := r.Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{TasksChecked: 3, TasksMissing: 3}, rep)
-		require.Equal(t, original, deliveries(), "rebuilt tasks are the enqueuer's, option for option")
-
-		rep, err = r.Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{TasksChecked: 3}, rep, "a second pass finds everything in place")
-	})
-
-	t.Run("QueueGoneWithRedisData", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 2)
-		require.NoError(t, b.insp.DeleteQueue(b.queue, true))
-
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, 2, rep.TasksMissing)
-		for _, id := range b.taskIDs(t, run.RunID) {
-			b.requireTaskState(t, id, asynq.TaskStatePending)
-		}
-	})
-
-	t.Run("ArchivedTaskOfPendingItemIsReplaced", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 2)
-		ids := b.taskIDs(t, run.RunID)
-		require.NoError(t, b.insp.ArchiveTask(b.queue, ids[0]))
-
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{TasksChecked: 2, TasksReplaced: 1}, rep)
-		b.requireTaskState(t, ids[0], asynq.TaskStatePending)
-		b.requireTaskState(t, ids[1], asynq.TaskStatePending)
-	})
-
-	t.Run("TerminalItemsAreNotChecked", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 2)
-		_, err := b.insp.DeleteAllPendingTasks(b.queue)
-		require.NoError(t, err)
-		attemptID, _ := b.claim(t, run.RunID, 1, 3)
-		_, err = b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 2, attemptID))
-		require.NoError(t, err)
-
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{TasksChecked: 1, TasksMissing: 1}, rep)
-		_, err = b.insp.GetTaskInfo(b.queue, b.taskIDs(t, run.RunID)[0])
-		require.ErrorIs(t, err, asynq.ErrTaskNotFound)
-	})
-
-	t.Run("YoungRunsAreLeftToTheirEnqueuer", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		b.trigger(t, "j", 2)
-		_, err := b.insp.DeleteAllPendingTasks(b.queue)
-		require.NoError(t, err)
-		r, err := reconcile.New(reconcile.Config{Store: b.st, Redis: b.redis, Grace: time.Hour, Logger: zerolog.Nop()})
-		require.NoError(t, err)
-		t.Cleanup(func() { r.Close() })
-		rep, err := r.Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{}, rep)
-	})
+	for _, no := range []int32{1, 2} {
+		require.Equal(t, "pending", b.taskState(t, run.RunID, no, 1), "item %d has a task of its new generation", no)
+	}
+	var msgs []string
+	rows, err := b.st.Pool().Query(t.Context(), `SELECT error_message FROM dw_etl_run_attempts WHERE run_id = $1 ORDER BY item_no`, run.RunID)
+	require.NoError(t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var m string
+		require.NoError(t, rows.Scan(&m))
+		msgs = append(msgs, m)
+	}
+	require.Equal(t, []string{runstate.MsgWorkerLost, runstate.MsgWorkerLost}, msgs)
+	again, err := r.Once(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, again.AttemptsLost, "a pass that finds nothing does nothing")
 }
 
-func TestEnqueuerDiedBeforeFanOut(t *testing.T) {
+func TestRedisLostTheQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 3, 0)
+	run := b.trigger(t, "j", 5)
+	r := b.reconciler(t)
+	rep, err := r.Once(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, rep.QueuesRepaired, "the enqueuer marked the queue: nothing is lost")
+	require.Zero(t, rep.TasksEnqueued+rep.TasksPresent, "a quiet pass makes no per-item Redis call")
+
+	b.wipeQueue(t)
+	rep, err = r.Once(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.QueuesRepaired)
+	require.Equal(t, 5, rep.TasksEnqueued)
+	for no := int32(1); no <= 5; no++ {
+		require.Equal(t, "pending", b.taskState(t, run.RunID, no, 0))
+	}
+	rep, err = r.Once(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, rep.QueuesRepaired)
+}
+
+func TestEvictedTasksAreRebuilt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 3, 0)
+	run := b.trigger(t, "j", 4)
+	r := b.reconciler(t)
+	_, err := r.Once(t.Context())
+	require.NoError(t, err)
+	// Eviction takes two tasks (keys) but leaves the epoch marker.
+	for _, no := range []int32{2, 3} {
+		id := task.Item{RunID: run.RunID, ItemNo: no}.ID()
+		require.NoError(t, b.rdb.Del(t.Context(), "asynq:{"+b.queue+"}:t:"+id).Err())
+		require.NoError(t, b.rdb.LRem(t.Context(), "asynq:{"+b.queue+"}:pending", 0, id).Err())
+	}
+	rep, err := r.Once(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, rep.QueuesRepaired, "one short pass may be tasks on their way")
+	rep, err = r.Once(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.QueuesRepaired, "a deficit across two passes rebuilds the queue")
+	for no := int32(1); no <= 4; no++ {
+		require.Equal(t, "pending", b.taskState(t, run.RunID, no, 1), "item %d rebuilt under a new generation", no)
+	}
+}
+
+func TestEnqueuerDiedMidFanOut(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.job(t, "j", 3, 0)
 	runID := uuid.Must(uuid.NewV7())
-	items := []store.NewItem{
-		{Params: json.RawMessage(`{"n":1}`), ParamHash: "h1", TaskID: task.ItemID(runID, "h1", 0)},
-		{Params: json.RawMessage(`{"n":2}`), ParamHash: "h2", TaskID: task.ItemID(runID, "h2", 0)},
-	}
-	_, _, err := b.st.CreateRun(t.Context(), store.NewRun{RunID: runID, JobID: "j", Trigger: "manual", Strategy: "none"}, items, 0)
+	_, err := b.st.CreateRun(t.Context(), store.NewRun{RunID: runID, JobID: "j", Trigger: "manual", Strategy: "none"},
+		[]store.NewItem{{Params: json.RawMessage(`{"n":1}`), ParamHash: "h1"}, {Params: json.RawMessage(`{"n":2}`), ParamHash: "h2"}}, 0)
 	require.NoError(t, err)
+	r := b.reconciler(t)
+	rep, err := r.Once(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, rep.RunsEnqueued, "a run whose fan-out lease is live is being triggered: left alone")
 
-	rep, err := b.reconciler(t).Once(t.Context())
+	b.exec(t, `UPDATE dw_etl_runs SET fanout_until = now() - interval '1 second' WHERE run_id = $1`, runID)
+	rep, err = r.Once(t.Context())
 	require.NoError(t, err)
-	require.Equal(t, reconcile.Report{RunsEnqueued: 1, TasksEnqueued: 2, TasksChecked: 2}, rep)
-	run, err := b.st.GetRun(t.Context(), runID)
+	require.Equal(t, 1, rep.RunsEnqueued)
+	require.Equal(t, "pending", b.taskState(t, runID, 1, 0))
+	require.Equal(t, "pending", b.taskState(t, runID, 2, 0))
+	got, err := b.st.GetRun(t.Context(), runID)
 	require.NoError(t, err)
-	require.NotNil(t, run.EnqueuedAt)
-	require.Equal(t, "RUNNING", run.Status)
-	for _, it := range items {
-		b.requireTaskState(t, it.TaskID, asynq.TaskStatePending)
-	}
+	require.Equal(t, "RUNNING", got.Status)
+	require.NotNil(t, got.EnqueuedAt)
 }
 
-func TestLostWorker(t *testing.T) {
+func TestRunTimeout(t *testing.T) {
 	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 3, time.Second)
+	run := b.trigger(t, "j", 3)
+	// Item 1 is claimed by a worker that stays alive but never records (ignores its deadline).
+	live := uuid.Must(uuid.NewV7())
+	require.NoError(t, b.st.RegisterWorker(t.Context(), store.WorkerInfo{ID: live, Name: "live", Lease: time.Hour}))
+	cs, err := b.st.ClaimItems(t.Context(), store.WorkerRef{ID: live, Name: "live", Shard: 2}, false,
+		[]store.ClaimRequest{{RunID: run.RunID, ItemNo: 1, AttemptID: uuid.Must(uuid.NewV7())}})
+	require.NoError(t, err)
+	require.True(t, cs[0].Claimed)
+	require.NotNil(t, cs[0].Deadline, "the claim tells the worker the run's deadline")
 
-	backdate := func(b *bundle, runID uuid.UUID) {
-		b.exec(t, `UPDATE dw_etl_run_items SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1 AND status = 'RUNNING'`, runID)
-		b.exec(t, `UPDATE dw_etl_run_attempts SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1 AND status = 'RUNNING'`, runID)
-	}
-
-	t.Run("AttemptsRemain", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 2)
-		lostID, first := b.claim(t, run.RunID, 1, 3)
-		backdate(b, run.RunID)
-
-		rep, err := b.reconciler(t).Once(t.Context())
+	r := b.reconciler(t)
+	require.Eventually(t, func() bool {
+		_, err := r.Once(t.Context())
 		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{AttemptsLost: 1, ItemsRetried: 1, TasksChecked: 2}, rep)
-		status, cat, msg := b.attempt(t, lostID)
-		require.Equal(t, []string{"FAILED", "SYSTEM", reconcile.MsgWorkerLost}, []string{status, cat, msg})
-		it := b.item(t, run.RunID, 1)
-		require.Equal(t, "PENDING", it.Status)
-		require.EqualValues(t, 1, it.Attempts)
-		require.Nil(t, it.Current)
-
-		// The lost worker comes back and tries to record its end: it no longer holds the item.
-		require.ErrorIs(t, second(b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 2, lostID))), store.ErrLostClaim)
-		// The retry policy continues: the next claim is the item's second attempt.
-		_, second := b.claim(t, run.RunID, 1, 3)
-		require.EqualValues(t, 2, second.ItemAttempt)
-		require.Greater(t, second.AttemptNo, first.AttemptNo)
-		require.Zero(t, second.LostAttempts, "the reconciler already closed the lost attempt")
-	})
-
-	t.Run("TaskGoneIsReenqueued", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 1)
-		b.claim(t, run.RunID, 1, 3)
-		backdate(b, run.RunID)
-		_, err := b.insp.DeleteAllPendingTasks(b.queue)
-		require.NoError(t, err)
-
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{AttemptsLost: 1, ItemsRetried: 1, TasksChecked: 1, TasksMissing: 1}, rep)
-		b.requireTaskState(t, b.taskIDs(t, run.RunID)[0], asynq.TaskStatePending)
-	})
-
-	t.Run("OutOfAttemptsFailsAndFinalises", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 1, 0)
-		run := b.trigger(t, "j", 1)
-		lostID, _ := b.claim(t, run.RunID, 1, 1)
-		backdate(b, run.RunID)
-
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{AttemptsLost: 1, ItemsFailed: 1, RunsFinalised: 1}, rep)
-		status, _, _ := b.attempt(t, lostID)
-		require.Equal(t, "FAILED", status)
-		it := b.item(t, run.RunID, 1)
-		require.Equal(t, "FAILED", it.Status)
-		require.Equal(t, reconcile.MsgWorkerLost, *it.Message)
-		done, err := b.st.RunComplete(t.Context(), run.RunID)
-		require.NoError(t, err)
-		require.True(t, done, "the failure is counted in the progress shards")
 		got, err := b.st.GetRun(t.Context(), run.RunID)
 		require.NoError(t, err)
-		require.Equal(t, "FAILED", got.Status)
-		require.Equal(t, "SYSTEM", got.ErrorCategory)
-	})
+		return got.Status != "RUNNING"
+	}, 10*time.Second, 50*time.Millisecond)
+	got, err := b.st.GetRun(t.Context(), run.RunID)
+	require.NoError(t, err)
+	require.Equal(t, "FAILED", got.Status, "a run past its run_timeout fails, as docs/state-machine.md says")
+	require.Contains(t, *got.ErrorMessage, "run timeout")
+	require.EqualValues(t, 3, got.ItemsFailed)
+	var ended string
+	require.NoError(t, b.st.Pool().QueryRow(t.Context(), `SELECT ended_by FROM dw_etl_run_attempts WHERE run_id = $1`, run.RunID).Scan(&ended))
+	require.Equal(t, store.EndedByTimeout, ended)
+}
 
-	t.Run("LiveWorkerFinishWins", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 1)
-		attemptID, _ := b.claim(t, run.RunID, 1, 3)
-		backdate(b, run.RunID)
-		r := b.reconciler(t)
-		// The worker is recording its end (holding the item's row) while the reconciler passes.
-		err := b.st.InTx(t.Context(), func(tx *store.Tx) error {
-			if _, err := tx.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 1, attemptID)); err != nil {
-				return err
-			}
-			rep, err := r.Once(t.Context())
-			require.NoError(t, err)
-			require.Zero(t, rep.AttemptsLost)
-			return nil
-		})
-		require.NoError(t, err)
-		require.Equal(t, "SUCCESS", b.item(t, run.RunID, 1).Status)
-		status, _, _ := b.attempt(t, attemptID)
-		require.Equal(t, "SUCCESS", status)
-		rep, err := r.Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{RunsFinalised: 1}, rep)
-	})
+func TestActiveTaskWithoutLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 3, 0)
+	run := b.trigger(t, "j", 2)
+	ctx := t.Context()
+	// Reproduce asynq #1144's state for item 1: dequeued to active, but no lease entry, so
+	// nothing would ever recover it. Item 2's task is active for the same reason but its item
+	// already succeeded.
+	for _, no := range []int32{1, 2} {
+		id := task.Item{RunID: run.RunID, ItemNo: no}.ID()
+		require.NoError(t, b.rdb.LRem(ctx, "asynq:{"+b.queue+"}:pending", 0, id).Err())
+		require.NoError(t, b.rdb.LPush(ctx, "asynq:{"+b.queue+"}:active", id).Err())
+		require.NoError(t, b.rdb.HSet(ctx, "asynq:{"+b.queue+"}:t:"+id, "state", "active").Err())
+	}
+	settled, err := b.st.SettleItems(ctx, 1, run.RunID, []int32{2}, runstate.StatusSkipped, etl.CategoryNone, "test")
+	require.NoError(t, err)
+	require.Len(t, settled, 1)
+	require.Equal(t, "active", b.taskState(t, run.RunID, 1, 0))
 
-	t.Run("FreshHeartbeatIsLeftAlone", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 1)
-		b.claim(t, run.RunID, 1, 3)
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{}, rep)
-		require.Equal(t, "RUNNING", b.item(t, run.RunID, 1).Status)
-	})
-
-	t.Run("PendingOutOfAttemptsFails", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 3, 0)
-		run := b.trigger(t, "j", 1)
-		b.exec(t, `UPDATE dw_etl_run_items SET attempts = 3 WHERE run_id = $1`, run.RunID)
-		rep, err := b.reconciler(t).Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{ItemsFailed: 1, RunsFinalised: 1}, rep)
-	})
-
-	t.Run("RerunRaisedAttemptLimit", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		b.job(t, "j", 1, 0)
-		run := b.trigger(t, "j", 1)
-		// A rerun granted max_attempts more to an item that had used its one attempt.
-		b.exec(t, `UPDATE dw_etl_run_items SET attempts = 1, attempt_limit = 2 WHERE run_id = $1`, run.RunID)
-		lostID, _ := b.claim(t, run.RunID, 1, 1)
-		backdate(b, run.RunID)
-		r := b.reconciler(t)
-		rep, err := r.Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{AttemptsLost: 1, ItemsFailed: 1, RunsFinalised: 1}, rep,
-			"attempt 2 of 2 was lost: no attempts remain")
-		status, _, _ := b.attempt(t, lostID)
-		require.Equal(t, "FAILED", status)
-
-		run = b.trigger(t, "j", 1)
-		b.exec(t, `UPDATE dw_etl_run_items SET attempts = 1, attempt_limit = 3 WHERE run_id = $1`, run.RunID)
-		b.claim(t, run.RunID, 1, 1)
-		backdate(b, run.RunID)
-		rep, err = r.Once(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, reconcile.Report{AttemptsLost: 1, ItemsRetried: 1, TasksChecked: 1}, rep,
-			"attempt 2 of 3 was lost: the item is retried")
-	})
+	r := b.reconciler(t)
+	rep, err := r.Once(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, rep.TasksReplaced)
+	require.Empty(t, b.taskState(t, run.RunID, 1, 0), "the stuck task is gone")
+	require.Empty(t, b.taskState(t, run.RunID, 2, 0), "the settled item's stuck task is gone")
+	require.Equal(t, "pending", b.taskState(t, run.RunID, 1, 1), "the waiting item has a task again")
 }
 
 func TestUnfinalisedRun(t *testing.T) {
@@ -441,131 +328,62 @@ func TestUnfinalisedRun(t *testing.T) {
 	b := setup(t)
 	b.job(t, "j", 3, 0)
 	run := b.trigger(t, "j", 2)
-	// Both items ended, but the worker died before finalising.
-	b.exec(t, `UPDATE dw_etl_run_items SET status = 'SUCCESS', records_read = 5 WHERE run_id = $1`, run.RunID)
-	b.exec(t, `UPDATE dw_etl_run_progress SET terminal = items WHERE run_id = $1`, run.RunID)
-	got, err := b.st.GetRun(t.Context(), run.RunID)
+	_, err := b.st.SettleItems(t.Context(), 4, run.RunID, []int32{1, 2}, runstate.StatusSkipped, etl.CategoryNone, "nothing to do")
 	require.NoError(t, err)
-	require.Equal(t, "RUNNING", got.Status)
-
 	rep, err := b.reconciler(t).Once(t.Context())
 	require.NoError(t, err)
-	require.Equal(t, reconcile.Report{RunsFinalised: 1}, rep)
-	got, err = b.st.GetRun(t.Context(), run.RunID)
-	require.NoError(t, err)
-	require.Equal(t, "SUCCESS", got.Status)
-	require.EqualValues(t, 2, got.ItemsSucceeded)
-	require.EqualValues(t, 10, got.RecordsRead)
-	require.NotNil(t, got.EndedAt)
-}
-
-func TestRunTimeout(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	b.job(t, "j", 3, time.Minute)
-	run := b.trigger(t, "j", 3)
-	// Item 1 succeeded, item 2 is running on a live worker, item 3 waits.
-	a1, _ := b.claim(t, run.RunID, 1, 3)
-	_, err := b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 1, 3, a1))
-	require.NoError(t, err)
-	a2, _ := b.claim(t, run.RunID, 2, 3)
-	r := b.reconciler(t)
-
-	rep, err := r.Once(t.Context())
-	require.NoError(t, err)
-	require.Equal(t, reconcile.Report{TasksChecked: 1}, rep, "within its run timeout: nothing to do")
-
-	b.exec(t, `UPDATE dw_etl_runs SET started_at = now() - interval '1 hour' WHERE run_id = $1`, run.RunID)
-	rep, err = r.Once(t.Context())
-	require.NoError(t, err)
-	require.Equal(t, reconcile.Report{RunsTimedOut: 1, ItemsTimedOut: 2, RunsFinalised: 1}, rep)
-	for _, no := range []int32{2, 3} {
-		it := b.item(t, run.RunID, no)
-		require.Equal(t, "FAILED", it.Status)
-		require.Equal(t, "SYSTEM", it.Category)
-		require.Equal(t, reconcile.MsgRunTimeout, *it.Message)
-	}
-	status, cat, msg := b.attempt(t, a2)
-	require.Equal(t, []string{"FAILED", "SYSTEM", reconcile.MsgRunTimeout}, []string{status, cat, msg})
-	require.ErrorIs(t, second(b.st.FinishAttempt(t.Context(), workerFinish(run.RunID, 2, 3, a2))), store.ErrLostClaim,
-		"the worker still running item 2 sees its claim gone")
+	require.Equal(t, 1, rep.RunsFinalised)
 	got, err := b.st.GetRun(t.Context(), run.RunID)
 	require.NoError(t, err)
-	require.Equal(t, "PARTIAL_SUCCESS", got.Status)
-	require.Equal(t, "SYSTEM", got.ErrorCategory)
-	require.EqualValues(t, 1, got.ItemsSucceeded)
-	require.EqualValues(t, 2, got.ItemsFailed)
-
-	rep, err = r.Once(t.Context())
-	require.NoError(t, err)
-	require.Equal(t, reconcile.Report{}, rep)
+	require.Equal(t, "SUCCESS", got.Status)
 }
 
 func TestLeadership(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.job(t, "j", 3, 0)
-	b.trigger(t, "j", 1)
-	_, err := b.insp.DeleteAllPendingTasks(b.queue)
-	require.NoError(t, err)
-
 	r1, r2 := b.reconciler(t), b.reconciler(t)
-	rep, err := r1.Once(t.Context())
+	_, err := r1.Once(t.Context())
 	require.NoError(t, err)
-	require.Equal(t, 1, rep.TasksMissing)
 	require.True(t, r1.Leader())
-
 	_, err = r2.Once(t.Context())
 	require.ErrorIs(t, err, reconcile.ErrNotLeader)
 	require.False(t, r2.Leader())
 	_, err = r1.Once(t.Context())
 	require.NoError(t, err, "the leader stays the leader")
-
 	require.NoError(t, r1.Close())
 	_, err = r2.Once(t.Context())
 	require.NoError(t, err, "leadership passes on when the leader goes")
 	require.True(t, r2.Leader())
 }
 
-func TestRunLoop(t *testing.T) {
+// A leader that stops renewing (frozen) stops acting by its own clock, and another reconciler
+// takes over within the lease.
+func TestFrozenLeaderIsReplaced(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.job(t, "j", 3, 0)
-	run := b.trigger(t, "j", 1)
-	b.exec(t, `UPDATE dw_etl_run_items SET status = 'SUCCESS' WHERE run_id = $1`, run.RunID)
-	b.exec(t, `UPDATE dw_etl_run_progress SET terminal = items WHERE run_id = $1`, run.RunID)
-
-	ctx, cancel := context.WithCancel(t.Context())
-	r := b.reconciler(t)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	r1, r2 := b.reconciler(t), b.reconciler(t)
+	_, err := r1.Once(t.Context())
+	require.NoError(t, err)
+	start := time.Now()
 	require.Eventually(t, func() bool {
-		got, err := b.st.GetRun(t.Context(), run.RunID)
-		return err == nil && got.Status == "SUCCESS"
-	}, 10*time.Second, 20*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
-
-	// Run released leadership on return: another reconciler leads. When the cancel hit a lock
-	// query in flight, the lock goes with the closed session, which the server ends a moment
-	// later, so allow that moment.
-	next := b.reconciler(t)
-	require.Eventually(t, func() bool {
-		_, err := next.Once(t.Context())
+		_, err := r2.Once(t.Context())
 		return err == nil
-	}, 5*time.Second, 20*time.Millisecond)
+	}, 10*time.Second, 50*time.Millisecond)
+	took := time.Since(start)
+	require.Less(t, took, 2*2*time.Second, "replaced within 2 × lease")
+	require.False(t, r1.Leader(), "the frozen leader knows it lost the lease")
+	t.Logf("frozen leader replaced after %s (lease 2s)", took.Round(10*time.Millisecond))
 }
 
-// TestRecoversLostRedisEndToEnd loses every task of a run and a worker's attempt, then lets a
-// real worker and the reconciler's loop bring the run to SUCCESS.
+// TestRecoversLostRedisEndToEnd loses every task of a run and a worker with an attempt, then
+// lets a real worker and the reconciler's loop bring the run to SUCCESS.
 func TestRecoversLostRedisEndToEnd(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.job(t, "j", 3, 0)
+	b.job(t, "j", 1, 0)
 	run := b.trigger(t, "j", 5)
-	b.claim(t, run.RunID, 1, 3) // a worker took item 1, then died
-	b.exec(t, `UPDATE dw_etl_run_items SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1`, run.RunID)
-	require.NoError(t, b.insp.DeleteQueue(b.queue, true)) // and Redis lost everything
+	b.deadWorker(t, run.RunID, 1) // a worker took item 1, then died
+	b.wipeQueue(t)                // and Redis lost everything
 
 	reg := etl.NewRegistry()
 	reg.Register("test", func(context.Context, *etl.Item) error { return nil })
@@ -596,8 +414,36 @@ func TestRecoversLostRedisEndToEnd(t *testing.T) {
 		require.NoError(t, rows.Scan(&s))
 		attempts = append(attempts, s)
 	}
-	require.Equal(t, []string{"FAILED/" + reconcile.MsgWorkerLost, "SUCCESS"}, attempts)
+	require.Equal(t, []string{"FAILED/" + runstate.MsgWorkerLost, "SUCCESS"}, attempts)
+	var total int
+	require.NoError(t, b.st.Pool().QueryRow(t.Context(), `SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1`, run.RunID).Scan(&total))
+	require.Equal(t, 6, total, "one attempt per item, plus the lost one")
 }
 
-// second returns the error of a (value, error) pair.
-func second[T any](_ T, err error) error { return err }
+// A rerun whose fan-out never happened (its enqueue failed, or its process died) is finished
+// by the reconciler once the rerun's fan-out lease lapsed: it does not stay RUNNING for ever.
+func TestRerunWhoseFanOutFailed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.job(t, "j", 1, 0)
+	run := b.trigger(t, "j", 2)
+	_, err := b.st.SettleItems(t.Context(), 1, run.RunID, []int32{1, 2}, runstate.StatusFailed, etl.CategoryAPI, "down")
+	require.NoError(t, err)
+	r := b.reconciler(t)
+	_, err = r.Once(t.Context())
+	require.NoError(t, err)
+	got, err := b.st.GetRun(t.Context(), run.RunID)
+	require.NoError(t, err)
+	require.Equal(t, "FAILED", got.Status)
+
+	reopened, err := b.st.ReopenForRerun(t.Context(), run.RunID, []int32{1, 2}, 1) // ... and the enqueue never comes
+	require.NoError(t, err)
+	require.Len(t, reopened, 2)
+	b.exec(t, `UPDATE dw_etl_runs SET fanout_until = now() - interval '1 second' WHERE run_id = $1`, run.RunID)
+	rep, err := r.Once(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.RunsEnqueued)
+	for _, it := range reopened {
+		require.Equal(t, "pending", b.taskState(t, run.RunID, it.ItemNo, it.Generation))
+	}
+}

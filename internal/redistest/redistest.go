@@ -58,10 +58,12 @@ func Queue(t testing.TB) string {
 		}
 		defer rdb.Close()
 		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, "asynq:{"+q+"}:*", 500).Iterator()
 		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
+		for _, pat := range []string{"asynq:{" + q + "}:*", "etlexec:{" + q + "}:*"} {
+			iter := rdb.Scan(ctx, 0, pat, 500).Iterator()
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
 		}
 		if len(keys) > 0 {
 			rdb.Del(ctx, keys...)

@@ -19,62 +19,68 @@ const (
 	CursorPolicyItem CursorPolicy = "item"
 )
 
-// Notes a CursorOutcome gives, stored in dw_etl_run_items.cursor_note.
+// Notes the cursor rules give (dw_etl_run_items.cursor_note, dw_etl_runs.cursor_note).
 const (
 	CursorNoteNotIncremental = "not incremental"
-	CursorNoteDryRun         = "dry run"
-	CursorNoteItemFailed     = "item failed"
-	CursorNoteRunFailed      = "run not successful"
-	CursorNoteNoNewRows      = "no new rows"
-	CursorNoteAdvanced       = "advanced"
+	CursorNoteDryRun         = "dry run: cursor held"
+	CursorNoteItemFailed     = "item failed: cursor held"
+	CursorNoteNoNewRows      = "no new rows: cursor held"
 )
 
-// CursorInput is what CursorDecision needs about one item.
-type CursorInput struct {
+// ItemCursorInput is what the cursor rule knows about one item that ended.
+type ItemCursorInput struct {
 	Strategy etl.Strategy
 	Policy   CursorPolicy
 	DryRun   bool
-	// ItemStatus is the item's final status; RunStatus the run's (used by
-	// CursorPolicyRun only).
-	ItemStatus, RunStatus Status
-	// Current is the stored cursor, nil when there is none yet.
+	// Succeeded is true when the item ended SUCCESS.
+	Succeeded bool
+	// Current is the stored cursor when the run expanded its items, nil on a first load.
 	Current *time.Time
-	// Watermark is the greatest modification time the handler observed
-	// (StrategyModifiedDate), nil when it saw no rows.
+	// Watermark is the greatest modification time the handler observed (modified_date),
+	// nil when it observed none.
 	Watermark *time.Time
-	// LogicalStart is the run's logical start (StrategyLastRun).
+	// LogicalStart is the run's logical start (last_run).
 	LogicalStart *time.Time
+	// RecordsRead is how many records the item read.
+	RecordsRead int64
+	// HandlerNote is what the handler said about its load (etl.Item.SetNote), "" if nothing.
+	HandlerNote string
 }
 
-// CursorOutcome says whether an item's cursor moves and where it ends.
-type CursorOutcome struct {
-	// Advance is true when the cursor must be written with Value.
-	Advance bool
-	// Value is the cursor after this item: the new value when Advance, otherwise the
-	// current one (nil if there is none).
-	Value *time.Time
-	// Note is one of the CursorNote constants.
+// ItemCursorOutcome is the cursor rule's answer for one item.
+type ItemCursorOutcome struct {
+	// Candidate is where the item's cursor moves if it moves at all: the watermark
+	// (modified_date) or the run's logical start (last_run); nil when it stays.
+	Candidate *time.Time
+	// AdvanceNow is true when the cursor moves with the item's own success (policy item);
+	// with policy run it moves at finalisation when the run succeeded (RunCursors).
+	AdvanceNow bool
+	// Note says what happened, stored as the item's cursor_note.
 	Note string
 }
 
-// CursorDecision decides whether an item moves its cursor, by the first rule that
-// applies:
+// ItemCursor decides an ended item's cursor, by the first rule that applies:
 //
 //  1. strategy none (or unknown): "not incremental";
-//  2. dry run: "dry run", since a dry run never moves a cursor;
-//  3. item status not SUCCESS: "item failed";
-//  4. policy run (or unknown, the stricter reading) and run status not SUCCESS:
-//     "run not successful";
-//  5. the candidate, the Watermark for modified_date or the LogicalStart for last_run,
-//     is nil or not after Current: "no new rows", and the cursor stays;
-//  6. otherwise "advanced" to the candidate.
+//  2. a dry run never moves a cursor;
+//  3. a failed item never moves its cursor;
+//  4. the candidate — the watermark for modified_date, the run's logical start for
+//     last_run — is nil or not after the current cursor: the cursor stays (and the note
+//     says whether rows at or before the cursor were re-read);
+//  5. policy item: the cursor moves to the candidate now;
+//  6. policy run (or unknown, the stricter reading): it moves there if the run succeeds.
 //
-// A cursor never moves backwards: Value is the greater of Current and the candidate.
-func CursorDecision(in CursorInput) CursorOutcome {
-	stay := func(note string) CursorOutcome {
-		return CursorOutcome{Value: cloneTime(in.Current), Note: note}
+// A cursor never moves backwards, and the handler's own note, when it gave one, leads the
+// item's note.
+func ItemCursor(in ItemCursorInput) ItemCursorOutcome {
+	out := itemCursor(in)
+	if in.HandlerNote != "" && in.Strategy != etl.StrategyNone && in.Strategy != "" {
+		out.Note = in.HandlerNote + "; " + out.Note
 	}
+	return out
+}
 
+func itemCursor(in ItemCursorInput) ItemCursorOutcome {
 	var candidate *time.Time
 	switch in.Strategy {
 	case etl.StrategyModifiedDate:
@@ -82,27 +88,41 @@ func CursorDecision(in CursorInput) CursorOutcome {
 	case etl.StrategyLastRun:
 		candidate = in.LogicalStart
 	default:
-		return stay(CursorNoteNotIncremental)
+		return ItemCursorOutcome{Note: CursorNoteNotIncremental}
 	}
 	switch {
 	case in.DryRun:
-		return stay(CursorNoteDryRun)
-	case in.ItemStatus != StatusSuccess:
-		return stay(CursorNoteItemFailed)
-	case in.Policy != CursorPolicyItem && in.RunStatus != StatusSuccess:
-		return stay(CursorNoteRunFailed)
+		return ItemCursorOutcome{Note: CursorNoteDryRun}
+	case !in.Succeeded:
+		return ItemCursorOutcome{Note: CursorNoteItemFailed}
 	case candidate == nil || (in.Current != nil && !candidate.After(*in.Current)):
-		return stay(CursorNoteNoNewRows)
+		if in.RecordsRead > 0 {
+			return ItemCursorOutcome{Note: fmt.Sprintf("%d rows re-read at or before the cursor: cursor held", in.RecordsRead)}
+		}
+		return ItemCursorOutcome{Note: CursorNoteNoNewRows}
 	}
-	return CursorOutcome{Advance: true, Value: cloneTime(candidate), Note: CursorNoteAdvanced}
+	c := *candidate
+	stamp := c.UTC().Format(time.RFC3339Nano)
+	if in.Policy == CursorPolicyItem {
+		return ItemCursorOutcome{Candidate: &c, AdvanceNow: true, Note: "advanced to " + stamp}
+	}
+	return ItemCursorOutcome{Candidate: &c, Note: "advances to " + stamp + " if the run succeeds"}
 }
 
-func cloneTime(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
+// RunCursors decides at finalisation whether the cursor candidates of a run's succeeded
+// items move (policy run) and says so in one note for the run.
+func RunCursors(strategy etl.Strategy, policy CursorPolicy, dryRun bool, status Status) (advance bool, note string) {
+	switch {
+	case strategy != etl.StrategyModifiedDate && strategy != etl.StrategyLastRun:
+		return false, CursorNoteNotIncremental
+	case dryRun:
+		return false, "dry run: cursors held"
+	case policy == CursorPolicyItem:
+		return false, "cursor policy item: each succeeded item moved its own cursor"
+	case status != StatusSuccess:
+		return false, fmt.Sprintf("run %s: cursors held (cursor policy run)", status)
 	}
-	c := *t
-	return &c
+	return true, "cursors advanced"
 }
 
 // ParseCursorPolicy returns the CursorPolicy named by s, exactly as stored in

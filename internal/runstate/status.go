@@ -55,17 +55,21 @@ func (c Counts) Total() int {
 //     the outcome to report; items still running are being stopped);
 //  2. any item PENDING or RUNNING: RUNNING, the run is not finished and must not be
 //     finalised; callers finalise only when the result is Terminal;
-//  3. every item SUCCESS or SKIPPED, including a run with no items: SUCCESS;
-//  4. no item SUCCESS (each FAILED, CANCELLED or SKIPPED): FAILED;
-//  5. otherwise (some SUCCESS, some FAILED or CANCELLED): PARTIAL_SUCCESS.
+//  3. timedOut (the run passed its run_timeout): FAILED, whatever its items did — a run
+//     that did not finish in time did not do its job;
+//  4. every item SUCCESS or SKIPPED, including a run with no items: SUCCESS;
+//  5. no item SUCCESS (each FAILED, CANCELLED or SKIPPED): FAILED;
+//  6. otherwise (some SUCCESS, some FAILED or CANCELLED): PARTIAL_SUCCESS.
 //
 // A run whose items were all SKIPPED therefore succeeds: nothing was left to do.
-func RunStatus(c Counts, cancelRequested bool) Status {
+func RunStatus(c Counts, cancelRequested, timedOut bool) Status {
 	switch {
 	case cancelRequested:
 		return StatusCancelled
 	case c.Pending > 0 || c.Running > 0:
 		return StatusRunning
+	case timedOut:
+		return StatusFailed
 	case c.Failed == 0 && c.Cancelled == 0:
 		return StatusSuccess
 	case c.Succeeded == 0:

@@ -1,6 +1,7 @@
 package runstate_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/etlexec/etlexec/etl"
@@ -69,7 +70,7 @@ func TestRunStatus(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := runstate.RunStatus(tc.c, tc.cancel); got != tc.want {
+			if got := runstate.RunStatus(tc.c, tc.cancel, false); got != tc.want {
 				t.Errorf("RunStatus(%+v, %t) = %s, want %s", tc.c, tc.cancel, got, tc.want)
 			}
 		})
@@ -114,5 +115,39 @@ func TestDominantCategory(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRunStatusTimedOut(t *testing.T) {
+	t.Parallel()
+	done := runstate.Counts{Succeeded: 3}
+	if got := runstate.RunStatus(done, false, true); got != runstate.StatusFailed {
+		t.Errorf("a run past its deadline whose items all succeeded = %s, want FAILED", got)
+	}
+	if got := runstate.RunStatus(runstate.Counts{Succeeded: 1, Running: 1}, false, true); got != runstate.StatusRunning {
+		t.Errorf("a timed-out run with a running item = %s, want RUNNING (not final yet)", got)
+	}
+	if got := runstate.RunStatus(done, true, true); got != runstate.StatusCancelled {
+		t.Errorf("a cancelled run = %s, want CANCELLED", got)
+	}
+}
+
+func TestLostAttempt(t *testing.T) {
+	t.Parallel()
+	first := runstate.LostAttempt(runstate.LostInput{Lost: 0})
+	if !first.Retry || first.SoloNext || first.Message != runstate.MsgWorkerLost {
+		t.Errorf("first loss = %+v, want a plain retry", first)
+	}
+	second := runstate.LostAttempt(runstate.LostInput{Lost: runstate.SuspectAfter - 1})
+	if !second.Retry || !second.SoloNext {
+		t.Errorf("loss %d = %+v, want a retry alone", runstate.SuspectAfter, second)
+	}
+	suspect := runstate.LostAttempt(runstate.LostInput{Lost: 2, Solo: true})
+	if suspect.Retry || !strings.Contains(suspect.Message, "suspect") {
+		t.Errorf("a loss while alone = %+v, want failed as the suspect", suspect)
+	}
+	limit := runstate.LostAttempt(runstate.LostInput{Lost: runstate.LostAttemptsLimit - 1})
+	if limit.Retry {
+		t.Errorf("loss %d = %+v, want failed at the limit", runstate.LostAttemptsLimit, limit)
 	}
 }

@@ -7,8 +7,18 @@
 // advisory lock, only to avoid wasted work.
 //
 // The state is the record: a job's last tick is the latest scheduled_for among its runs (a job
-// that never fired counts from when its definition last changed). Ticks missed while nothing
-// was scheduling are reported, not replayed: only the most recent due tick fires.
+// that never fired counts from when its definition last changed, or was last resumed). A
+// paused job's ticks do not fire, and are not caught up when it is resumed.
+//
+// Ticks missed while nothing was scheduling follow the job's catch-up policy:
+//   - once (the default): the most recent due tick fires; the others are reported.
+//   - skip: only a tick at most Grace old fires; a gap of older ticks is recorded as one
+//     SKIPPED run at its latest tick (so the gap is visible in the history) and nothing runs.
+//   - each: every missed tick fires, oldest first, one at a time (the next once the job has no
+//     active run, whatever its overlap policy); when more than catchup_limit fell due, the
+//     oldest beyond the limit are recorded as one SKIPPED run and only the newest limit run.
+//
+// Leadership also runs the control loop's periodic Tasks (the alerter, the retention pass).
 //
 // Specs are read with jobdef.CronParser and evaluated in UTC unless they carry CRON_TZ=.
 package schedule
@@ -16,6 +26,7 @@ package schedule
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -37,17 +48,41 @@ type Config struct {
 	// Interval is the time between passes: the most a tick fires late. Defaults to
 	// IntervalDefault.
 	Interval time.Duration
+	// Lease is the leadership lease's TTL: a frozen or vanished scheduler is replaced within
+	// about this long. Defaults to LeaseDefault.
+	Lease time.Duration
+	// Name labels this replica in dw_etl_leases.
+	Name string
 	// Now is the clock ticks fall due by. Defaults to time.Now; tests inject a fake.
 	Now func() time.Time
+	// Grace is how late a tick may be seen and still count as on time (catch-up policy skip).
+	// Defaults to GraceDefault.
+	Grace time.Duration
+	// Tasks run while this scheduler is the leader, each every Task.Every, one at a time per
+	// task and beside the passes (a slow task never delays a tick).
+	Tasks []Task
 	// Logger receives one line per fired, skipped or failed tick and per missed-tick gap.
 	Logger zerolog.Logger
 }
 
+// Task is periodic work of the active scheduler (the alerter, the retention pass).
+type Task struct {
+	Name  string
+	Every time.Duration
+	Run   func(ctx context.Context) error
+}
+
+// GraceDefault is the default Config.Grace.
+const GraceDefault = time.Minute
+
 // IntervalDefault is the default Config.Interval.
 const IntervalDefault = time.Second
 
-// LockName names the advisory lock whose holder is the active scheduler.
-const LockName = "etlexec_scheduler"
+// LeaseDefault is the default Config.Lease.
+const LeaseDefault = 30 * time.Second
+
+// LockName names the leadership lease whose holder is the active scheduler.
+const LockName = "scheduler"
 
 // TriggerSchedule is the trigger recorded on scheduled runs.
 const TriggerSchedule = "schedule"
@@ -68,6 +103,14 @@ type Report struct {
 	MissedTicks int
 	// Errors counts jobs whose spec or trigger failed (each is logged).
 	Errors int
+	// Paused counts jobs with a schedule that are paused (their ticks do not fire).
+	Paused int
+	// CaughtUp counts missed ticks fired under catch-up policy each; Waiting counts jobs whose
+	// next catch-up tick waits for their active run.
+	CaughtUp, Waiting int
+	// GapsSkipped counts gaps of missed ticks recorded as one SKIPPED run (policies skip, and
+	// each beyond its limit).
+	GapsSkipped int
 }
 
 // Missed is a gap of ticks of one job that were not replayed.
@@ -83,11 +126,15 @@ type Missed struct {
 type Scheduler struct {
 	cfg  Config
 	log  zerolog.Logger
-	lock *store.AdvisoryLock
+	lock *store.Lease
 
 	mu       sync.Mutex
 	inflight map[string]bool // jobs whose trigger has not returned (overlap policy queue waits)
 	wg       sync.WaitGroup
+
+	taskMu   sync.Mutex
+	taskLast map[string]time.Time
+	taskBusy map[string]bool
 }
 
 // New builds a Scheduler.
@@ -98,15 +145,51 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = IntervalDefault
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = LeaseDefault
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = GraceDefault
+	}
+	for _, t := range cfg.Tasks {
+		if t.Name == "" || t.Every <= 0 || t.Run == nil {
+			return nil, fmt.Errorf("schedule config: task %q needs a name, a positive Every and a Run", t.Name)
+		}
 	}
 	return &Scheduler{
 		cfg:      cfg,
 		log:      cfg.Logger.With().Str("component", "scheduler").Logger(),
-		lock:     cfg.Store.AdvisoryLock(LockName),
+		lock:     cfg.Store.Lease(LockName, cfg.Name, cfg.Lease),
 		inflight: map[string]bool{},
+		taskLast: map[string]time.Time{},
+		taskBusy: map[string]bool{},
 	}, nil
+}
+
+// runTasks starts each task that is due and not still running from its last start.
+func (s *Scheduler) runTasks(ctx context.Context) {
+	now := time.Now()
+	s.taskMu.Lock()
+	defer s.taskMu.Unlock()
+	for _, task := range s.cfg.Tasks {
+		if s.taskBusy[task.Name] || (!s.taskLast[task.Name].IsZero() && now.Sub(s.taskLast[task.Name]) < task.Every) {
+			continue
+		}
+		s.taskBusy[task.Name], s.taskLast[task.Name] = true, now
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := task.Run(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Str("task", task.Name).Msg("control task failed; retrying at its next period")
+			}
+			s.taskMu.Lock()
+			s.taskBusy[task.Name] = false
+			s.taskMu.Unlock()
+		}()
+	}
 }
 
 // Leader reports whether this scheduler held the leadership lock at its last attempt.
@@ -143,6 +226,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if _, _, err := s.pass(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("schedule pass failed; retrying next interval")
 			}
+			s.runTasks(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -194,10 +278,19 @@ func (p *pending) wait(rep *Report) {
 	}
 }
 
-// pass starts one trigger per job with a due tick (unless one is still in flight for it).
+// pass starts one trigger per job with a due tick (unless one is still in flight for it),
+// as the job's pause state and catch-up policy say.
 func (s *Scheduler) pass(ctx context.Context) (Report, *pending, error) {
 	p := &pending{}
 	jobs, err := s.cfg.Store.ScheduledJobTicks(ctx)
+	if err != nil {
+		return Report{}, p, err
+	}
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.JobID
+	}
+	controls, err := s.cfg.Store.JobControls(ctx, ids)
 	if err != nil {
 		return Report{}, p, err
 	}
@@ -205,6 +298,11 @@ func (s *Scheduler) pass(ctx context.Context) (Report, *pending, error) {
 	rep := Report{Jobs: len(jobs)}
 	for _, job := range jobs {
 		log := s.log.With().Str("job_id", job.JobID).Logger()
+		c := controls[job.JobID]
+		if c.Paused {
+			rep.Paused++
+			continue
+		}
 		spec, err := jobdef.CronParser.Parse(job.Schedule)
 		if err != nil {
 			rep.Errors++
@@ -215,21 +313,24 @@ func (s *Scheduler) pass(ctx context.Context) (Report, *pending, error) {
 		if job.LastScheduledFor != nil {
 			base = *job.LastScheduledFor
 		}
-		d := dueTicks(spec, base.UTC(), now)
+		if c.ResumedAt != nil && c.ResumedAt.After(base) {
+			base = *c.ResumedAt // ticks that fell due while paused are not caught up
+		}
+		limit := int(c.CatchupLimit)
+		if limit < 1 {
+			limit = store.CatchupLimitDefault
+		}
+		d := dueTicks(spec, base.UTC(), now, limit)
 		if d.Count == 0 {
 			continue
 		}
 		if !s.begin(job.JobID) {
 			continue // its previous trigger is still waiting (overlap policy queue)
 		}
-		if d.Count > 1 {
-			m := Missed{JobID: job.JobID, Count: d.Count - 1, First: d.First, Last: d.BeforeLatest, Fired: d.Latest}
-			rep.Missed = append(rep.Missed, m)
-			rep.MissedTicks += m.Count
-			log.Warn().Int("missed_ticks", m.Count).Time("first_missed", m.First).Time("last_missed", m.Last).
-				Time("scheduled_for", m.Fired).
-				Msgf("missed %d ticks of job %s between %s and %s; not replayed", m.Count, job.JobID,
-					m.First.Format(time.RFC3339), m.Last.Format(time.RFC3339))
+		act := s.plan(ctx, c.CatchupPolicy, d, now, limit, job.JobID, &rep, log)
+		if act.tick.IsZero() {
+			s.end(job.JobID)
+			continue
 		}
 		p.wg.Add(1)
 		s.wg.Add(1)
@@ -237,13 +338,91 @@ func (s *Scheduler) pass(ctx context.Context) (Report, *pending, error) {
 			defer s.wg.Done()
 			defer p.wg.Done()
 			defer s.end(job.JobID)
-			o := s.fire(ctx, job.JobID, d.Latest, log)
+			var o outcome
+			if act.skipReason != "" {
+				o = s.skipGap(ctx, job.JobID, act.tick, act.skipReason, log)
+			} else {
+				o = s.fire(ctx, job.JobID, act.tick, log)
+			}
 			p.mu.Lock()
 			p.out = append(p.out, o)
 			p.mu.Unlock()
 		}()
 	}
 	return rep, p, nil
+}
+
+// action is what a pass does for one job: fire tick, or record the gap up to tick as SKIPPED.
+type action struct {
+	tick       time.Time
+	skipReason string
+}
+
+// plan applies the catch-up policy to a job's due ticks.
+func (s *Scheduler) plan(ctx context.Context, policy string, d due, now time.Time, limit int, jobID string, rep *Report, log zerolog.Logger) action {
+	missed := func(count int, first, last, fired time.Time, how string) {
+		m := Missed{JobID: jobID, Count: count, First: first, Last: last, Fired: fired}
+		rep.Missed = append(rep.Missed, m)
+		rep.MissedTicks += m.Count
+		log.Warn().Int("missed_ticks", m.Count).Time("first_missed", m.First).Time("last_missed", m.Last).
+			Time("scheduled_for", m.Fired).Str("catchup", policy).
+			Msgf("missed %d ticks of job %s between %s and %s; %s", m.Count, jobID, m.First.Format(time.RFC3339), m.Last.Format(time.RFC3339), how)
+	}
+	switch policy {
+	case store.CatchupSkip:
+		if now.Sub(d.Latest) <= s.cfg.Grace {
+			if d.Count > 1 {
+				missed(d.Count-1, d.First, d.BeforeLatest, d.Latest, "not replayed (catchup skip)")
+			}
+			return action{tick: d.Latest}
+		}
+		missed(d.Count, d.First, d.Latest, d.Latest, "recorded as one SKIPPED run (catchup skip)")
+		rep.GapsSkipped++
+		return action{tick: d.Latest, skipReason: fmt.Sprintf("skipped: %d missed ticks from %s not caught up (catchup skip)",
+			d.Count, d.First.Format(time.RFC3339))}
+	case store.CatchupEach:
+		if d.Count > limit {
+			dropped := d.Count - limit
+			missed(dropped, d.First, d.Tail[len(d.Tail)-limit-1], d.Tail[len(d.Tail)-limit], fmt.Sprintf("beyond catchup_limit %d: recorded as one SKIPPED run", limit))
+			rep.GapsSkipped++
+			return action{tick: d.Tail[len(d.Tail)-limit-1], skipReason: fmt.Sprintf("skipped: %d missed ticks from %s beyond catchup_limit %d",
+				dropped, d.First.Format(time.RFC3339), limit)}
+		}
+		if d.Count > 1 || now.Sub(d.First) > s.cfg.Grace {
+			// One catch-up run at a time, oldest first: the next waits for the job's active run.
+			if _, err := s.cfg.Store.ActiveRun(ctx, jobID); err == nil {
+				rep.Waiting++
+				return action{}
+			}
+			rep.CaughtUp++
+			log.Info().Int("due_ticks", d.Count).Time("scheduled_for", d.First).Msg("catching up a missed tick (catchup each)")
+		}
+		return action{tick: d.First}
+	default: // once
+		if d.Count > 1 {
+			missed(d.Count-1, d.First, d.BeforeLatest, d.Latest, "not replayed")
+		}
+		return action{tick: d.Latest}
+	}
+}
+
+// skipGap records a gap of missed ticks as one SKIPPED run at tick, which the next pass counts
+// from.
+func (s *Scheduler) skipGap(ctx context.Context, jobID string, tick time.Time, reason string, log zerolog.Logger) outcome {
+	id, err := uuid.NewV7()
+	if err == nil {
+		_, err = s.cfg.Store.CreateSkippedRun(ctx, store.NewRun{RunID: id, JobID: jobID, Trigger: TriggerSchedule,
+			ScheduledFor: &tick, LogicalStart: &tick}, reason)
+	}
+	switch {
+	case store.IsTickTaken(err):
+		return outTaken
+	case err != nil:
+		log.Error().Err(err).Time("scheduled_for", tick).Msg("record skipped ticks failed; retried next pass")
+		return outFailed
+	}
+	log.Info().Str("run_id", id.String()).Time("scheduled_for", tick).Str("reason", reason).Msg("missed ticks recorded as skipped")
+	return outSkipped
 }
 
 func (s *Scheduler) begin(jobID string) bool {
@@ -300,21 +479,29 @@ func derefString(s *string) string {
 // due describes the ticks of a schedule in (base, now].
 type due struct {
 	Count int
-	// Latest is the tick to fire; First and BeforeLatest bound the ticks skipped (Count > 1).
+	// Latest is the most recent tick; First and BeforeLatest are the first and the one before
+	// the latest (Count > 1).
 	Latest, First, BeforeLatest time.Time
+	// Tail holds the last (keep+1) ticks, oldest first.
+	Tail []time.Time
 }
 
-// dueTicks walks a schedule's ticks after base up to now. Its cost is linear in the ticks
-// missed, which an every-minute schedule down for a year keeps near half a million cheap steps.
-func dueTicks(spec cron.Schedule, base, now time.Time) due {
+// dueTicks walks a schedule's ticks after base up to now, keeping the last keep+1. Its cost is
+// linear in the ticks missed, which an every-minute schedule down for a year keeps near half a
+// million cheap steps.
+func dueTicks(spec cron.Schedule, base, now time.Time, keep int) due {
 	var d due
 	for t := spec.Next(base); !t.IsZero() && !t.After(now); t = spec.Next(t) {
-		if d.Count == 1 {
-			d.First = d.Latest
+		if d.Count == 0 {
+			d.First = t
 		}
 		d.BeforeLatest = d.Latest
 		d.Latest = t
 		d.Count++
+		d.Tail = append(d.Tail, t)
+		if len(d.Tail) > keep+1 {
+			d.Tail = d.Tail[1:]
+		}
 	}
 	return d
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -46,10 +45,9 @@ func at(hhmmss string) time.Time {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	st := dbtest.Store(t)
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	t.Cleanup(func() { client.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
+	t.Cleanup(func() { enq.Close() })
 	b := &bundle{st: st, enq: enq, queue: redistest.Queue(t), clock: &clock{}}
 	b.clock.set(t0)
 	return b

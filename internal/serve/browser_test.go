@@ -32,14 +32,7 @@ func chromiumPath() string {
 // $ETL_SCREENSHOT_DIR when set (relative to this package's directory).
 func TestBrowser(t *testing.T) {
 	t.Parallel()
-	bin := chromiumPath()
-	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("headless browser test needs %s (apt-get install -y chromium, or set ETL_CHROMIUM): %v", bin, err)
-		if os.Getenv("ETL_REQUIRE_BROWSER") == "1" {
-			t.Fatal(msg + " — ETL_REQUIRE_BROWSER=1 makes this a failure")
-		}
-		t.Skip(msg + " — skipped; set ETL_REQUIRE_BROWSER=1 to fail instead")
-	}
+	bin := requireChromium(t)
 	// The browser cannot send an Authorization header, so this server alone takes ?token=.
 	b := setup(t, func(c *serve.Config) { c.AllowQueryToken = true })
 	s := seed(t, b.st, b.queue)
@@ -122,6 +115,20 @@ func TestBrowser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requireChromium returns the browser's path, or skips (fails with ETL_REQUIRE_BROWSER=1).
+func requireChromium(t *testing.T) string {
+	t.Helper()
+	bin := chromiumPath()
+	if _, err := os.Stat(bin); err != nil {
+		msg := fmt.Sprintf("headless browser test needs %s (apt-get install -y chromium, or set ETL_CHROMIUM): %v", bin, err)
+		if os.Getenv("ETL_REQUIRE_BROWSER") == "1" {
+			t.Fatal(msg + " — ETL_REQUIRE_BROWSER=1 makes this a failure")
+		}
+		t.Skip(msg + " — skipped; set ETL_REQUIRE_BROWSER=1 to fail instead")
+	}
+	return bin
 }
 
 var timeTitled = regexp.MustCompile(`<time datetime="[^"]+" title="[^"]+">`)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/etlexec/etlexec/internal/ops"
+	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -35,7 +37,7 @@ var staticFS embed.FS
 const (
 	jobRunsPage   = 50
 	logsPage      = 100
-	gridItemsMax  = 5000 // items drawn in a run's status grid
+	gridPage      = 500  // items drawn per page of a run's status grid
 	timelineMax   = 2000 // attempts drawn in a run's timeline
 	failedListMax = 50   // failed attempts listed with their errors
 )
@@ -71,6 +73,9 @@ func (c *console) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /runs/{run_id}", c.run)
 	mux.HandleFunc("POST /runs/{run_id}/cancel", c.cancel)
 	mux.HandleFunc("POST /runs/{run_id}/rerun", c.rerun)
+	mux.HandleFunc("POST /jobs/{job_id}/trigger", c.trigger)
+	mux.HandleFunc("POST /jobs/{job_id}/pause", c.pause)
+	mux.HandleFunc("POST /jobs/{job_id}/resume", c.resume)
 }
 
 func staticHandler() http.Handler {
@@ -138,8 +143,10 @@ func statusOf(err error) int {
 	case errors.Is(err, store.ErrBadFilter):
 		return http.StatusBadRequest
 	case errors.Is(err, store.ErrRunNotActive), errors.Is(err, store.ErrRunNotFinished),
-		errors.Is(err, store.ErrActiveRun), errors.Is(err, ops.ErrNothingToRerun):
+		errors.Is(err, store.ErrActiveRun), errors.Is(err, ops.ErrNothingToRerun), errors.Is(err, ops.ErrJobPaused):
 		return http.StatusConflict
+	case errors.Is(err, ops.ErrKeyReused):
+		return http.StatusUnprocessableEntity
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}
@@ -151,6 +158,8 @@ func statusOf(err error) int {
 type jobsPage struct {
 	base
 	Jobs []store.JobSummary
+	// Paused lists the paused jobs of the page.
+	Paused map[string]bool
 	// Next is the job id the next page starts after; "" on the last page.
 	Next string
 }
@@ -161,22 +170,39 @@ func (c *console) jobs(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), fmt.Errorf("list jobs: %w", err))
 		return
 	}
-	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Next: next})
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.JobID
+	}
+	controls, err := c.s.cfg.Store.JobControls(r.Context(), ids)
+	if err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
+	paused := map[string]bool{}
+	for id, ctl := range controls {
+		paused[id] = ctl.Paused
+	}
+	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Paused: paused, Next: next})
 }
 
 // ---- one job's runs ----
 
 type jobPage struct {
 	base
-	Job       store.Job
-	Runs      []store.RunRow
-	Status    string // the status filter, "" for all
-	Statuses  []string
-	First     bool // this is the newest page
-	NextURL   string
-	FirstURL  string
-	Durations barChart
-	Written   barChart
+	Job     store.Job
+	Control store.JobControl
+	// TriggerKey is the trigger form's idempotency key: submitting the form twice (a double
+	// click, a retry after a timeout) starts one run.
+	TriggerKey string
+	Runs       []store.RunRow
+	Status     string // the status filter, "" for all
+	Statuses   []string
+	First      bool // this is the newest page
+	NextURL    string
+	FirstURL   string
+	Durations  barChart
+	Written    barChart
 }
 
 func (c *console) job(w http.ResponseWriter, r *http.Request) {
@@ -197,9 +223,14 @@ func (c *console) job(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), err)
 		return
 	}
+	control, err := c.s.cfg.Store.GetJobControl(ctx, jobID)
+	if err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
 	p := jobPage{
-		base: c.base(r, "Job "+jobID), Job: job, Runs: page.Items, Status: strings.ToUpper(q.Get("status")),
-		Statuses: store.RunStatuses, First: f.After == "",
+		base: c.base(r, "Job "+jobID), Job: job, Control: control, TriggerKey: ops.NewIdempotencyKey(), Runs: page.Items,
+		Status: strings.ToUpper(q.Get("status")), Statuses: store.RunStatuses, First: f.After == "",
 	}
 	self := "/jobs/" + url.PathEscape(jobID)
 	keep := url.Values{}
@@ -227,9 +258,13 @@ type runPage struct {
 	Rerunnable  bool // ended with items: rerun is offered
 	Metrics     []kv
 	ItemLegend  []legendEntry
+	ItemHist    histogram
 	Items       []store.ItemRow
-	ItemsShown  int
-	ItemsCapped bool
+	ItemsStatus string // the grid's status filter, "" for all
+	ItemsFirst  bool
+	ItemsFrom   int // item number of the first square shown
+	ItemsNext   string
+	ItemsCSV    string
 	Timeline    timeline
 	Failed      []store.AttemptRow
 	Logs        []store.LogLine
@@ -237,6 +272,7 @@ type runPage struct {
 	LogErr      string
 	LogsNextURL string
 	RerunOpts   []rerunOpt
+	Alerts      []store.Delivery
 }
 
 type kv struct{ Key, Value string }
@@ -281,21 +317,40 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.ItemLegend = legend(d.Items)
+	p.ItemHist = itemHistogram(p.ItemLegend)
 
-	// Items for the status grid, a page of 1000 at a time up to gridItemsMax.
-	for after := ""; len(p.Items) < gridItemsMax; {
-		page, err := st.HistoryItems(ctx, store.ItemFilter{RunID: runID, Limit: store.PageLimitMax, After: after})
-		if err != nil {
-			c.fail(w, r, statusOf(err), err)
-			return
-		}
-		p.Items = append(p.Items, page.Items...)
-		if after = page.Next; after == "" {
-			break
-		}
+	// One page of the status grid (gridPage squares), optionally of one status: a run of a
+	// million items costs what a run of 500 does.
+	q := r.URL.Query()
+	self := "/runs/" + runID.String()
+	gf := store.ItemFilter{RunID: runID, Limit: gridPage, After: q.Get("items_after")}
+	if st := q.Get("items_status"); st != "" {
+		gf.Status = []string{st}
+		p.ItemsStatus = strings.ToUpper(st)
 	}
-	p.ItemsShown = len(p.Items)
-	p.ItemsCapped = int(d.Run.ItemCount) > p.ItemsShown
+	grid, err := st.HistoryItems(ctx, gf)
+	if err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
+	p.Items, p.ItemsFirst = grid.Items, gf.After == ""
+	if len(p.Items) > 0 {
+		p.ItemsFrom = int(p.Items[0].ItemNo)
+	}
+	keep := url.Values{}
+	if p.ItemsStatus != "" {
+		keep.Set("items_status", p.ItemsStatus)
+	}
+	if grid.Next != "" {
+		next := cloneValues(keep)
+		next.Set("items_after", grid.Next)
+		p.ItemsNext = withQuery(self, next) + "#items"
+	}
+	csvQ := url.Values{"format": {"csv"}}
+	if p.ItemsStatus != "" {
+		csvQ.Set("status", p.ItemsStatus)
+	}
+	p.ItemsCSV = withQuery("/api/v1/runs/"+runID.String()+"/items", csvQ)
 
 	// Attempts for the timeline, in attempt_no order, up to timelineMax.
 	var attempts []store.AttemptRow
@@ -311,6 +366,10 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.Timeline = attemptTimeline(runID, attempts, time.Now())
+	if p.Alerts, _, err = st.RunDeliveries(ctx, runID); err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
 	for _, a := range attempts {
 		if a.ErrorMessage != nil && len(p.Failed) < failedListMax {
 			p.Failed = append(p.Failed, a)
@@ -318,7 +377,6 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// Logs, filtered by the query string.
-	q := r.URL.Query()
 	lf, form, err := logFilter(runID, q)
 	p.LogForm = form
 	if err == nil {
@@ -454,7 +512,7 @@ func (c *console) cancel(w http.ResponseWriter, r *http.Request) {
 		reason = "cancelled from the web console"
 	}
 	who := "console:" + principal(r)
-	res, err := ops.Cancel(r.Context(), c.s.cfg.Store, c.s.insp, runID, who, reason)
+	res, err := ops.Cancel(r.Context(), c.s.cfg.Store, c.s.enq.Dispatcher(), runID, who, reason)
 	if err != nil {
 		c.fail(w, r, statusOf(err), err)
 		return
@@ -477,7 +535,7 @@ func (c *console) rerun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var f store.RerunFilter
-	if f.Statuses, err = parseList("status", r.Form["status"], store.RunStatuses); err != nil {
+	if f.Statuses, err = parseList("status", append(r.Form["status"], r.Form["statuses"]...), store.RunStatuses); err != nil {
 		c.fail(w, r, http.StatusBadRequest, err)
 		return
 	}
@@ -558,4 +616,126 @@ func cloneValues(q url.Values) url.Values {
 		out[k] = slices.Clone(v)
 	}
 	return out
+}
+
+// ---- job actions (the console's fallback when its script does not run) ----
+
+// jobGuard is guard for the job actions.
+func (c *console) jobGuard(w http.ResponseWriter, r *http.Request, maxBytes int64) (string, bool) {
+	if c.s.cfg.ReadOnly {
+		c.fail(w, r, http.StatusForbidden, errors.New("the console is read-only (--read-only): trigger, pause and resume are disabled"))
+		return "", false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBytes)
+	var err error
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+		err = r.ParseMultipartForm(8 << 20)
+	} else {
+		err = r.ParseForm()
+	}
+	if err != nil {
+		c.fail(w, r, http.StatusBadRequest, fmt.Errorf("read form: %w", err))
+		return "", false
+	}
+	return r.PathValue("job_id"), true
+}
+
+// trigger is POST /jobs/{job_id}/trigger [params, params_file, dry_run, idempotency_key]:
+// ops.Trigger, then the run's page.
+func (c *console) trigger(w http.ResponseWriter, r *http.Request) {
+	jobID, ok := c.jobGuard(w, r, 64<<20)
+	if !ok {
+		return
+	}
+	var sets []json.RawMessage
+	srcs := [][]byte{[]byte(r.FormValue("params"))}
+	if f, _, err := r.FormFile("params_file"); err == nil {
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			c.fail(w, r, http.StatusBadRequest, fmt.Errorf("read params_file: %w", err))
+			return
+		}
+		srcs = append(srcs, b)
+	}
+	for _, src := range srcs {
+		if len(bytes.TrimSpace(src)) == 0 {
+			continue
+		}
+		fs, err := params.ParseFile(bytes.NewReader(src), 0)
+		if err != nil {
+			c.fail(w, r, http.StatusBadRequest, fmt.Errorf("params: %w", err))
+			return
+		}
+		sets = append(sets, fs...)
+	}
+	dry := r.FormValue("dry_run") != "" && r.FormValue("dry_run") != "false"
+	res, err := ops.Trigger(r.Context(), c.s.cfg.Store, c.s.enq, ops.TriggerRequest{JobID: jobID, Params: sets, DryRun: dry,
+		IdempotencyKey: r.FormValue("idempotency_key")})
+	if err != nil && res.Run.RunID == uuid.Nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
+	http.Redirect(w, r, "/runs/"+res.Run.RunID.String(), http.StatusSeeOther)
+}
+
+// pause is POST /jobs/{job_id}/pause [reason]; resume is POST /jobs/{job_id}/resume.
+func (c *console) pause(w http.ResponseWriter, r *http.Request) {
+	jobID, ok := c.jobGuard(w, r, maxFormBytes)
+	if !ok {
+		return
+	}
+	if _, err := ops.PauseJob(r.Context(), c.s.cfg.Store, jobID, "console:"+principal(r), strings.TrimSpace(r.FormValue("reason"))); err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
+	http.Redirect(w, r, "/jobs/"+url.PathEscape(jobID), http.StatusSeeOther)
+}
+
+func (c *console) resume(w http.ResponseWriter, r *http.Request) {
+	jobID, ok := c.jobGuard(w, r, maxFormBytes)
+	if !ok {
+		return
+	}
+	if _, err := ops.ResumeJob(r.Context(), c.s.cfg.Store, jobID); err != nil {
+		c.fail(w, r, statusOf(err), err)
+		return
+	}
+	http.Redirect(w, r, "/jobs/"+url.PathEscape(jobID), http.StatusSeeOther)
+}
+
+// histogram is the item status histogram of a run: one horizontal bar per status present.
+type histogram struct {
+	W, H int
+	Bars []histBar
+}
+
+type histBar struct {
+	Status       string
+	Count        int
+	Y, W, LabelX float64
+	Href         string
+}
+
+const (
+	histW      = 1100
+	histRow    = 18
+	histLabelW = 150
+	histCountW = 90
+)
+
+// itemHistogram scales the legend's counts to bars; each bar links to the grid of that status.
+func itemHistogram(entries []legendEntry) histogram {
+	h := histogram{W: histW, H: histRow * len(entries)}
+	most := 0
+	for _, e := range entries {
+		most = max(most, e.Count)
+	}
+	plot := float64(histW - histLabelW - histCountW)
+	for i, e := range entries {
+		w := plot * float64(e.Count) / float64(max(most, 1))
+		h.Bars = append(h.Bars, histBar{Status: e.Status, Count: e.Count, Y: float64(i * histRow), W: max(w, 1),
+			LabelX: histLabelW + max(w, 1) + 6, Href: "?items_status=" + e.Status + "#items"})
+	}
+	return h
 }

@@ -1,7 +1,8 @@
 // Package serve owns `enqueuer serve`: one HTTP server that puts the web console, the /api/v1
 // JSON API and asynqmon behind one authentication, and answers /healthz and /readyz without it.
-// The console reads through the store's history queries and acts (cancel, rerun) only through
-// internal/ops, the same functions `enqueuer cancel` and `enqueuer rerun` call.
+// The console reads through the store's history queries and acts (trigger, cancel, rerun,
+// pause, resume) through the /api/v1 writes from its script, or its own form routes without
+// it; both call internal/ops, the same functions the CLI calls.
 package serve
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/httpapi"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/task"
 	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
@@ -55,8 +57,8 @@ type Config struct {
 	// Insecure allows starting without any credential (everything but /healthz and /readyz is
 	// then open). It is refused unless Addr binds a loopback address. Flag --insecure.
 	Insecure bool
-	// ReadOnly makes asynqmon view-only, hides the console's cancel and rerun buttons and
-	// answers their POST endpoints 403. Flag --read-only.
+	// ReadOnly makes asynqmon view-only, hides the console's action buttons and answers their
+	// POST endpoints and every /api/v1 write 403. Flag --read-only.
 	ReadOnly bool
 	// AllowQueryToken also accepts the token as a `?token=` query parameter. Tests only (a
 	// headless browser cannot send headers): URLs end up in logs and histories.
@@ -127,7 +129,6 @@ type Server struct {
 	monitor  *asynqmon.HTTPHandler
 	redis    redis.UniversalClient
 	insp     *asynq.Inspector
-	client   *asynq.Client
 	enq      *enqueue.Enqueuer
 	console  *console
 	tokenSum [32]byte
@@ -155,14 +156,15 @@ func New(cfg Config) (*Server, error) {
 		redis: rc,
 		monitor: asynqmon.New(asynqmon.Options{
 			RootPath: AsynqmonPath, RedisConnOpt: cfg.Redis, ReadOnly: cfg.ReadOnly,
+			// Item payloads are binary; show them as the JSON they stand for.
+			PayloadFormatter: asynqmon.PayloadFormatterFunc(task.FormatPayload),
 		}),
 		insp:     asynq.NewInspector(cfg.Redis),
-		client:   asynq.NewClient(cfg.Redis),
 		tokenSum: sha256.Sum256([]byte(cfg.Token)),
 		userSum:  sha256.Sum256([]byte(cfg.BasicUser)),
 		passSum:  sha256.Sum256([]byte(cfg.BasicPassword)),
 	}
-	enq, err := enqueue.New(enqueue.Config{Store: cfg.Store, Client: s.client, Logger: s.log})
+	enq, err := enqueue.New(enqueue.Config{Store: cfg.Store, Redis: cfg.Redis, Logger: s.log})
 	if err != nil {
 		_ = s.Close()
 		return nil, err
@@ -183,7 +185,11 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close releases the Redis clients. Run calls it on return.
 func (s *Server) Close() error {
-	return errors.Join(s.monitor.Close(), s.insp.Close(), s.client.Close(), s.redis.Close())
+	var enqErr error
+	if s.enq != nil {
+		enqErr = s.enq.Close()
+	}
+	return errors.Join(s.monitor.Close(), s.insp.Close(), enqErr, s.redis.Close())
 }
 
 // routes: /healthz, /readyz and the embedded static assets (code, no data) are open; every
@@ -191,7 +197,8 @@ func (s *Server) Close() error {
 func (s *Server) routes() http.Handler {
 	private := http.NewServeMux()
 	private.Handle(AsynqmonPath+"/", s.monitor)
-	private.Handle("/api/v1/", httpapi.New(s.cfg.Store))
+	private.Handle("/api/v1/", httpapi.New(httpapi.Config{Store: s.cfg.Store, Enqueuer: s.enq,
+		ReadOnly: s.cfg.ReadOnly, Principal: principal}))
 	s.console.register(private)
 
 	csrf := http.NewCrossOriginProtection()

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -323,12 +324,15 @@ func seed(t *testing.T, st *store.Store, queue string) seeded {
 		  VALUES ($1, $2, 'PARTIAL_SUCCESS', 'API', '1 of 4 items failed', true, 'manual', now() - interval '1 hour', now() - interval '1 hour',
 		    now() - interval '1 hour', now() - interval '1 hour' + interval '90 seconds', 90000, 4, 2, 1, 1, 4,
 		    880, 777, 9, '{"rows_skipped": 7, "http_calls": 12}')`, []any{s.runPartial, s.jobID}},
+		{`UPDATE dw_etl_runs SET cursor_note = 'run PARTIAL_SUCCESS: cursors held (cursor policy run)' WHERE run_id = $1`, []any{s.runPartial}},
+		{`INSERT INTO dw_etl_run_progress (run_id, shard, attempts_started, attempts_ended, retries, backoff_ms,
+		    max_item_attempt, succeeded, failed, cancelled, failed_api) VALUES ($1, 2, 4, 4, 1, 10000, 2, 2, 1, 1, 1)`, []any{s.runPartial}},
 		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, error_message,
-		    attempts, task_id, records_written, cursor_note) VALUES
-		  ($1, 1, '{"region":"eu"}', 'h1', 'SUCCESS', 'NONE', NULL, 1, 't1', 400, 'held: run not successful'),
-		  ($1, 2, '{"region":"us"}', 'h2', 'SUCCESS', 'NONE', NULL, 1, 't2', 377, 'held: run not successful'),
-		  ($1, 3, '{"region":"apac"}', 'h3', 'FAILED', 'API', 'upstream 503', 2, 't3', 0, NULL),
-		  ($1, 4, '{"region":"latam"}', 'h4', 'CANCELLED', 'NONE', NULL, 0, 't4', 0, NULL)`, []any{s.runPartial}},
+		    attempts, records_written, cursor_note) VALUES
+		  ($1, 1, '{"region":"eu"}', 'h1', 'SUCCESS', 'NONE', NULL, 1, 400, 'held: run not successful'),
+		  ($1, 2, '{"region":"us"}', 'h2', 'SUCCESS', 'NONE', NULL, 1, 377, 'held: run not successful'),
+		  ($1, 3, '{"region":"apac"}', 'h3', 'FAILED', 'API', 'upstream 503', 2, 0, NULL),
+		  ($1, 4, '{"region":"latam"}', 'h4', 'CANCELLED', 'NONE', NULL, 0, 0, NULL)`, []any{s.runPartial}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt, status, error_category, error_message,
 		    backoff_ms, started_at, ended_at, duration_ms, records_written, worker_id)
 		  SELECT v.id, $1, v.item, v.try, v.status, v.cat, v.msg, v.backoff,
@@ -370,6 +374,12 @@ func TestConsole(t *testing.T) {
 			t.Errorf("Content-Security-Policy %q", csp)
 		}
 		wantNotContains(t, r.body, "http://", "https://") // everything from the binary, no CDN
+		wantNotContains(t, r.body, `badge paused`)
+		if _, err := b.st.PauseJob(t.Context(), s.jobID, "t", ""); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _, _ = b.st.ResumeJob(context.Background(), s.jobID) }()
+		wantContains(t, b.get(t, "/", auth).body, `<span class="badge paused">paused</span>`)
 	})
 
 	t.Run("Job", func(t *testing.T) {
@@ -407,8 +417,8 @@ func TestConsole(t *testing.T) {
 			`id="run-status">PARTIAL_SUCCESS<`, "1 of 4 items failed", `class="badge dry"`,
 			`<dd id="count-items">4</dd>`, `<dd id="count-succeeded">2</dd>`, `<dd id="count-failed">1</dd>`,
 			`<dd id="count-attempts">4</dd>`, `<dd id="count-written">777</dd>`,
-			// cursor notes grouped, metrics
-			"<td>held: run not successful</td><td class=\"num\">2</td>", "rows_skipped", "http_calls",
+			// the run's cursor decision, metrics
+			"run PARTIAL_SUCCESS: cursors held (cursor policy run)", "rows_skipped", "http_calls",
 			// asynqmon link
 			`href="/asynqmon/queues/`+b.queue+`"`,
 			// logs, newest first
@@ -443,6 +453,14 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		wantContains(t, r.body, "upstream 503 again") // the attempt errors table
+		wantNotContains(t, r.body, `id="alert-deliveries"`)
+		if _, err := b.st.Pool().Exec(t.Context(), `INSERT INTO dw_etl_alert_deliveries (delivery_id, run_id, job_id, event, occurred_at,
+			destination, status, attempts, last_status_code, payload) VALUES (gen_random_uuid(), $1, $2, 'run_ended', now(), 'slack',
+			'DELIVERED', 2, 200, '{}')`, s.runPartial, s.jobID); err != nil {
+			t.Fatal(err)
+		}
+		wantContains(t, b.get(t, "/runs/"+s.runPartial.String(), auth).body, `id="alert-deliveries"`,
+			"<td>run_ended</td><td>slack</td><td>DELIVERED</td><td class=\"num\">2</td><td>200</td>")
 	})
 
 	t.Run("LogFilters", func(t *testing.T) {
@@ -522,6 +540,13 @@ func TestReadOnly(t *testing.T) {
 
 	wantStatus(t, b.do(t, http.MethodPost, "/runs/"+s.runPartial.String()+"/cancel", url.Values{}, auth), http.StatusForbidden)
 	wantStatus(t, b.do(t, http.MethodPost, "/runs/"+s.runPartial.String()+"/rerun?preview=1&status=FAILED", url.Values{}, auth), http.StatusForbidden)
+	// The API's writes are refused too; its reads still answer.
+	wantStatus(t, b.do(t, http.MethodPost, "/api/v1/runs/"+s.runPartial.String()+"/cancel", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.do(t, http.MethodPost, "/api/v1/jobs/"+s.jobID+"/trigger", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.do(t, http.MethodPost, "/api/v1/jobs/"+s.jobID+"/pause", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.do(t, http.MethodPost, "/jobs/"+s.jobID+"/pause", url.Values{}, auth), http.StatusForbidden)
+	wantStatus(t, b.get(t, "/api/v1/runs/"+s.runPartial.String(), auth), http.StatusOK)
+	wantNotContains(t, b.get(t, "/jobs/"+s.jobID, auth).body, `id="trigger-form"`, `id="pause-button"`)
 	// asynqmon's own API refuses writes too.
 	wantStatus(t, b.do(t, http.MethodPost, "/asynqmon/api/queues/"+b.queue+":pause", nil, auth), http.StatusMethodNotAllowed)
 
@@ -543,9 +568,7 @@ func TestCancelAndRerun(t *testing.T) {
 	if _, err := b.st.Pool().Exec(ctx, `INSERT INTO dw_etl_jobs (job_id, kind, queue, supports_params) VALUES ('regions', 'synthetic', $1, true)`, b.queue); err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	defer client.Close()
-	enq, err := enqueue.New(enqueue.Config{Store: b.st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: b.st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -684,4 +707,68 @@ func TestServeShutsDownOnContext(t *testing.T) {
 	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		t.Error("server still answers after shutdown")
 	}
+}
+
+// TestItemGridPages: a run of 1,200 items draws one page of 500 squares with a status
+// histogram and a keyset link to the next page, not every item; a status filter pages too.
+func TestItemGridPages(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := t.Context()
+	runID := uuid.Must(uuid.NewV7())
+	for _, q := range []string{
+		`INSERT INTO dw_etl_jobs (job_id, kind) VALUES ('big', 'synthetic')`,
+		`INSERT INTO dw_etl_runs (run_id, job_id, status, exclusive, item_count) VALUES ('` + runID.String() + `', 'big', 'RUNNING', false, 1200)`,
+		`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status)
+		 SELECT '` + runID.String() + `', g, jsonb_build_object('n', g, 'pad', repeat('x', 200)), md5(g::text),
+		   CASE WHEN g % 10 = 0 THEN 'FAILED' WHEN g % 3 = 0 THEN 'PENDING' ELSE 'SUCCESS' END
+		 FROM generate_series(1, 1200) g`,
+		// The run's counters, as workers would have left them (the histogram reads these).
+		`INSERT INTO dw_etl_run_progress (run_id, shard, succeeded, failed, failed_api)
+		 VALUES ('` + runID.String() + `', 0, 720, 120, 120)`,
+	} {
+		if _, err := b.st.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth := bearer(testToken)
+	squares := regexp.MustCompile(`<a class="sq st-[a-z-]+" href="\?item=(\d+)#logs"`)
+	next := regexp.MustCompile(`<a href="([^"]+)" rel="next" id="items-next">`)
+
+	r := b.get(t, "/runs/"+runID.String(), auth)
+	wantStatus(t, r, http.StatusOK)
+	if len(r.body) > 400<<10 {
+		t.Errorf("run page is %d KB for 1,200 items", len(r.body)>>10)
+	}
+	wantContains(t, r.body, `id="item-histogram"`, "<title>SUCCESS: 720 items</title>", "<title>FAILED: 120 items</title>",
+		"<title>PENDING: 360 items</title>", `href="/api/v1/runs/`+runID.String()+`/items?format=csv"`)
+	seen := 0
+	for page := 1; ; page++ {
+		got := squares.FindAllStringSubmatch(r.body, -1)
+		want := min(500, 1200-seen)
+		if len(got) != want {
+			t.Fatalf("page %d has %d squares, want %d", page, len(got), want)
+		}
+		if first := got[0][1]; first != strconv.Itoa(seen+1) {
+			t.Fatalf("page %d starts at item %s, want %d", page, first, seen+1)
+		}
+		seen += len(got)
+		m := next.FindStringSubmatch(r.body)
+		if m == nil {
+			break
+		}
+		r = b.get(t, strings.ReplaceAll(m[1], "&amp;", "&"), auth)
+		wantStatus(t, r, http.StatusOK)
+	}
+	if seen != 1200 {
+		t.Errorf("the pages showed %d items, want 1200", seen)
+	}
+
+	r = b.get(t, "/runs/"+runID.String()+"?items_status=FAILED", auth)
+	wantStatus(t, r, http.StatusOK)
+	got := squares.FindAllStringSubmatch(r.body, -1)
+	if len(got) != 120 || got[0][1] != "10" || strings.Count(r.body, `<a class="sq st-failed"`) != 120 {
+		t.Errorf("FAILED grid has %d squares from item %v", len(got), got[0][1])
+	}
+	wantStatus(t, b.get(t, "/runs/"+runID.String()+"?items_status=NOPE", auth), http.StatusBadRequest)
 }

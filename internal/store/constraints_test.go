@@ -28,8 +28,8 @@ func seedConstraintFixture(t *testing.T, pool *pgxpool.Pool) {
 	for _, q := range []string{
 		`INSERT INTO dw_etl_jobs (job_id, kind) VALUES ('j1', 'synthetic')`,
 		`INSERT INTO dw_etl_runs (run_id, job_id, status) VALUES ('` + fixtureRun + `', 'j1', 'RUNNING')`,
-		`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id)
-			VALUES ('` + fixtureRun + `', 1, '{"a":1}', 'h1', 'task-1')`,
+		`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash)
+			VALUES ('` + fixtureRun + `', 1, '{"a":1}', 'h1')`,
 		`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt)
 			VALUES (gen_random_uuid(), '` + fixtureRun + `', 1, 1)`,
 		`INSERT INTO dw_etl_incremental_cursors (job_id, param_hash, params, strategy)
@@ -76,18 +76,18 @@ func TestConstraints(t *testing.T) {
 		},
 		{
 			name: "ItemNoUniquePerRun",
-			ok: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id)
-				VALUES ('` + fixtureRun + `', 2, '{"a":2}', 'h2', 'task-2')`,
-			bad: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id)
-				VALUES ('` + fixtureRun + `', 1, '{"a":3}', 'h3', 'task-3')`,
+			ok: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash)
+				VALUES ('` + fixtureRun + `', 2, '{"a":2}', 'h2')`,
+			bad: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash)
+				VALUES ('` + fixtureRun + `', 1, '{"a":3}', 'h3')`,
 			code: codeUnique, constraint: "dw_etl_run_items_pkey",
 		},
 		{
 			name: "ParamHashUniquePerRun",
-			ok: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id)
-				VALUES ('` + fixtureRun + `', 2, '{"a":2}', 'h2', 'task-2')`,
-			bad: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id)
-				VALUES ('` + fixtureRun + `', 3, '{"a":1}', 'h1', 'task-3')`,
+			ok: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash)
+				VALUES ('` + fixtureRun + `', 2, '{"a":2}', 'h2')`,
+			bad: `INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash)
+				VALUES ('` + fixtureRun + `', 3, '{"a":1}', 'h1')`,
 			code: codeUnique, constraint: "dw_etl_run_items_run_param_hash_key",
 		},
 		{

@@ -2,153 +2,146 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
-// RunOutcome is everything the run-status rule needs, read under the run's row lock.
-type RunOutcome struct {
-	Run              Run
-	Succeeded        int
-	Failed           int
-	Skipped          int
-	Cancelled        int
-	Pending          int
-	Running          int
-	RecordsRead      int64
-	RecordsWritten   int64
-	Pages            int64
-	FailedCategories map[string]int
-	AttemptCount     int
-	Items            []ItemOutcome
+// RunCounters are a run's progress counters summed over its shards.
+type RunCounters struct {
+	AttemptsStarted, AttemptsEnded, AttemptsLost, Retries int64
+	BackoffMs                                             int64
+	MaxItemAttempt                                        int
+	Succeeded, Failed, Skipped, Cancelled                 int64
+	// FailedBy counts failed items per error category.
+	FailedBy                                             map[etl.Category]int64
+	RecordsRead, RecordsWritten, RecordsDiscarded, Pages int64
 }
 
-// ItemOutcome is one item's end state, for cursor decisions.
-type ItemOutcome struct {
-	ItemNo      int32
-	ParamHash   string
-	Params      json.RawMessage
-	Status      string
-	CursorStart *time.Time
-	CursorEnd   *time.Time
+// Settled is how many items reached a final status.
+func (c RunCounters) Settled() int64 { return c.Succeeded + c.Failed + c.Skipped + c.Cancelled }
+
+// Running is how many attempts are running.
+func (c RunCounters) Running() int64 { return max(c.AttemptsStarted-c.AttemptsEnded, 0) }
+
+func countersOf(r sqlcdb.RunCountersRow) RunCounters {
+	return RunCounters{
+		AttemptsStarted: r.AttemptsStarted, AttemptsEnded: r.AttemptsEnded, AttemptsLost: r.AttemptsLost,
+		Retries: r.Retries, BackoffMs: r.BackoffMs, MaxItemAttempt: int(r.MaxItemAttempt),
+		Succeeded: r.Succeeded, Failed: r.Failed, Skipped: r.Skipped, Cancelled: r.Cancelled,
+		FailedBy: map[etl.Category]int64{etl.CategoryAPI: r.FailedApi, etl.CategoryDB: r.FailedDb,
+			etl.CategoryData: r.FailedData, etl.CategorySystem: r.FailedSystem},
+		RecordsRead: r.RecordsRead, RecordsWritten: r.RecordsWritten, RecordsDiscarded: r.RecordsDiscarded, Pages: r.PageCount,
+	}
 }
 
-// RunResult is what finalisation writes.
-type RunResult struct {
-	Status        string
-	ErrorCategory string
-	ErrorMessage  *string
-	// Notes maps item_no to its cursor_note.
-	Notes map[int32]string
-	// Advances are the cursors to move (never backwards; enforced in SQL too).
-	Advances []CursorAdvance
-}
-
-// ErrRunNotDone is returned by a decide func when items are still open.
-var ErrRunNotDone = errors.New("run has open items")
-
-// FinaliseRun rolls a run up exactly once: under the run's row lock, it reads the item
-// outcomes, lets decide compute the result, and writes status, counts, metrics and cursors in
-// one transaction. It returns false when the run was already final or decide said
-// ErrRunNotDone.
-func (s *Store) FinaliseRun(ctx context.Context, runID uuid.UUID, decide func(RunOutcome) (RunResult, error)) (bool, error) {
-	done := false
-	err := s.InTx(ctx, func(tx *Tx) error {
-		run, err := tx.q.LockRunForFinalise(ctx, runID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // already final (or gone): exactly once
-		}
-		if err != nil {
-			return fmt.Errorf("lock run: %w", err)
-		}
-		tot, err := tx.q.RunTotals(ctx, runID)
-		if err != nil {
-			return fmt.Errorf("sum items: %w", err)
-		}
-		out := RunOutcome{Run: run, Succeeded: int(tot.Succeeded), Failed: int(tot.Failed), Skipped: int(tot.Skipped),
-			Cancelled: int(tot.Cancelled), Pending: int(tot.Pending), Running: int(tot.Running),
-			RecordsRead: tot.RecordsRead, RecordsWritten: tot.RecordsWritten, Pages: tot.PageCount,
-			FailedCategories: map[string]int{}}
-		if out.Pending+out.Running > 0 {
-			if _, err := decide(out); errors.Is(err, ErrRunNotDone) {
-				return nil
-			}
-		}
-		cats, err := tx.q.FailedCategories(ctx, runID)
-		if err != nil {
-			return err
-		}
-		for _, c := range cats {
-			out.FailedCategories[c.ErrorCategory] = int(c.N)
-		}
-		n, err := tx.q.RunAttemptCount(ctx, runID)
-		if err != nil {
-			return err
-		}
-		out.AttemptCount = int(n)
-		items, err := tx.q.ItemOutcomes(ctx, runID)
-		if err != nil {
-			return err
-		}
-		out.Items = make([]ItemOutcome, len(items))
-		for i, it := range items {
-			out.Items[i] = ItemOutcome{ItemNo: it.ItemNo, ParamHash: it.ParamHash, Params: it.Params, Status: it.Status,
-				CursorStart: it.CursorStart, CursorEnd: it.CursorEnd}
-		}
-		res, err := decide(out)
-		if errors.Is(err, ErrRunNotDone) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if len(res.Advances) > 0 {
-			byStrategy := map[string][]CursorAdvance{}
-			for _, a := range res.Advances {
-				byStrategy[a.Strategy] = append(byStrategy[a.Strategy], a)
-			}
-			for strategy, as := range byStrategy {
-				p := sqlcdb.AdvanceCursorsParams{JobID: run.JobID, Strategy: strategy, RunID: runID}
-				for _, a := range as {
-					p.ParamHashes = append(p.ParamHashes, a.ParamHash)
-					p.Params = append(p.Params, a.Params)
-					p.CursorValues = append(p.CursorValues, a.Value)
-				}
-				if err := tx.q.AdvanceCursors(ctx, p); err != nil {
-					return fmt.Errorf("advance %d cursors: %w", len(as), err)
-				}
-			}
-		}
-		if len(res.Notes) > 0 {
-			p := sqlcdb.SetCursorNotesParams{RunID: runID}
-			for no, note := range res.Notes {
-				p.ItemNos = append(p.ItemNos, no)
-				p.Notes = append(p.Notes, note)
-			}
-			if err := tx.q.SetCursorNotes(ctx, p); err != nil {
-				return fmt.Errorf("write cursor notes: %w", err)
-			}
-		}
-		if err := tx.q.FinishRun(ctx, sqlcdb.FinishRunParams{
-			Status: res.Status, ErrorCategory: res.ErrorCategory, ErrorMessage: res.ErrorMessage,
-			AttemptCount: int32(out.AttemptCount), ItemsSucceeded: int32(out.Succeeded), ItemsFailed: int32(out.Failed),
-			ItemsSkipped: int32(out.Skipped), ItemsCancelled: int32(out.Cancelled), RecordsRead: out.RecordsRead,
-			RecordsWritten: out.RecordsWritten, PageCount: out.Pages, RunID: runID,
-		}); err != nil {
-			return fmt.Errorf("write run result: %w", err)
-		}
-		done = true
-		return nil
+// RunCounters reads a run's counters (at most ProgressShards rows).
+func (s *Store) RunCounters(ctx context.Context, runID uuid.UUID) (RunCounters, error) {
+	var r sqlcdb.RunCountersRow
+	err := Retry(ctx, RetryQuick, func(ctx context.Context) error {
+		var err error
+		r, err = s.q.RunCounters(ctx, runID)
+		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("finalise run %s: %w", runID, err)
+		return RunCounters{}, fmt.Errorf("read counters of run %s: %w", runID, err)
 	}
-	return done, nil
+	return countersOf(r), nil
+}
+
+// Finalised is what finalisation decided.
+type Finalised struct {
+	// Done is true when this call ended the run; false when it was already final or still
+	// has open items.
+	Done     bool
+	Status   runstate.Status
+	Counters RunCounters
+	// CursorsAdvanced counts the cursors moved at finalisation (cursor policy run).
+	CursorsAdvanced int64
+}
+
+// FinaliseRun ends an open run whose items all settled, exactly once, in one transaction that
+// reads everything it decides on under the run's row lock: the counters (never the items), the
+// job's cursor rules, the cancel request and the deadline. runstate decides the status and
+// whether the run's cursor candidates move; the cursors are then moved in one statement and the
+// run row written. Safe to call concurrently and repeatedly; transient errors are retried.
+func (s *Store) FinaliseRun(ctx context.Context, runID uuid.UUID) (Finalised, error) {
+	var res Finalised
+	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
+		res = Finalised{}
+		return s.InTx(ctx, func(tx *Tx) error {
+			run, err := tx.q.LockRunForFinalise(ctx, runID)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // already final (or gone): exactly once
+			}
+			if err != nil {
+				return fmt.Errorf("lock run: %w", err)
+			}
+			row, err := tx.q.RunCounters(ctx, runID)
+			if err != nil {
+				return fmt.Errorf("read counters: %w", err)
+			}
+			c := countersOf(row)
+			res.Counters = c
+			open := int64(run.ItemCount) - c.Settled()
+			if open > 0 {
+				return nil
+			}
+			timedOut := run.TimedOut
+			status := runstate.RunStatus(runstate.Counts{
+				Succeeded: int(c.Succeeded), Failed: int(c.Failed), Skipped: int(c.Skipped), Cancelled: int(c.Cancelled),
+			}, run.CancelRequestedAt != nil, timedOut)
+			category := runstate.DominantCategory(toIntCounts(c.FailedBy))
+			var msg *string
+			switch {
+			case status == runstate.StatusSuccess:
+				category = etl.CategoryNone
+			case timedOut && status == runstate.StatusFailed:
+				m := fmt.Sprintf("run timeout: the run did not finish by %s; %d of %d items succeeded",
+					run.DeadlineAt.UTC().Format("2006-01-02T15:04:05Z07:00"), c.Succeeded, run.ItemCount)
+				msg = &m
+			case c.Failed > 0:
+				m := fmt.Sprintf("%d of %d items failed", c.Failed, run.ItemCount)
+				msg = &m
+			}
+			advance, note := runstate.RunCursors(etl.Strategy(run.Strategy), runstate.CursorPolicy(run.CursorPolicy), run.DryRun, status)
+			if advance {
+				n, err := tx.q.AdvanceRunCursors(ctx, sqlcdb.AdvanceRunCursorsParams{JobID: run.JobID, Strategy: run.Strategy, RunID: runID})
+				if err != nil {
+					return fmt.Errorf("advance cursors: %w", err)
+				}
+				res.CursorsAdvanced = n
+				note = fmt.Sprintf("%s: %d", note, n)
+			}
+			if err := tx.q.FinishRun(ctx, sqlcdb.FinishRunParams{
+				Status: string(status), ErrorCategory: string(category), ErrorMessage: msg,
+				AttemptCount: int32(c.AttemptsStarted), ItemsSucceeded: int32(c.Succeeded), ItemsFailed: int32(c.Failed),
+				ItemsSkipped: int32(c.Skipped), ItemsCancelled: int32(c.Cancelled), RecordsRead: c.RecordsRead,
+				RecordsWritten: c.RecordsWritten, RecordsDiscarded: c.RecordsDiscarded, PageCount: c.Pages,
+				CursorNote: &note, RunID: runID,
+			}); err != nil {
+				return fmt.Errorf("write run result: %w", err)
+			}
+			res.Done, res.Status = true, status
+			return nil
+		})
+	})
+	if err != nil {
+		return Finalised{}, fmt.Errorf("finalise run %s: %w", runID, err)
+	}
+	return res, nil
+}
+
+func toIntCounts(m map[etl.Category]int64) map[etl.Category]int {
+	out := make(map[etl.Category]int, len(m))
+	for k, v := range m {
+		out[k] = int(v)
+	}
+	return out
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
@@ -88,7 +90,10 @@ type RunRow struct {
 	ItemsCancelled    int32           `json:"items_cancelled"`
 	RecordsRead       int64           `json:"records_read"`
 	RecordsWritten    int64           `json:"records_written"`
+	RecordsDiscarded  int64           `json:"records_discarded"`
 	PageCount         int64           `json:"page_count"`
+	CursorNote        *string         `json:"cursor_note"`
+	DeadlineAt        *time.Time      `json:"deadline_at"`
 	Metrics           json.RawMessage `json:"metrics"`
 	CancelRequestedAt *time.Time      `json:"cancel_requested_at"`
 	CancelledBy       *string         `json:"cancelled_by"`
@@ -104,7 +109,7 @@ func runRow(r sqlcdb.DwEtlRun) RunRow {
 		AttemptCount: r.AttemptCount, ItemCount: r.ItemCount, ItemsDeduplicated: r.ItemsDeduplicated,
 		ItemsSucceeded: r.ItemsSucceeded, ItemsFailed: r.ItemsFailed, ItemsSkipped: r.ItemsSkipped,
 		ItemsCancelled: r.ItemsCancelled, RecordsRead: r.RecordsRead, RecordsWritten: r.RecordsWritten,
-		PageCount: r.PageCount, Metrics: r.Metrics, CancelRequestedAt: r.CancelRequestedAt, CancelledBy: r.CancelledBy,
+		RecordsDiscarded: r.RecordsDiscarded, PageCount: r.PageCount, CursorNote: r.CursorNote, DeadlineAt: r.DeadlineAt, Metrics: r.Metrics, CancelRequestedAt: r.CancelRequestedAt, CancelledBy: r.CancelledBy,
 		CancelReason: r.CancelReason, UpdatedAt: r.UpdatedAt,
 	}
 }
@@ -179,104 +184,62 @@ type CountByStatus struct {
 	Count         int    `json:"count"`
 }
 
-// NoteCount is how many items of a run carry one cursor note.
-type NoteCount struct {
-	Note  string `json:"note"`
-	Count int    `json:"count"`
-}
-
-// AttemptSummary rolls up a run's attempts.
+// AttemptSummary rolls up a run's attempts, from its counters.
 type AttemptSummary struct {
-	Total int `json:"total"`
-	// Retries counts attempts after an item's first (item_attempt > 1).
+	Total   int `json:"total"`
+	Running int `json:"running"`
+	// Retries counts attempts that ended with a retry following; Lost those closed because
+	// their worker died.
 	Retries        int   `json:"retries"`
+	Lost           int   `json:"lost"`
 	MaxItemAttempt int   `json:"max_item_attempt"`
 	BackoffMsTotal int64 `json:"backoff_ms_total"`
-	// FirstStartedAt and LastEndedAt span the attempts; nil when there are none (or none ended).
-	FirstStartedAt *time.Time `json:"first_started_at"`
-	LastEndedAt    *time.Time `json:"last_ended_at"`
-	// NextRetryAt is the earliest retry still in the future, if any.
-	NextRetryAt *time.Time      `json:"next_retry_at"`
-	ByStatus    []CountByStatus `json:"by_status"`
+	// LastEndedAt is when the last attempt ended; nil when none did.
+	LastEndedAt *time.Time `json:"last_ended_at"`
 }
 
-// RunDetail is one run with its items and attempts rolled up.
+// RunDetail is one run with its items and attempts rolled up. Everything in it comes from the
+// run row and its counters (at most ProgressShards rows): O(1) in the run's items.
 type RunDetail struct {
-	Run         RunRow          `json:"run"`
-	Items       []CountByStatus `json:"items"`
-	Attempts    AttemptSummary  `json:"attempts"`
-	CursorNotes []NoteCount     `json:"cursor_notes"`
+	Run      RunRow          `json:"run"`
+	Items    []CountByStatus `json:"items"`
+	Attempts AttemptSummary  `json:"attempts"`
 }
 
-const attemptGroupsSQL = `SELECT status, error_category, count(*)::int,
-  count(*) FILTER (WHERE item_attempt > 1)::int, max(item_attempt)::int, coalesce(sum(backoff_ms), 0)::bigint,
-  min(started_at), max(ended_at), min(next_retry_at) FILTER (WHERE next_retry_at > now())
-FROM public.dw_etl_run_attempts WHERE run_id = $1
-GROUP BY status, error_category
-ORDER BY status, error_category`
+const lastEndedSQL = `SELECT max(last_ended_at) FROM public.dw_etl_run_progress WHERE run_id = $1`
 
-// HistoryRun loads one run with its items by status × error category, its attempts summary and
-// its cursor notes grouped by note. It returns ErrNotFound for an unknown run.
+// HistoryRun loads one run with its items by status × error category and its attempts
+// summary, from its counters. It returns ErrNotFound for an unknown run.
 func (s *Store) HistoryRun(ctx context.Context, runID uuid.UUID) (RunDetail, error) {
 	r, err := s.q.GetRun(ctx, runID)
 	if err != nil {
 		return RunDetail{}, fmt.Errorf("get run %s: %w", runID, mapErr(err))
 	}
-	d := RunDetail{Run: runRow(r), Items: []CountByStatus{}, CursorNotes: []NoteCount{},
-		Attempts: AttemptSummary{ByStatus: []CountByStatus{}}}
-	counts, err := s.q.HistoryItemCounts(ctx, runID)
+	c, err := s.RunCounters(ctx, runID)
 	if err != nil {
-		return RunDetail{}, fmt.Errorf("count items of run %s: %w", runID, err)
+		return RunDetail{}, err
 	}
-	for _, c := range counts {
-		d.Items = append(d.Items, CountByStatus{Status: c.Status, ErrorCategory: c.ErrorCategory, Count: int(c.N)})
+	d := RunDetail{Run: runRow(r), Items: []CountByStatus{}}
+	add := func(status runstate.Status, cat etl.Category, n int64) {
+		if n > 0 {
+			d.Items = append(d.Items, CountByStatus{Status: string(status), ErrorCategory: string(cat), Count: int(n)})
+		}
 	}
-	notes, err := s.q.HistoryCursorNotes(ctx, runID)
-	if err != nil {
-		return RunDetail{}, fmt.Errorf("group cursor notes of run %s: %w", runID, err)
+	add(runstate.StatusCancelled, etl.CategoryNone, c.Cancelled)
+	for _, cat := range []etl.Category{etl.CategoryAPI, etl.CategoryDB, etl.CategoryData, etl.CategorySystem} {
+		add(runstate.StatusFailed, cat, c.FailedBy[cat])
 	}
-	for _, n := range notes {
-		d.CursorNotes = append(d.CursorNotes, NoteCount{Note: n.Note, Count: int(n.N)})
-	}
-	rows, err := s.pool.Query(ctx, attemptGroupsSQL, runID)
-	if err != nil {
-		return RunDetail{}, fmt.Errorf("summarise attempts of run %s: %w", runID, err)
-	}
-	defer rows.Close()
+	add(runstate.StatusPending, etl.CategoryNone, int64(r.ItemCount)-c.Settled()-c.Running())
+	add(runstate.StatusRunning, etl.CategoryNone, c.Running())
+	add(runstate.StatusSkipped, etl.CategoryNone, c.Skipped)
+	add(runstate.StatusSuccess, etl.CategoryNone, c.Succeeded)
 	a := &d.Attempts
-	for rows.Next() {
-		var (
-			c                      CountByStatus
-			n, retries, maxAttempt int32
-			backoff                int64
-			first, last, nextRetry *time.Time
-		)
-		if err := rows.Scan(&c.Status, &c.ErrorCategory, &n, &retries, &maxAttempt, &backoff, &first, &last, &nextRetry); err != nil {
-			return RunDetail{}, fmt.Errorf("summarise attempts of run %s: %w", runID, err)
-		}
-		c.Count = int(n)
-		a.ByStatus = append(a.ByStatus, c)
-		a.Total += int(n)
-		a.Retries += int(retries)
-		a.MaxItemAttempt = max(a.MaxItemAttempt, int(maxAttempt))
-		a.BackoffMsTotal += backoff
-		a.FirstStartedAt = earliest(a.FirstStartedAt, first)
-		a.NextRetryAt = earliest(a.NextRetryAt, nextRetry)
-		if last != nil && (a.LastEndedAt == nil || last.After(*a.LastEndedAt)) {
-			a.LastEndedAt = last
-		}
-	}
-	if err := rows.Err(); err != nil {
+	a.Total, a.Running, a.Retries, a.Lost = int(c.AttemptsStarted), int(c.Running()), int(c.Retries), int(c.AttemptsLost)
+	a.MaxItemAttempt, a.BackoffMsTotal = c.MaxItemAttempt, c.BackoffMs
+	if err := s.pool.QueryRow(ctx, lastEndedSQL, runID).Scan(&a.LastEndedAt); err != nil {
 		return RunDetail{}, fmt.Errorf("summarise attempts of run %s: %w", runID, err)
 	}
 	return d, nil
-}
-
-func earliest(a, b *time.Time) *time.Time {
-	if a == nil || (b != nil && b.Before(*a)) {
-		return b
-	}
-	return a
 }
 
 // ItemRow is an item as history shows it.
@@ -288,8 +251,9 @@ type ItemRow struct {
 	ErrorCategory  string          `json:"error_category"`
 	ErrorMessage   *string         `json:"error_message"`
 	Attempts       int32           `json:"attempts"`
+	LostAttempts   int32           `json:"lost_attempts"`
 	Generation     int32           `json:"generation"`
-	TaskID         string          `json:"task_id"`
+	NextRetryAt    *time.Time      `json:"next_retry_at"`
 	StartedAt      *time.Time      `json:"started_at"`
 	EndedAt        *time.Time      `json:"ended_at"`
 	DurationMs     *int64          `json:"duration_ms"`
@@ -301,11 +265,12 @@ type ItemRow struct {
 	CursorNote     *string         `json:"cursor_note"`
 }
 
-func itemRow(i sqlcdb.DwEtlRunItem) ItemRow {
+func itemRow(i sqlcdb.HistoryItemsRow) ItemRow {
 	return ItemRow{
 		ItemNo: i.ItemNo, Params: i.Params, ParamHash: i.ParamHash, Status: i.Status, ErrorCategory: i.ErrorCategory,
-		ErrorMessage: i.ErrorMessage, Attempts: i.Attempts, Generation: i.Generation, TaskID: i.TaskID,
-		StartedAt: i.StartedAt, EndedAt: i.EndedAt, DurationMs: i.DurationMs, RecordsRead: i.RecordsRead,
+		ErrorMessage: i.ErrorMessage, Attempts: i.Attempts, LostAttempts: i.LostAttempts, Generation: i.Generation,
+		NextRetryAt: i.NextRetryAt,
+		StartedAt:   i.StartedAt, EndedAt: i.EndedAt, DurationMs: i.DurationMs, RecordsRead: i.RecordsRead,
 		RecordsWritten: i.RecordsWritten, PageCount: i.PageCount, CursorStart: i.CursorStart, CursorEnd: i.CursorEnd,
 		CursorNote: i.CursorNote,
 	}
@@ -345,10 +310,14 @@ func (s *Store) HistoryItems(ctx context.Context, f ItemFilter) (Page[ItemRow], 
 		}
 		after = int32(binary.BigEndian.Uint32(b))
 	}
-	var rows []sqlcdb.DwEtlRunItem
+	var rows []sqlcdb.HistoryItemsRow
 	if f.ParamHash != "" {
-		rows, err = s.q.HistoryItemsByParamHash(ctx, sqlcdb.HistoryItemsByParamHashParams{RunID: f.RunID,
+		var byHash []sqlcdb.HistoryItemsByParamHashRow
+		byHash, err = s.q.HistoryItemsByParamHash(ctx, sqlcdb.HistoryItemsByParamHashParams{RunID: f.RunID,
 			ParamHash: f.ParamHash, AfterItemNo: after, Statuses: statuses, Categories: categories, RowLimit: limit + 1})
+		for _, r := range byHash {
+			rows = append(rows, sqlcdb.HistoryItemsRow(r))
+		}
 	} else {
 		rows, err = s.q.HistoryItems(ctx, sqlcdb.HistoryItemsParams{RunID: f.RunID, AfterItemNo: after,
 			Statuses: statuses, Categories: categories, RowLimit: limit + 1})
@@ -380,13 +349,18 @@ type AttemptRow struct {
 	NextRetryAt    *time.Time      `json:"next_retry_at"`
 	ScheduledAt    *time.Time      `json:"scheduled_at"`
 	StartedAt      time.Time       `json:"started_at"`
-	HeartbeatAt    time.Time       `json:"heartbeat_at"`
 	EndedAt        *time.Time      `json:"ended_at"`
 	DurationMs     *int64          `json:"duration_ms"`
 	RecordsRead    int64           `json:"records_read"`
 	RecordsWritten int64           `json:"records_written"`
-	PageCount      int64           `json:"page_count"`
-	WorkerID       *string         `json:"worker_id"`
+	// RecordsDiscarded are records written in a target transaction that was rolled back.
+	RecordsDiscarded int64      `json:"records_discarded"`
+	PageCount        int64      `json:"page_count"`
+	Progress         *string    `json:"progress"`
+	ProgressAt       *time.Time `json:"progress_at"`
+	WorkerID         *string    `json:"worker_id"`
+	Solo             bool       `json:"solo"`
+	EndedBy          *string    `json:"ended_by"`
 }
 
 func attemptRow(a sqlcdb.DwEtlRunAttempt) AttemptRow {
@@ -397,9 +371,10 @@ func attemptRow(a sqlcdb.DwEtlRunAttempt) AttemptRow {
 	return AttemptRow{
 		AttemptID: a.AttemptID, AttemptNo: a.AttemptNo, ItemNo: a.ItemNo, ItemAttempt: a.ItemAttempt, Status: a.Status,
 		ErrorCategory: a.ErrorCategory, ErrorMessage: a.ErrorMessage, ErrorDetail: detail, BackoffMs: a.BackoffMs,
-		NextRetryAt: a.NextRetryAt, ScheduledAt: a.ScheduledAt, StartedAt: a.StartedAt, HeartbeatAt: a.HeartbeatAt,
+		NextRetryAt: a.NextRetryAt, ScheduledAt: a.ScheduledAt, StartedAt: a.StartedAt,
 		EndedAt: a.EndedAt, DurationMs: a.DurationMs, RecordsRead: a.RecordsRead, RecordsWritten: a.RecordsWritten,
-		PageCount: a.PageCount, WorkerID: a.WorkerID,
+		RecordsDiscarded: a.RecordsDiscarded, PageCount: a.PageCount, Progress: a.Progress, ProgressAt: a.ProgressAt,
+		WorkerID: a.WorkerID, Solo: a.Solo, EndedBy: a.EndedBy,
 	}
 }
 
@@ -468,8 +443,8 @@ type LogFilter struct {
 	ItemNo    *int32
 	// Level keeps lines at any of these levels (case-insensitive).
 	Level []string
-	// Text keeps lines whose message contains it, case-insensitively (ILIKE; % and _ are
-	// literal).
+	// Text keeps lines whose message or fields (as JSON text) contain it, case-insensitively
+	// (ILIKE; % and _ are literal).
 	Text string
 	// Fields keeps lines whose fields contain this JSON object (fields @> Fields).
 	Fields json.RawMessage
@@ -521,7 +496,9 @@ func (s *Store) HistoryLogs(ctx context.Context, f LogFilter) (Page[LogLine], er
 		sql.WriteString(" AND level = ANY(" + arg(levels) + "::text[])")
 	}
 	if f.Text != "" {
-		sql.WriteString(" AND message ILIKE " + arg("%"+likeEscaper.Replace(f.Text)+"%"))
+		// The fields' JSON text too: a value logged as a field (a table, an error code) is found.
+		p := arg("%" + likeEscaper.Replace(f.Text) + "%")
+		sql.WriteString(" AND (message ILIKE " + p + " OR fields::text ILIKE " + p + ")")
 	}
 	if len(f.Fields) > 0 {
 		var obj map[string]json.RawMessage

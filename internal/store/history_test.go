@@ -76,12 +76,12 @@ func setupHistory(t *testing.T) *histFixture {
 		exec(`INSERT INTO dw_etl_runs (run_id, job_id, status, dry_run, exclusive, started_at, created_at) VALUES ($1, $2, $3, $4, false, $5, $5)`,
 			r.id, r.job, r.status, r.dry, r.started)
 	}
-	exec(`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, task_id, cursor_note) VALUES
-		($1, 1, '{"shard":1}', 'h1', 'SUCCESS', 'NONE', 't1', 'no new rows'),
-		($1, 2, '{"shard":2}', 'h2', 'SUCCESS', 'NONE', 't2', 'no new rows'),
-		($1, 3, '{"shard":3}', 'h3', 'FAILED', 'DB', 't3', 'cursor held'),
-		($1, 4, '{"shard":4}', 'h4', 'FAILED', 'API', 't4', NULL),
-		($1, 5, '{"shard":5}', 'h5', 'SKIPPED', 'NONE', 't5', NULL)`, histDetailRun)
+	exec(`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status, error_category, cursor_note) VALUES
+		($1, 1, '{"shard":1}', 'h1', 'SUCCESS', 'NONE', 'no new rows'),
+		($1, 2, '{"shard":2}', 'h2', 'SUCCESS', 'NONE', 'no new rows'),
+		($1, 3, '{"shard":3}', 'h3', 'FAILED', 'DB', 'cursor held'),
+		($1, 4, '{"shard":4}', 'h4', 'FAILED', 'API', NULL),
+		($1, 5, '{"shard":5}', 'h5', 'SKIPPED', 'NONE', NULL)`, histDetailRun)
 	// Inserted in start order, which is not item order: attempt_no comes from the sequence.
 	for _, a := range []struct {
 		item, try int
@@ -110,6 +110,11 @@ func setupHistory(t *testing.T) *histFixture {
 				timestamptz '2026-01-02 10:00:00+00' + $10 * interval '1 minute', timestamptz '2026-01-02 10:00:30+00' + $10 * interval '1 minute')`,
 			id, histDetailRun, a.item, a.try, a.status, a.category, msg, detail, a.backoffMs, len(f.attempts))
 	}
+	// The counters the workers would have kept for those items and attempts.
+	exec(`UPDATE dw_etl_runs SET item_count = 5 WHERE run_id = $1`, histDetailRun)
+	exec(`INSERT INTO dw_etl_run_progress (run_id, shard, attempts_started, attempts_ended, retries, backoff_ms,
+		max_item_attempt, succeeded, failed, skipped, failed_api, failed_db, last_ended_at)
+		VALUES ($1, 3, 7, 7, 3, 7000, 3, 2, 2, 1, 1, 1, '2026-01-02 10:07:30+00')`, histDetailRun)
 	// Lines 4 and 5 share a ts: log_id (insertion order) breaks the tie.
 	for _, l := range histLogs {
 		var attempt any
@@ -335,20 +340,13 @@ func TestHistoryRun(t *testing.T) {
 			{Status: "SKIPPED", ErrorCategory: "NONE", Count: 1},
 			{Status: "SUCCESS", ErrorCategory: "NONE", Count: 2},
 		}, d.Items)
-		require.Equal(t, []store.NoteCount{{Note: "no new rows", Count: 2}, {Note: "cursor held", Count: 1}}, d.CursorNotes)
 		a := d.Attempts
 		require.Equal(t, 7, a.Total)
+		require.Zero(t, a.Running)
 		require.Equal(t, 3, a.Retries)
 		require.Equal(t, 3, a.MaxItemAttempt)
 		require.EqualValues(t, 7000, a.BackoffMsTotal)
-		require.Equal(t, []store.CountByStatus{
-			{Status: "FAILED", ErrorCategory: "API", Count: 2},
-			{Status: "FAILED", ErrorCategory: "DB", Count: 3},
-			{Status: "SUCCESS", ErrorCategory: "NONE", Count: 2},
-		}, a.ByStatus)
-		require.True(t, a.FirstStartedAt.Equal(time.Date(2026, 1, 2, 10, 1, 0, 0, time.UTC)), "%v", a.FirstStartedAt)
 		require.True(t, a.LastEndedAt.Equal(time.Date(2026, 1, 2, 10, 7, 30, 0, time.UTC)), "%v", a.LastEndedAt)
-		require.Nil(t, a.NextRetryAt, "every retry of the fixture is in the past")
 	})
 
 	t.Run("RunWithoutItems", func(t *testing.T) {
@@ -358,11 +356,10 @@ func TestHistoryRun(t *testing.T) {
 		require.Empty(t, d.Items)
 		require.NotNil(t, d.Items, "empty lists encode as [] in JSON")
 		require.Zero(t, d.Attempts.Total)
-		require.Nil(t, d.Attempts.FirstStartedAt)
+		require.Nil(t, d.Attempts.LastEndedAt)
 		b, err := json.Marshal(d)
 		require.NoError(t, err)
 		require.Contains(t, string(b), `"items":[]`)
-		require.Contains(t, string(b), `"cursor_notes":[]`)
 	})
 
 	t.Run("UnknownRun", func(t *testing.T) {

@@ -1,264 +1,367 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
-// ErrNotClaimable is returned by Claim when the item is terminal, held by a live attempt, or
-// out of attempts.
-var ErrNotClaimable = errors.New("item cannot be claimed")
+// ProgressShards caps how many counter rows a run spreads its progress over; every worker
+// writes to one shard of its own choosing (WorkerRef.Shard), so workers do not serialise on a
+// hot row.
+const ProgressShards = 64
 
-// GetItemContext loads an item with the run and job fields a worker needs.
-func (s *Store) GetItemContext(ctx context.Context, runID uuid.UUID, itemNo int32) (ItemContext, error) {
-	ic, err := s.q.GetItemContext(ctx, sqlcdb.GetItemContextParams{RunID: runID, ItemNo: itemNo})
-	if err != nil {
-		return ItemContext{}, fmt.Errorf("load item %d of run %s: %w", itemNo, runID, mapErr(err))
-	}
-	return ic, nil
+// WorkerRef names the worker process doing bookkeeping.
+type WorkerRef struct {
+	ID   uuid.UUID
+	Name string
+	// Shard is the progress shard this process writes its counters to, in [0, ProgressShards).
+	Shard int16
 }
 
 // ClaimRequest asks for an item's next attempt.
 type ClaimRequest struct {
-	RunID       uuid.UUID
-	ItemNo      int32
-	AttemptID   uuid.UUID
-	MaxAttempts int32
-	Lease       time.Duration
-	WorkerID    string
-	ScheduledAt *time.Time
+	RunID      uuid.UUID
+	ItemNo     int32
+	Generation int32
+	// AttemptID is the new attempt's id; a retried claim with the same id is idempotent.
+	AttemptID uuid.UUID
 }
 
-// Claim is a granted attempt.
+// Claim is what a claim found: a granted attempt with everything its handler needs, or why
+// the item could not be claimed.
 type Claim struct {
+	Claimed     bool
 	ItemAttempt int32
 	AttemptNo   int64
-	StartedAt   time.Time
-	// LostAttempts is 1 when the claim took over from an attempt whose worker stopped
-	// heartbeating; that attempt was closed FAILED/SYSTEM "worker lost".
+	// Solo is true when the attempt must run alone on its worker (a suspect of worker deaths).
+	Solo bool
+
+	// Why not: the item does not exist, is settled, is held by another attempt, belongs to an
+	// older or newer generation than the task, is a suspect the caller does not run alone,
+	// is out of attempts, or its run is cancelled, past its deadline or closed.
+	Found           bool
+	ItemStatus      runstate.Status
+	Generation      int32
+	Held            bool
+	NeedsSolo       bool
+	Exhausted       bool
+	CancelRequested bool
+	PastDeadline    bool
+
+	AttemptLimit int32
+	// LostAttempts counts the item's attempts lost with their workers (not counted against
+	// AttemptLimit).
 	LostAttempts int32
+	Params       json.RawMessage
+	ParamHash    string
+	CursorStart  *time.Time
+	CursorMeta   json.RawMessage
+	// CursorEnd is the item's window end: the run's logical start for last_run.
+	CursorEnd *time.Time
+
+	JobID        string
+	JobUpdatedAt time.Time
+	RunStatus    runstate.Status
+	DryRun       bool
+	LogicalStart *time.Time
+	ItemCount    int32
+	// Deadline is how long the run has left before its run_timeout (database clock), nil
+	// when it has none.
+	Deadline *time.Duration
 }
 
-// ClaimItem takes the item for one attempt and inserts the attempt row, in one statement.
-func (s *Store) ClaimItem(ctx context.Context, r ClaimRequest) (Claim, error) {
-	id := r.AttemptID
-	worker := r.WorkerID
-	row, err := s.relaxed().ClaimItem(ctx, sqlcdb.ClaimItemParams{
-		RunID: r.RunID, ItemNo: r.ItemNo, AttemptID: &id, MaxAttempts: r.MaxAttempts,
-		LeaseSeconds: r.Lease.Seconds(), ScheduledAt: r.ScheduledAt, WorkerID: &worker,
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Claim{}, ErrNotClaimable
+// ClaimItems claims a batch of items for one worker in one statement (see ClaimItems in
+// queries/items.sql); alone says the caller runs them alone, which suspects require. Results
+// come back in request order. The statement is retried on transient errors; a retry after an
+// unacknowledged commit finds its own claims and reports them claimed.
+func (s *Store) ClaimItems(ctx context.Context, w WorkerRef, alone bool, reqs []ClaimRequest) ([]Claim, error) {
+	p := sqlcdb.ClaimItemsParams{Alone: alone, Worker: w.ID, WorkerName: w.Name, Shard: w.Shard,
+		RunIds: make([]uuid.UUID, len(reqs)), ItemNos: make([]int32, len(reqs)),
+		Generations: make([]int32, len(reqs)), AttemptIds: make([]uuid.UUID, len(reqs))}
+	for i, r := range reqs {
+		p.RunIds[i], p.ItemNos[i], p.Generations[i], p.AttemptIds[i] = r.RunID, r.ItemNo, r.Generation, r.AttemptID
 	}
-	if err != nil {
-		return Claim{}, fmt.Errorf("claim item %d of run %s: %w", r.ItemNo, r.RunID, err)
-	}
-	return Claim{ItemAttempt: row.ItemAttempt, AttemptNo: row.AttemptNo, StartedAt: row.StartedAt, LostAttempts: row.LostAttempts}, nil
-}
-
-// AttemptEnd is how an attempt ended and what the item becomes.
-type AttemptEnd struct {
-	RunID     uuid.UUID
-	ItemNo    int32
-	ItemCount int32
-	AttemptID uuid.UUID
-	// AttemptStatus is SUCCESS, FAILED or CANCELLED.
-	AttemptStatus string
-	// ItemStatus is SUCCESS, FAILED or CANCELLED when terminal, PENDING when a retry follows.
-	ItemStatus    string
-	Terminal      bool
-	ErrorCategory string
-	ErrorMessage  *string
-	ErrorDetail   json.RawMessage
-	// Backoff is set when a retry follows: recorded as backoff_ms and next_retry_at.
-	Backoff        *time.Duration
-	RecordsRead    int64
-	RecordsWritten int64
-	Pages          int64
-	// CursorEnd is the watermark the item observed (modified_date); nil keeps the stored end.
-	CursorEnd  *time.Time
-	CursorNote *string
-	// Cursor, when set, is advanced in the same transaction (cursor_policy item).
-	Cursor *CursorAdvance
-}
-
-// CursorAdvance moves one (job, param_hash) cursor forward.
-type CursorAdvance struct {
-	JobID     string
-	ParamHash string
-	Params    json.RawMessage
-	Strategy  string
-	Value     time.Time
-	RunID     uuid.UUID
-}
-
-// FinishAttempt records an attempt's end inside tx (with the target commit following inside
-// the same window). It returns ErrLostClaim, changing nothing, when another attempt took the
-// item meanwhile; shardComplete tells whether the run may now be complete.
-func (tx *Tx) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bool, err error) {
-	res, err := finishAttempts(ctx, tx.q, []AttemptEnd{e})
-	if err != nil {
-		return false, err
-	}
-	if res[0].Err != nil || e.Cursor == nil {
-		return res[0].ShardComplete, res[0].Err
-	}
-	c := e.Cursor
-	if err := tx.q.AdvanceCursors(ctx, sqlcdb.AdvanceCursorsParams{
-		JobID: c.JobID, ParamHashes: []string{c.ParamHash}, Params: []json.RawMessage{c.Params},
-		Strategy: c.Strategy, CursorValues: []time.Time{c.Value}, RunID: c.RunID,
-	}); err != nil {
-		return false, fmt.Errorf("advance cursor of item %d: %w", e.ItemNo, err)
-	}
-	return res[0].ShardComplete, nil
-}
-
-// FinishResult is the outcome of one attempt end in a batch.
-type FinishResult struct {
-	// ShardComplete is true when the item was terminal and completed its progress shard.
-	ShardComplete bool
-	// Err is ErrLostClaim when another attempt holds the item.
-	Err error
-}
-
-// finishAttempts sends the ends as one pipelined batch (one round trip).
-func finishAttempts(ctx context.Context, q *sqlcdb.Queries, ends []AttemptEnd) ([]FinishResult, error) {
-	params := make([]sqlcdb.FinishAttemptsParams, len(ends))
-	for i, e := range ends {
-		var backoff *int64
-		if e.Backoff != nil {
-			ms := e.Backoff.Milliseconds()
-			backoff = &ms
-		}
-		params[i] = sqlcdb.FinishAttemptsParams{
-			ItemStatus: e.ItemStatus, AttemptStatus: e.AttemptStatus, ErrorCategory: e.ErrorCategory,
-			ErrorMessage: e.ErrorMessage, ErrorDetail: e.ErrorDetail, BackoffMs: backoff, Terminal: e.Terminal,
-			RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, PageCount: e.Pages,
-			CursorEnd: e.CursorEnd, CursorNote: e.CursorNote, RunID: e.RunID, ItemNo: e.ItemNo,
-			AttemptID: &e.AttemptID, Shard: ShardOf(e.ItemNo, e.ItemCount),
-		}
-	}
-	res := make([]FinishResult, len(ends))
-	var firstErr error
-	br := q.FinishAttempts(ctx, params)
-	br.QueryRow(func(i int, row sqlcdb.FinishAttemptsRow, err error) {
-		switch {
-		case err != nil:
-			if firstErr == nil {
-				e := ends[i]
-				firstErr = fmt.Errorf("finish attempt %s of item %d of run %s: %w", e.AttemptID, e.ItemNo, e.RunID, err)
-			}
-		case row.Matched == 0:
-			res[i].Err = ErrLostClaim
-		default:
-			res[i].ShardComplete = row.ShardComplete
-		}
-	})
-	if err := br.Close(); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	return res, firstErr
-}
-
-// FinishAttempts records many attempt ends in one transaction: one round trip for the batch
-// and one commit (one WAL flush) for all of them. Ends carrying a cursor advance must go
-// through FinishAttempt. The batch locks progress shards in (run, shard) order, so concurrent
-// batches from several workers cannot deadlock.
-func (s *Store) FinishAttempts(ctx context.Context, ends []AttemptEnd) ([]FinishResult, error) {
-	for _, e := range ends {
-		if e.Cursor != nil {
-			return nil, fmt.Errorf("finish attempts: item %d carries a cursor advance; use FinishAttempt", e.ItemNo)
-		}
-	}
-	order := make([]int, len(ends))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(a, b int) bool {
-		ea, eb := ends[order[a]], ends[order[b]]
-		if c := bytes.Compare(ea.RunID[:], eb.RunID[:]); c != 0 {
-			return c < 0
-		}
-		return ShardOf(ea.ItemNo, ea.ItemCount) < ShardOf(eb.ItemNo, eb.ItemCount)
-	})
-	sorted := make([]AttemptEnd, len(ends))
-	for i, o := range order {
-		sorted[i] = ends[o]
-	}
-	var res []FinishResult
-	err := s.InTx(ctx, func(tx *Tx) error {
+	var rows []sqlcdb.ClaimItemsRow
+	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
 		var err error
-		res, err = finishAttempts(ctx, tx.q, sorted)
+		rows, err = s.q.ClaimItems(ctx, p)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("claim %d items: %w", len(reqs), err)
 	}
-	out := make([]FinishResult, len(ends))
-	for i, o := range order {
-		out[o] = res[i]
+	byAttempt := make(map[uuid.UUID]*sqlcdb.ClaimItemsRow, len(rows))
+	for i := range rows {
+		byAttempt[rows[i].AttemptID] = &rows[i]
+	}
+	out := make([]Claim, len(reqs))
+	for i, r := range reqs {
+		row, ok := byAttempt[r.AttemptID]
+		if !ok {
+			return nil, fmt.Errorf("claim item %d of run %s: no answer for attempt %s", r.ItemNo, r.RunID, r.AttemptID)
+		}
+		out[i] = claimOf(row)
 	}
 	return out, nil
 }
 
-// FinishAttempt records one attempt's end in its own transaction.
-func (s *Store) FinishAttempt(ctx context.Context, e AttemptEnd) (shardComplete bool, err error) {
-	err = s.InTx(ctx, func(tx *Tx) error {
-		shardComplete, err = tx.FinishAttempt(ctx, e)
+func claimOf(r *sqlcdb.ClaimItemsRow) Claim {
+	c := Claim{
+		Claimed: r.Claimed, ItemAttempt: r.ItemAttempt, AttemptNo: r.AttemptNo, Solo: r.Solo,
+		Found: r.Found, ItemStatus: runstate.Status(r.ItemStatus), Generation: r.ItemGeneration, Held: r.Held,
+		Exhausted: r.Exhausted, CancelRequested: r.CancelRequested, AttemptLimit: r.AttemptLimit, LostAttempts: r.LostAttempts,
+		Params: r.Params, ParamHash: r.ParamHash, CursorStart: r.CursorStart, CursorMeta: r.CursorMeta,
+		CursorEnd: r.CursorEnd, JobID: r.JobID, RunStatus: runstate.Status(r.RunStatus), DryRun: r.DryRun,
+		LogicalStart: r.LogicalStart, ItemCount: r.ItemCount,
+	}
+	c.NeedsSolo = !r.Claimed && r.ItemSolo
+	if r.JobUpdatedAt != nil {
+		c.JobUpdatedAt = *r.JobUpdatedAt
+	}
+	if r.DeadlineAt != nil {
+		left := r.DeadlineAt.Sub(r.DbNow)
+		c.Deadline = &left
+		c.PastDeadline = left <= 0
+	}
+	return c
+}
+
+// Who recorded an attempt's end (dw_etl_run_attempts.ended_by).
+const (
+	EndedByHolder     = "holder"
+	EndedByReconciler = "reconciler"
+	EndedByTimeout    = "timeout"
+)
+
+// AttemptEnd is how an attempt ended and what its item becomes.
+type AttemptEnd struct {
+	RunID     uuid.UUID
+	ItemNo    int32
+	AttemptID uuid.UUID
+	// AttemptStatus is SUCCESS, FAILED or CANCELLED.
+	AttemptStatus runstate.Status
+	// ItemStatus is SUCCESS, FAILED or CANCELLED when Terminal, PENDING when a retry follows.
+	ItemStatus    runstate.Status
+	Terminal      bool
+	ErrorCategory etl.Category
+	ErrorMessage  *string
+	ErrorDetail   json.RawMessage
+	// Backoff is set when a retry follows: recorded as backoff_ms and next_retry_at.
+	Backoff     *time.Duration
+	RecordsRead int64
+	// RecordsWritten counts records the attempt committed (a dry run: would have written);
+	// RecordsDiscarded those written in a target transaction that was rolled back.
+	RecordsWritten   int64
+	RecordsDiscarded int64
+	Pages            int64
+	// CursorEnd is the item's cursor candidate (runstate.ItemCursor); nil keeps the stored one.
+	CursorEnd     *time.Time
+	CursorEndMeta json.RawMessage
+	CursorNote    *string
+	// AdvanceCursor moves the item's cursor to CursorEnd in the same statement (policy item).
+	AdvanceCursor bool
+}
+
+// endRow is the JSON shape of one end in FinishAttempts' @ends.
+type endRow struct {
+	AttemptID        uuid.UUID       `json:"attempt_id"`
+	RunID            uuid.UUID       `json:"run_id"`
+	ItemNo           int32           `json:"item_no"`
+	AttemptStatus    string          `json:"attempt_status"`
+	ItemStatus       string          `json:"item_status"`
+	Terminal         bool            `json:"terminal"`
+	Category         string          `json:"category"`
+	Message          *string         `json:"message"`
+	Detail           json.RawMessage `json:"detail,omitempty"`
+	BackoffMs        *int64          `json:"backoff_ms"`
+	RecordsRead      int64           `json:"records_read"`
+	RecordsWritten   int64           `json:"records_written"`
+	RecordsDiscarded int64           `json:"records_discarded"`
+	Pages            int64           `json:"pages"`
+	CursorEnd        *time.Time      `json:"cursor_end"`
+	CursorEndMeta    json.RawMessage `json:"cursor_end_meta,omitempty"`
+	CursorNote       *string         `json:"cursor_note"`
+	AdvanceCursor    bool            `json:"advance_cursor"`
+	EndedBy          string          `json:"ended_by"`
+}
+
+func rowOf(e AttemptEnd) endRow {
+	r := endRow{
+		AttemptID: e.AttemptID, RunID: e.RunID, ItemNo: e.ItemNo, AttemptStatus: string(e.AttemptStatus),
+		ItemStatus: string(e.ItemStatus), Terminal: e.Terminal, Category: string(e.ErrorCategory),
+		Message: TextPtr(e.ErrorMessage, MessageMax), Detail: JSON(e.ErrorDetail, FieldMax),
+		RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, RecordsDiscarded: e.RecordsDiscarded,
+		Pages: e.Pages, CursorEnd: e.CursorEnd, CursorEndMeta: JSON(e.CursorEndMeta, FieldMax),
+		CursorNote: TextPtr(e.CursorNote, MessageMax), AdvanceCursor: e.AdvanceCursor, EndedBy: EndedByHolder,
+	}
+	if r.Category == "" {
+		r.Category = string(etl.CategoryNone)
+	}
+	if e.Backoff != nil {
+		ms := e.Backoff.Milliseconds()
+		r.BackoffMs = &ms
+	}
+	return r
+}
+
+// Finish is the outcome of one attempt end.
+type Finish struct {
+	// Recorded is true when the end is in the ledger: written now, or already by an earlier
+	// try of the same statement, or by an earlier end of the same attempt whose commit was not
+	// acknowledged.
+	Recorded bool
+	// Status is the attempt's status as recorded: the one written now, or the one an earlier
+	// end of this attempt wrote (an ambiguous commit that did land).
+	Status runstate.Status
+	// RunOpen is how many items of the run were still open once this end was counted (a lower
+	// bound is not guaranteed under concurrency: 0 means this end may have completed the run).
+	RunOpen int
+	// Err is set when this one end could not be recorded although its neighbours in the batch
+	// were (Postgres refused even its text-less form).
+	Err error
+}
+
+// Lost reports whether the attempt had lost its claim: nothing was recorded.
+func (f Finish) Lost() bool { return !f.Recorded && f.Err == nil }
+
+// FinishAttempts records attempt ends in one statement and one commit, retrying transient
+// errors (the statement is idempotent). When Postgres refuses a row of the batch (a value or a
+// constraint: SQLSTATE class 22 or 23), each end is written alone so that one cannot fail its
+// neighbours; an end still refused is tried once more without its texts, and if that fails too
+// its Finish carries the error.
+func (s *Store) FinishAttempts(ctx context.Context, shard int16, ends []AttemptEnd) ([]Finish, error) {
+	out, err := s.retryFinish(ctx, shard, ends)
+	if err == nil || !IsRowError(err) || len(ends) == 0 {
+		return out, err
+	}
+	out = make([]Finish, len(ends))
+	for i, e := range ends {
+		res, err := s.retryFinish(ctx, shard, []AttemptEnd{e})
+		if err != nil && IsRowError(err) {
+			res, err = s.retryFinish(ctx, shard, []AttemptEnd{withoutTexts(e, err)})
+		}
+		switch {
+		case err != nil && IsRowError(err):
+			out[i] = Finish{Err: err}
+		case err != nil:
+			return nil, err
+		default:
+			out[i] = res[0]
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) retryFinish(ctx context.Context, shard int16, ends []AttemptEnd) ([]Finish, error) {
+	var out []Finish
+	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
+		var err error
+		out, err = finishAttempts(ctx, s.q, shard, ends)
 		return err
 	})
-	return shardComplete, err
+	return out, err
 }
 
-// RunComplete reports whether every item of the run is terminal, from the progress shards
-// (at most ProgressShards rows, never the items).
-func (s *Store) RunComplete(ctx context.Context, runID uuid.UUID) (bool, error) {
-	p, err := s.q.RunProgress(ctx, runID)
+// withoutTexts keeps an end's outcome and drops what Postgres could not store.
+func withoutTexts(e AttemptEnd, cause error) AttemptEnd {
+	msg := "the attempt's end could not be stored as reported: " + Text(cause.Error(), 300)
+	e.ErrorMessage, e.ErrorDetail, e.CursorEndMeta, e.CursorNote = &msg, nil, nil, nil
+	return e
+}
+
+// FinishAttempts records ends inside the caller's transaction (a handler's target transaction
+// on etlexec's own database), so the item's outcome commits with its target writes. It sets
+// the transaction's lock timeout first: the caller's session is not Bounded.
+func (tx *Tx) FinishAttempts(ctx context.Context, shard int16, ends []AttemptEnd) ([]Finish, error) {
+	if _, err := tx.tx.Exec(ctx, "SET LOCAL lock_timeout = "+fmt.Sprint(LockTimeout.Milliseconds())); err != nil {
+		return nil, fmt.Errorf("bound the target transaction's locks: %w", err)
+	}
+	return finishAttempts(ctx, tx.q, shard, ends)
+}
+
+func finishAttempts(ctx context.Context, q *sqlcdb.Queries, shard int16, ends []AttemptEnd) ([]Finish, error) {
+	rows := make([]endRow, len(ends))
+	for i, e := range ends {
+		rows[i] = rowOf(e)
+	}
+	b, err := json.Marshal(rows)
 	if err != nil {
-		return false, fmt.Errorf("read progress of run %s: %w", runID, err)
+		return nil, fmt.Errorf("encode %d attempt ends: %w", len(ends), err)
 	}
-	return p.Terminal >= p.Items, nil
-}
-
-// Heartbeat refreshes the lease of the given live attempts; it returns how many items still
-// belonged to them.
-func (s *Store) Heartbeat(ctx context.Context, attemptIDs []uuid.UUID) (int64, error) {
-	if len(attemptIDs) == 0 {
-		return 0, nil
-	}
-	n, err := s.relaxed().HeartbeatItems(ctx, attemptIDs)
+	res, err := q.FinishAttempts(ctx, sqlcdb.FinishAttemptsParams{Ends: b, Shard: shard})
 	if err != nil {
-		return 0, fmt.Errorf("heartbeat %d attempts: %w", len(attemptIDs), err)
+		return nil, fmt.Errorf("finish %d attempts: %w", len(ends), err)
 	}
-	if err := s.relaxed().HeartbeatAttempts(ctx, attemptIDs); err != nil {
-		return 0, fmt.Errorf("heartbeat %d attempts: %w", len(attemptIDs), err)
+	byAttempt := make(map[uuid.UUID]sqlcdb.FinishAttemptsRow, len(res))
+	for _, r := range res {
+		byAttempt[r.AttemptID] = r
 	}
-	return n, nil
-}
-
-// CancelPendingItem cancels an item that has not started; it reports whether it did.
-func (s *Store) CancelPendingItem(ctx context.Context, runID uuid.UUID, itemNo, itemCount int32) (bool, error) {
-	var done bool
-	err := s.InTx(ctx, func(tx *Tx) error {
-		n, err := tx.q.CancelPendingItem(ctx, sqlcdb.CancelPendingItemParams{RunID: runID, ItemNo: itemNo})
-		if err != nil || n == 0 {
-			return err
+	// Items this batch settled, per run, to tell how many remain open after it.
+	settled := map[uuid.UUID]int{}
+	for _, e := range ends {
+		if r := byAttempt[e.AttemptID]; r.Recorded && e.Terminal {
+			settled[e.RunID]++
 		}
-		done = true
-		return tx.q.BumpProgress(ctx, sqlcdb.BumpProgressParams{RunID: runID, Shard: ShardOf(itemNo, itemCount)})
+	}
+	out := make([]Finish, len(ends))
+	for i, e := range ends {
+		r := byAttempt[e.AttemptID]
+		out[i] = Finish{Recorded: r.Recorded || r.Already, Status: e.AttemptStatus, RunOpen: max(int(r.OpenBefore)-settled[e.RunID], 0)}
+		if !r.Recorded && r.Already {
+			out[i].Status = runstate.Status(r.PreviousStatus)
+		}
+	}
+	return out, nil
+}
+
+// SettleItems ends PENDING, unclaimed items of a run that can never be claimed (out of
+// attempts, cancelled, past the run's deadline) as status with category and message, counting
+// them in shard; it returns the items it settled with their task generations.
+func (s *Store) SettleItems(ctx context.Context, shard int16, runID uuid.UUID, itemNos []int32,
+	status runstate.Status, category etl.Category, message string) ([]ItemTask, error) {
+	var rows []sqlcdb.SettleItemsRow
+	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
+		var err error
+		rows, err = s.q.SettleItems(ctx, sqlcdb.SettleItemsParams{RunID: runID, ItemNos: itemNos, Status: string(status),
+			Category: string(category), Message: Text(message, MessageMax), Shard: shard})
+		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("cancel item %d of run %s: %w", itemNo, runID, err)
+		return nil, fmt.Errorf("settle %d items of run %s as %s: %w", len(itemNos), runID, status, err)
 	}
-	return done, nil
+	out := make([]ItemTask, len(rows))
+	for i, r := range rows {
+		out[i] = ItemTask{RunID: runID, ItemNo: r.ItemNo, Generation: r.Generation}
+	}
+	return out, nil
+}
+
+// ItemTask names an item's task: the item and the generation its task id carries.
+type ItemTask struct {
+	RunID      uuid.UUID
+	ItemNo     int32
+	Generation int32
+	// NotBefore, when set, is when the task is due (a retry's backoff).
+	NotBefore *time.Time
+}
+
+// OpenItems pages a run's PENDING, unclaimed items after the given item_no.
+func (s *Store) OpenItems(ctx context.Context, runID uuid.UUID, after int32, limit int) ([]ItemTask, error) {
+	rows, err := s.q.OpenItemsOfRun(ctx, sqlcdb.OpenItemsOfRunParams{RunID: runID, AfterItemNo: after, BatchSize: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("list open items of run %s after %d: %w", runID, after, err)
+	}
+	out := make([]ItemTask, len(rows))
+	for i, r := range rows {
+		out[i] = ItemTask{RunID: runID, ItemNo: r.ItemNo, Generation: r.Generation, NotBefore: r.NextRetryAt}
+	}
+	return out, nil
 }

@@ -33,7 +33,7 @@ func setupLogs(t *testing.T) *logFixture {
 	}{
 		{`INSERT INTO dw_etl_jobs (job_id, kind) VALUES ($1, 'synthetic')`, []any{f.jobID}},
 		{`INSERT INTO dw_etl_runs (run_id, job_id) VALUES ($1, $2)`, []any{f.runID, f.jobID}},
-		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, task_id) VALUES ($1, 1, '{}', 'h1', 't1')`, []any{f.runID}},
+		{`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash) VALUES ($1, 1, '{}', 'h1')`, []any{f.runID}},
 		{`INSERT INTO dw_etl_run_attempts (attempt_id, run_id, item_no, item_attempt) VALUES ($1, $2, 1, 1)`, []any{f.attemptID, f.runID}},
 	} {
 		_, err := pool.Exec(ctx, q.sql, q.args...)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
@@ -17,60 +19,64 @@ var ErrRunNotActive = errors.New("run is not pending or running")
 // ErrRunNotFinished is returned when rerunning a run that has not ended.
 var ErrRunNotFinished = errors.New("run has not finished")
 
-// CancelledItem is an item cancelled before it started, with its task to remove from Redis.
-type CancelledItem struct {
-	ItemNo int32
-	TaskID string
+// MsgRunCancelled is the error message of items a cancel ended.
+const MsgRunCancelled = "run cancelled"
+
+// cancelBatch bounds the items one cancel statement settles, so a huge run's cancel never
+// holds a long transaction.
+const cancelBatch = 5000
+
+// RequestCancel records who cancelled the run and why; from then on no item of it is claimed.
+func (s *Store) RequestCancel(ctx context.Context, runID uuid.UUID, who, reason string) error {
+	who, reason = Text(who, 200), Text(reason, MessageMax)
+	n, err := s.q.RequestCancel(ctx, sqlcdb.RequestCancelParams{RunID: runID, CancelledBy: &who, CancelReason: &reason})
+	if err != nil {
+		return fmt.Errorf("cancel run %s: %w", runID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("cancel run %s: %w", runID, ErrRunNotActive)
+	}
+	return nil
 }
 
-// CancelRun records who cancelled the run and why, and cancels every item not yet started, in
-// one transaction. Running items end CANCELLED when their workers see the request.
-func (s *Store) CancelRun(ctx context.Context, runID uuid.UUID, who, reason string) ([]CancelledItem, error) {
-	var out []CancelledItem
-	err := s.InTx(ctx, func(tx *Tx) error {
-		n, err := tx.q.RequestCancel(ctx, sqlcdb.RequestCancelParams{RunID: runID, CancelledBy: &who, CancelReason: &reason})
+// CancelOpenItems ends every item of a run that no attempt holds as CANCELLED, in bounded
+// batches, and returns them (their tasks can be removed from Redis). Items an attempt holds
+// end CANCELLED when their workers stop them.
+func (s *Store) CancelOpenItems(ctx context.Context, runID uuid.UUID) ([]ItemTask, error) {
+	var out []ItemTask
+	after := int32(0)
+	for {
+		page, err := s.OpenItems(ctx, runID, after, cancelBatch)
+		if err != nil || len(page) == 0 {
+			return out, err
+		}
+		nos := make([]int32, len(page))
+		for i, p := range page {
+			nos[i] = p.ItemNo
+		}
+		settled, err := s.SettleItems(ctx, ReconcilerShard, runID, nos, runstate.StatusCancelled, etl.CategoryNone, MsgRunCancelled)
 		if err != nil {
-			return err
+			return out, err
 		}
-		if n == 0 {
-			return ErrRunNotActive
+		out = append(out, settled...)
+		after = page[len(page)-1].ItemNo
+		if len(page) < cancelBatch {
+			return out, nil
 		}
-		run, err := tx.q.GetRun(ctx, runID)
-		if err != nil {
-			return err
-		}
-		rows, err := tx.q.CancelPendingItems(ctx, runID)
-		if err != nil {
-			return err
-		}
-		nos := make([]int32, len(rows))
-		for i, r := range rows {
-			out = append(out, CancelledItem{ItemNo: r.ItemNo, TaskID: r.TaskID})
-			nos[i] = r.ItemNo
-		}
-		return tx.addProgress(ctx, runID, run.ItemCount, nos, 1)
-	})
+	}
+}
+
+// ClaimedItems lists the items of a run an attempt holds, with their task generations.
+func (s *Store) ClaimedItems(ctx context.Context, runID uuid.UUID) ([]ItemTask, error) {
+	rows, err := s.q.ClaimedItems(ctx, runID)
 	if err != nil {
-		return nil, fmt.Errorf("cancel run %s: %w", runID, mapErr(err))
+		return nil, fmt.Errorf("list claimed items of run %s: %w", runID, err)
+	}
+	out := make([]ItemTask, len(rows))
+	for i, r := range rows {
+		out[i] = ItemTask{RunID: runID, ItemNo: r.ItemNo, Generation: r.Generation}
 	}
 	return out, nil
-}
-
-// addProgress moves the progress shards of the given items by sign (+1 terminal, -1 reopened).
-func (tx *Tx) addProgress(ctx context.Context, runID uuid.UUID, itemCount int32, itemNos []int32, sign int32) error {
-	if len(itemNos) == 0 {
-		return nil
-	}
-	deltas := map[int16]int32{}
-	for _, no := range itemNos {
-		deltas[ShardOf(no, itemCount)] += sign
-	}
-	p := sqlcdb.AddProgressParams{RunID: runID}
-	for sh, d := range deltas {
-		p.Shards = append(p.Shards, sh)
-		p.Deltas = append(p.Deltas, d)
-	}
-	return tx.q.AddProgress(ctx, p)
 }
 
 // RerunFilter selects the items of a finished run to run again.
@@ -79,6 +85,10 @@ type RerunFilter struct {
 	Categories  []string
 	ParamHashes []string
 }
+
+// ErrRerunSucceeded is returned when a rerun asks for SUCCESS items: a second success of an
+// item in the same run would load its data twice.
+var ErrRerunSucceeded = errors.New("succeeded items are not rerun: trigger a new run with their params to load them again")
 
 // RerunItem is an item a rerun selects.
 type RerunItem struct {
@@ -89,13 +99,18 @@ type RerunItem struct {
 	ErrorCategory string          `json:"error_category"`
 	ErrorMessage  *string         `json:"error_message,omitempty"`
 	Attempts      int32           `json:"attempts"`
-	TaskID        string          `json:"task_id"`
+	Generation    int32           `json:"generation"`
 }
 
 // RerunCandidates lists the items a rerun with f would select.
 func (s *Store) RerunCandidates(ctx context.Context, runID uuid.UUID, f RerunFilter) ([]RerunItem, error) {
 	if len(f.Statuses) == 0 {
-		f.Statuses = []string{"FAILED", "CANCELLED"}
+		f.Statuses = []string{string(runstate.StatusFailed), string(runstate.StatusCancelled)}
+	}
+	for _, st := range f.Statuses {
+		if runstate.Status(st) == runstate.StatusSuccess {
+			return nil, fmt.Errorf("rerun run %s: %w", runID, ErrRerunSucceeded)
+		}
 	}
 	rows, err := s.q.RerunCandidates(ctx, sqlcdb.RerunCandidatesParams{RunID: runID, Statuses: f.Statuses,
 		Categories: nonNil(f.Categories), ParamHashes: nonNil(f.ParamHashes)})
@@ -105,7 +120,7 @@ func (s *Store) RerunCandidates(ctx context.Context, runID uuid.UUID, f RerunFil
 	out := make([]RerunItem, len(rows))
 	for i, r := range rows {
 		out[i] = RerunItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, Params: r.Params, Status: r.Status,
-			ErrorCategory: r.ErrorCategory, ErrorMessage: r.ErrorMessage, Attempts: r.Attempts, TaskID: r.TaskID}
+			ErrorCategory: r.ErrorCategory, ErrorMessage: r.ErrorMessage, Attempts: r.Attempts, Generation: r.Generation}
 	}
 	return out, nil
 }
@@ -118,12 +133,12 @@ func nonNil(s []string) []string {
 }
 
 // ReopenForRerun puts the items back to PENDING under a new generation with maxAttempts more
-// attempts, takes them out of the progress count, and reopens the run as RUNNING, in one
-// transaction. It returns the items with their new task ids.
-func (s *Store) ReopenForRerun(ctx context.Context, runID uuid.UUID, itemNos []int32, maxAttempts int32) ([]CreatedItem, error) {
-	var out []CreatedItem
+// attempts, takes them out of the counters, and reopens the run as RUNNING under a fan-out
+// lease held by the caller, in one transaction. It returns the reopened items' tasks.
+func (s *Store) ReopenForRerun(ctx context.Context, runID uuid.UUID, itemNos []int32, maxAttempts int32) ([]ItemTask, error) {
+	var out []ItemTask
 	err := s.InTx(ctx, func(tx *Tx) error {
-		n, err := tx.q.ReopenRun(ctx, runID)
+		n, err := tx.q.ReopenRun(ctx, sqlcdb.ReopenRunParams{RunID: runID, FanoutMs: FanoutLeaseDefault.Milliseconds()})
 		if IsUniqueViolation(err, oneActiveIndex) {
 			return ErrActiveRun
 		}
@@ -133,32 +148,17 @@ func (s *Store) ReopenForRerun(ctx context.Context, runID uuid.UUID, itemNos []i
 		if n == 0 {
 			return ErrRunNotFinished
 		}
-		run, err := tx.q.GetRun(ctx, runID)
+		rows, err := tx.q.ReopenItems(ctx, sqlcdb.ReopenItemsParams{RunID: runID, ItemNos: itemNos, MaxAttempts: maxAttempts, Shard: ReconcilerShard})
 		if err != nil {
 			return err
 		}
-		rows, err := tx.q.ReopenItems(ctx, sqlcdb.ReopenItemsParams{RunID: runID, ItemNos: itemNos, MaxAttempts: maxAttempts})
-		if err != nil {
-			return err
+		for _, r := range rows {
+			out = append(out, ItemTask{RunID: runID, ItemNo: r.ItemNo, Generation: r.Generation})
 		}
-		nos := make([]int32, len(rows))
-		for i, r := range rows {
-			out = append(out, CreatedItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, TaskID: r.TaskID})
-			nos[i] = r.ItemNo
-		}
-		return tx.addProgress(ctx, runID, run.ItemCount, nos, -1)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reopen run %s: %w", runID, mapErr(err))
 	}
 	return out, nil
-}
-
-// RunningTaskIDs lists the task ids of a run's running items.
-func (s *Store) RunningTaskIDs(ctx context.Context, runID uuid.UUID) ([]string, error) {
-	ids, err := s.q.RunningTaskIDs(ctx, runID)
-	if err != nil {
-		return nil, fmt.Errorf("list running items of run %s: %w", runID, err)
-	}
-	return ids, nil
 }

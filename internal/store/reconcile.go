@@ -1,224 +1,279 @@
 package store
 
-// Reconciliation: the statements the reconciler runs to repair what a crash, a lost worker or a
-// lost Redis left behind, the scheduler's view of cron ticks, and the session advisory lock
-// both use to elect one active replica. Every repair is guarded in SQL so that a live worker
-// racing it wins, and every terminal transition is counted in the progress shards in the same
-// statement, as FinishAttempt does.
+// Reconciliation: the statements the reconciler runs to repair what a dead worker, a lost
+// Redis or a dead enqueuer left behind, and the scheduler's view of cron ticks. Every repair is
+// guarded in SQL so that a live worker racing it wins, and every settled item is counted in the
+// progress counters in the same statement.
 
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
-// AdvisoryLock is a Postgres session advisory lock (pg_try_advisory_lock(hashtext(name)))
-// held on a connection of its own, taken out of the pool: the lock lives exactly as long as
-// that session, so a replica that dies or loses its connection loses the lock with it.
-// Advisory locks are per database, so replicas on one database compete and tests on their own
-// databases do not. It is safe for concurrent use.
-type AdvisoryLock struct {
-	st   *Store
-	name string
+// ReconcilerShard is the progress shard the reconciler and operator actions count in.
+const ReconcilerShard int16 = 0
 
-	mu   sync.Mutex
-	conn *pgx.Conn
-	held bool
+// DeadWorker is a worker whose lease lapsed.
+type DeadWorker struct {
+	ID      uuid.UUID
+	Name    string
+	AppName string
+	Stopped bool
 }
 
-// AdvisoryLock returns the (not yet acquired) advisory lock called name.
-func (s *Store) AdvisoryLock(name string) *AdvisoryLock {
-	return &AdvisoryLock{st: s, name: name}
+// DeadWorkers lists up to limit workers whose lease lapsed and that nobody declared dead yet.
+func (s *Store) DeadWorkers(ctx context.Context, limit int) ([]DeadWorker, error) {
+	rows, err := s.q.DeadWorkers(ctx, int32(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list dead workers: %w", err)
+	}
+	out := make([]DeadWorker, len(rows))
+	for i, r := range rows {
+		out[i] = DeadWorker{ID: r.WorkerID, Name: r.Name, AppName: r.AppName, Stopped: r.Stopped}
+	}
+	return out, nil
 }
 
-// TryAcquire takes the lock if no other session holds it, without waiting. When this lock
-// already holds it, TryAcquire checks that its session is still alive; a dead session means
-// the lock is gone, and TryAcquire reports the error after dropping the connection (the next
-// call starts afresh).
-func (l *AdvisoryLock) TryAcquire(ctx context.Context) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.conn == nil {
-		c, err := l.st.pool.Acquire(ctx)
+// DeclareWorkerDead marks the worker dead if its lease is still lapsed; false means it renewed
+// meanwhile (it lives) or someone else declared it.
+func (s *Store) DeclareWorkerDead(ctx context.Context, id uuid.UUID) (bool, error) {
+	n, err := s.q.DeclareWorkerDead(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("declare worker %s dead: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// terminateBackendsSQL ends the sessions with the given application_name on this database
+// (pg_stat_activity is a catalog view sqlc does not model).
+const terminateBackendsSQL = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int
+FROM pg_stat_activity
+WHERE application_name LIKE $1 || '%' AND $1 <> '' AND datname = current_database() AND pid <> pg_backend_pid()`
+
+// TerminateBackends ends the sessions on this database whose application_name starts with app
+// (a dead worker's: its main and liveness pools), so that a frozen or cut-off process holds no
+// lock a takeover needs and cannot commit late. It needs the same role as those sessions or
+// pg_signal_backend; it reports how many it ended.
+func (s *Store) TerminateBackends(ctx context.Context, app string) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, terminateBackendsSQL, app).Scan(&n); err != nil {
+		return 0, fmt.Errorf("terminate sessions of %q: %w", app, err)
+	}
+	return n, nil
+}
+
+// LostAttempt is an attempt closed because its worker died.
+type LostAttempt struct {
+	RunID      uuid.UUID
+	ItemNo     int32
+	AttemptID  uuid.UUID
+	Queue      string
+	Generation int32
+	Outcome    runstate.LostOutcome
+}
+
+// CloseLostAttempts closes up to limit attempts of a dead worker in one transaction: it locks
+// their items (SKIP LOCKED, in key order), decides each item's fate with runstate.LostAttempt,
+// and writes it — the attempt FAILED/SYSTEM, the item PENDING under a new task generation (its
+// old task is stuck active under the dead worker) or FAILED, the counters. Call it until it
+// returns fewer than limit.
+func (s *Store) CloseLostAttempts(ctx context.Context, worker uuid.UUID, limit int) ([]LostAttempt, error) {
+	var out []LostAttempt
+	err := s.InTx(ctx, func(tx *Tx) error {
+		rows, err := tx.q.LockLostAttempts(ctx, sqlcdb.LockLostAttemptsParams{Worker: worker, BatchSize: int32(limit)})
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		p := sqlcdb.CloseLostAttemptsParams{EndedBy: EndedByReconciler, Shard: ReconcilerShard}
+		queues := map[uuid.UUID]string{}
+		decided := map[uuid.UUID]runstate.LostOutcome{}
+		for _, r := range rows {
+			o := runstate.LostAttempt(runstate.LostInput{Lost: int(r.LostAttempts), Solo: r.Solo})
+			p.RunIds = append(p.RunIds, r.RunID)
+			p.ItemNos = append(p.ItemNos, r.ItemNo)
+			p.AttemptIds = append(p.AttemptIds, r.AttemptID)
+			p.Retry = append(p.Retry, o.Retry)
+			p.SoloNext = append(p.SoloNext, o.SoloNext)
+			p.Messages = append(p.Messages, o.Message)
+			queues[r.AttemptID], decided[r.AttemptID] = r.Queue, o
+		}
+		closed, err := tx.q.CloseLostAttempts(ctx, p)
 		if err != nil {
-			return false, fmt.Errorf("connect for advisory lock %q: %w", l.name, err)
+			return err
 		}
-		l.conn = c.Hijack()
-	}
-	if l.held {
-		if err := l.conn.Ping(ctx); err != nil {
-			l.dropLocked()
-			return false, fmt.Errorf("advisory lock %q: session lost: %w", l.name, err)
+		for _, c := range closed {
+			out = append(out, LostAttempt{RunID: c.RunID, ItemNo: c.ItemNo, AttemptID: c.AttemptID,
+				Queue: queues[c.AttemptID], Generation: c.Generation, Outcome: decided[c.AttemptID]})
 		}
-		return true, nil
-	}
-	ok, err := sqlcdb.New(l.conn).TryAdvisoryLock(ctx, l.name)
-	if err != nil {
-		l.dropLocked()
-		return false, fmt.Errorf("try advisory lock %q: %w", l.name, err)
-	}
-	l.held = ok
-	return ok, nil
-}
-
-// Held reports whether the last TryAcquire got (or kept) the lock.
-func (l *AdvisoryLock) Held() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.held
-}
-
-// Release gives the lock up and closes its connection. It is safe to call when not held.
-func (l *AdvisoryLock) Release(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.conn == nil {
 		return nil
-	}
-	var err error
-	if l.held {
-		_, err = sqlcdb.New(l.conn).AdvisoryUnlock(ctx, l.name)
-	}
-	// Closing the session releases the lock even when the unlock failed.
-	l.dropLocked()
+	})
 	if err != nil {
-		return fmt.Errorf("release advisory lock %q: %w", l.name, err)
+		return nil, fmt.Errorf("close lost attempts of worker %s: %w", worker, err)
 	}
-	return nil
+	return out, nil
 }
 
-func (l *AdvisoryLock) dropLocked() {
-	if l.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = l.conn.Close(ctx)
-		cancel()
+// CloseOrphanAttempts closes RUNNING attempts of a dead worker that no item names.
+func (s *Store) CloseOrphanAttempts(ctx context.Context, worker uuid.UUID) (int64, error) {
+	n, err := s.q.CloseOrphanAttempts(ctx, worker)
+	if err != nil {
+		return 0, fmt.Errorf("close orphan attempts of worker %s: %w", worker, err)
 	}
-	l.conn, l.held = nil, false
+	return n, nil
 }
 
-// UnenqueuedRuns lists up to limit PENDING runs, older than grace, that were never marked
-// enqueued: their enqueuer died between recording the run and finishing its fan-out.
-func (s *Store) UnenqueuedRuns(ctx context.Context, grace time.Duration, limit int) ([]uuid.UUID, error) {
-	ids, err := s.q.UnenqueuedRuns(ctx, sqlcdb.UnenqueuedRunsParams{GraceSeconds: grace.Seconds(), BatchSize: int32(limit)})
+// UnenqueuedRuns lists up to limit open runs whose fan-out never finished and whose fan-out
+// lease lapsed.
+func (s *Store) UnenqueuedRuns(ctx context.Context, limit int) ([]uuid.UUID, error) {
+	ids, err := s.q.UnenqueuedRuns(ctx, int32(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list unenqueued runs: %w", err)
 	}
 	return ids, nil
 }
 
-// PendingItem is a PENDING item whose task should be in Redis.
-type PendingItem struct {
+// FanoutLeaseDefault is how long one fan-out lease renewal holds a run's fan-out.
+const FanoutLeaseDefault = 30 * time.Second
+
+// TakeFanout takes a run's fan-out lease for ttl (renew: the caller already holds it); false
+// means another process holds it or the fan-out is done.
+func (s *Store) TakeFanout(ctx context.Context, runID uuid.UUID, ttl time.Duration, renew bool) (bool, error) {
+	_, err := s.q.TakeFanout(ctx, sqlcdb.TakeFanoutParams{RunID: runID, TtlMs: ttl.Milliseconds(), Renew: renew})
+	if err = mapErr(err); err == ErrNotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("take fan-out of run %s: %w", runID, err)
+	}
+	return true, nil
+}
+
+// OpenRunCount is an open, enqueued run's queue and counters.
+type OpenRunCount struct {
+	RunID           uuid.UUID
+	Queue           string
+	Items           int64
+	Settled         int64
+	Running         int64
+	Deadline        *time.Time
+	CancelRequested bool
+}
+
+// Waiting is how many of the run's items wait for a delivery.
+func (c OpenRunCount) Waiting() int64 { return max(c.Items-c.Settled-c.Running, 0) }
+
+// OpenRunCounts lists every open, enqueued run with its counters (at most ProgressShards
+// counter rows per run; never items).
+func (s *Store) OpenRunCounts(ctx context.Context) ([]OpenRunCount, error) {
+	rows, err := s.q.OpenRunCounts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("count open runs: %w", err)
+	}
+	out := make([]OpenRunCount, len(rows))
+	for i, r := range rows {
+		out[i] = OpenRunCount{RunID: r.RunID, Queue: r.Queue, Items: int64(r.ItemCount), Settled: r.Terminal,
+			Running: r.Running, Deadline: r.DeadlineAt, CancelRequested: r.CancelRequestedAt != nil}
+	}
+	return out, nil
+}
+
+// DeliverableItems pages, after the given item (zero value for the first page), the items of a
+// queue's open enqueued runs that wait for a delivery.
+func (s *Store) DeliverableItems(ctx context.Context, queue string, after ItemTask, limit int) ([]ItemTask, error) {
+	rows, err := s.q.DeliverableItems(ctx, sqlcdb.DeliverableItemsParams{Queue: queue, AfterRunID: after.RunID,
+		AfterItemNo: after.ItemNo, BatchSize: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("list deliverable items of queue %s: %w", queue, err)
+	}
+	out := make([]ItemTask, len(rows))
+	for i, r := range rows {
+		out[i] = ItemTask{RunID: r.RunID, ItemNo: r.ItemNo, Generation: r.Generation, NotBefore: r.NextRetryAt}
+	}
+	return out, nil
+}
+
+// RedisEpoch reads the marker last written to Redis for queue; "" when none was.
+func (s *Store) RedisEpoch(ctx context.Context, queue string) (string, error) {
+	e, err := s.q.GetRedisEpoch(ctx, queue)
+	if err = mapErr(err); err == ErrNotFound {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read redis epoch of queue %s: %w", queue, err)
+	}
+	return e, nil
+}
+
+// SetRedisEpoch records the marker just written to Redis for queue.
+func (s *Store) SetRedisEpoch(ctx context.Context, queue, epoch string) error {
+	if err := s.q.SetRedisEpoch(ctx, sqlcdb.SetRedisEpochParams{Queue: queue, Epoch: epoch}); err != nil {
+		return fmt.Errorf("record redis epoch of queue %s: %w", queue, err)
+	}
+	return nil
+}
+
+// NextItemGeneration moves a PENDING, unclaimed item to its next task generation; ErrNotFound
+// when it was claimed or settled meanwhile.
+func (s *Store) NextItemGeneration(ctx context.Context, runID uuid.UUID, itemNo int32) (ItemTask, error) {
+	r, err := s.q.NextItemGeneration(ctx, sqlcdb.NextItemGenerationParams{RunID: runID, ItemNo: itemNo})
+	if err != nil {
+		return ItemTask{}, fmt.Errorf("next task generation of item %d of run %s: %w", itemNo, runID, mapErr(err))
+	}
+	return ItemTask{RunID: runID, ItemNo: itemNo, Generation: r.Generation, NotBefore: r.NextRetryAt}, nil
+}
+
+// ItemState is an item's current delivery state.
+type ItemState struct {
+	ItemTask
+	Status  runstate.Status
+	Claimed bool
+}
+
+// ItemStates reads the state of the named items (missing ones are left out).
+func (s *Store) ItemStates(ctx context.Context, refs []ItemTask) ([]ItemState, error) {
+	p := sqlcdb.ItemGenerationsParams{RunIds: make([]uuid.UUID, len(refs)), ItemNos: make([]int32, len(refs))}
+	for i, r := range refs {
+		p.RunIds[i], p.ItemNos[i] = r.RunID, r.ItemNo
+	}
+	rows, err := s.q.ItemGenerations(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("read %d items: %w", len(refs), err)
+	}
+	out := make([]ItemState, len(rows))
+	for i, r := range rows {
+		out[i] = ItemState{ItemTask: ItemTask{RunID: r.RunID, ItemNo: r.ItemNo, Generation: r.Generation, NotBefore: r.NextRetryAt},
+			Status: runstate.Status(r.Status), Claimed: r.CurrentAttemptID != nil}
+	}
+	return out, nil
+}
+
+// NextRunDeadline is the earliest deadline of an open run, nil when none has one.
+func (s *Store) NextRunDeadline(ctx context.Context) (*time.Time, error) {
+	d, err := s.q.NextRunDeadline(ctx)
+	if err = mapErr(err); err == ErrNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read next run deadline: %w", err)
+	}
+	return d, nil
+}
+
+// TimedOutRun is an open run past its deadline.
+type TimedOutRun struct {
 	RunID     uuid.UUID
 	JobID     string
-	ItemNo    int32
-	ParamHash string
-	TaskID    string
+	StartedAt time.Time
+	Deadline  time.Time
 }
 
-// PendingItemsAfter pages through the PENDING, still claimable (attempts below their limit)
-// items of open, enqueued runs older than grace, in (run_id, item_no) order after the given key; pass the last item of the
-// previous page, or the zero PendingItem for the first.
-func (s *Store) PendingItemsAfter(ctx context.Context, grace time.Duration, after PendingItem, limit int) ([]PendingItem, error) {
-	rows, err := s.q.PendingItemsToCheck(ctx, sqlcdb.PendingItemsToCheckParams{
-		GraceSeconds: grace.Seconds(), AfterRunID: after.RunID, AfterItemNo: after.ItemNo, BatchSize: int32(limit),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list pending items after run %s item %d: %w", after.RunID, after.ItemNo, err)
-	}
-	out := make([]PendingItem, len(rows))
-	for i, r := range rows {
-		out[i] = PendingItem{RunID: r.RunID, JobID: r.JobID, ItemNo: r.ItemNo, ParamHash: r.ParamHash, TaskID: r.TaskID}
-	}
-	return out, nil
-}
-
-// ItemsStillPending returns which of the run's given items are still PENDING.
-func (s *Store) ItemsStillPending(ctx context.Context, runID uuid.UUID, itemNos []int32) ([]int32, error) {
-	nos, err := s.q.ItemsStillPending(ctx, sqlcdb.ItemsStillPendingParams{RunID: runID, ItemNos: itemNos})
-	if err != nil {
-		return nil, fmt.Errorf("re-read %d items of run %s: %w", len(itemNos), runID, err)
-	}
-	return nos, nil
-}
-
-// LostAttempt is an attempt closed because its worker stopped heartbeating.
-type LostAttempt struct {
-	RunID     uuid.UUID
-	ItemNo    int32
-	AttemptID uuid.UUID
-	// Retry is true when the item went back to PENDING; false when it was out of attempts and
-	// is now FAILED.
-	Retry bool
-}
-
-// CloseLostAttempts closes, in one statement, up to limit attempts whose item's heartbeat is
-// older than lease: the attempt FAILED/SYSTEM "worker lost", the item PENDING while attempts
-// remain under its limit (attempt_limit, else the job's max_attempts; the retry policy continues
-// with the next claim) or FAILED and counted terminal.
-// The item must still name the attempt and still be stale under its row lock, so a live
-// worker's concurrent finish or heartbeat wins; rows being written are skipped.
-func (s *Store) CloseLostAttempts(ctx context.Context, lease time.Duration, limit int) ([]LostAttempt, error) {
-	rows, err := s.q.CloseLostAttempts(ctx, sqlcdb.CloseLostAttemptsParams{
-		LeaseSeconds: lease.Seconds(), BatchSize: int32(limit), Shards: ProgressShards,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("close lost attempts: %w", err)
-	}
-	out := make([]LostAttempt, len(rows))
-	for i, r := range rows {
-		out[i] = LostAttempt{RunID: r.RunID, ItemNo: r.ItemNo, AttemptID: r.AttemptID, Retry: r.Retry}
-	}
-	return out, nil
-}
-
-// CloseOrphanAttempts closes RUNNING attempts older than lease that no item names any more.
-func (s *Store) CloseOrphanAttempts(ctx context.Context, lease time.Duration) (int64, error) {
-	n, err := s.q.CloseOrphanAttempts(ctx, lease.Seconds())
-	if err != nil {
-		return 0, fmt.Errorf("close orphan attempts: %w", err)
-	}
-	return n, nil
-}
-
-// ItemRef names one item of a run.
-type ItemRef struct {
-	RunID  uuid.UUID
-	ItemNo int32
-}
-
-// FailExhaustedItems fails (SYSTEM "out of attempts") up to limit PENDING items of open runs
-// older than grace that can never be claimed again because their attempts reached their limit
-// (attempt_limit, else the job's max_attempts, e.g. lowered while they waited), counting them
-// terminal.
-func (s *Store) FailExhaustedItems(ctx context.Context, grace time.Duration, limit int) ([]ItemRef, error) {
-	rows, err := s.q.FailExhaustedItems(ctx, sqlcdb.FailExhaustedItemsParams{
-		GraceSeconds: grace.Seconds(), BatchSize: int32(limit), Shards: ProgressShards,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fail exhausted items: %w", err)
-	}
-	out := make([]ItemRef, len(rows))
-	for i, r := range rows {
-		out[i] = ItemRef{RunID: r.RunID, ItemNo: r.ItemNo}
-	}
-	return out, nil
-}
-
-// TimedOutRun is an open run past its job's run_timeout_ms.
-type TimedOutRun struct {
-	RunID      uuid.UUID
-	JobID      string
-	StartedAt  time.Time
-	RunTimeout time.Duration
-}
-
-// TimedOutRuns lists up to limit open runs whose started_at + run_timeout_ms has passed.
+// TimedOutRuns lists up to limit open runs past their deadline.
 func (s *Store) TimedOutRuns(ctx context.Context, limit int) ([]TimedOutRun, error) {
 	rows, err := s.q.TimedOutRuns(ctx, int32(limit))
 	if err != nil {
@@ -226,30 +281,40 @@ func (s *Store) TimedOutRuns(ctx context.Context, limit int) ([]TimedOutRun, err
 	}
 	out := make([]TimedOutRun, len(rows))
 	for i, r := range rows {
-		out[i] = TimedOutRun{RunID: r.RunID, JobID: r.JobID, StartedAt: r.StartedAt,
-			RunTimeout: time.Duration(r.RunTimeoutMs) * time.Millisecond}
+		out[i] = TimedOutRun{RunID: r.RunID, JobID: r.JobID, StartedAt: r.StartedAt, Deadline: r.DeadlineAt}
 	}
 	return out, nil
 }
 
-// FailOpenItems fails up to limit PENDING/RUNNING items of a run as FAILED/SYSTEM with
-// message, closes their running attempts the same way and counts the items terminal, in one
-// statement. A worker still executing such an item loses its claim (its finish changes
-// nothing). Items locked by a concurrent writer are skipped; call again until it returns 0.
-func (s *Store) FailOpenItems(ctx context.Context, runID uuid.UUID, message string, limit int) (items, attempts int, err error) {
-	r, err := s.q.FailOpenItems(ctx, sqlcdb.FailOpenItemsParams{
-		RunID: runID, Message: message, BatchSize: int32(limit), Shards: ProgressShards,
+// CloseTimedOutClaims fails, in one transaction, up to limit claimed items of a timed-out
+// run whose worker had the deadline plus grace to record them, with their attempts.
+func (s *Store) CloseTimedOutClaims(ctx context.Context, runID uuid.UUID, grace time.Duration, message string, limit int) (int, error) {
+	n := 0
+	err := s.InTx(ctx, func(tx *Tx) error {
+		rows, err := tx.q.LockTimedOutClaims(ctx, sqlcdb.LockTimedOutClaimsParams{RunID: runID, GraceMs: grace.Milliseconds(), BatchSize: int32(limit)})
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		p := sqlcdb.CloseTimedOutClaimsParams{RunID: runID, Shard: ReconcilerShard, Message: Text(message, MessageMax)}
+		for _, r := range rows {
+			p.ItemNos = append(p.ItemNos, r.ItemNo)
+			p.AttemptIds = append(p.AttemptIds, r.AttemptID)
+		}
+		if _, err := tx.q.CloseTimedOutClaims(ctx, p); err != nil {
+			return err
+		}
+		n = len(rows)
+		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("fail open items of run %s: %w", runID, err)
+		return 0, fmt.Errorf("close timed-out claims of run %s: %w", runID, err)
 	}
-	return int(r.Items), int(r.Attempts), nil
+	return n, nil
 }
 
-// CompleteOpenRuns lists up to limit PENDING/RUNNING runs older than grace whose progress
-// shards count every item terminal: runs nobody finalised.
-func (s *Store) CompleteOpenRuns(ctx context.Context, grace time.Duration, limit int) ([]uuid.UUID, error) {
-	ids, err := s.q.CompleteOpenRuns(ctx, sqlcdb.CompleteOpenRunsParams{GraceSeconds: grace.Seconds(), BatchSize: int32(limit)})
+// CompleteOpenRuns lists up to limit open, enqueued runs whose counters say every item settled.
+func (s *Store) CompleteOpenRuns(ctx context.Context, limit int) ([]uuid.UUID, error) {
+	ids, err := s.q.CompleteOpenRuns(ctx, int32(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list complete open runs: %w", err)
 	}
@@ -286,13 +351,3 @@ const ScheduleTickIndex = "dw_etl_runs_schedule_tick_idx"
 
 // IsTickTaken reports whether err says the run's tick was already fired (by another replica).
 func IsTickTaken(err error) bool { return IsUniqueViolation(err, ScheduleTickIndex) }
-
-// RegenerateItemTask moves a PENDING item to its next task generation and returns the new
-// task id; ErrNotFound when the item is no longer PENDING.
-func (s *Store) RegenerateItemTask(ctx context.Context, runID uuid.UUID, itemNo int32) (string, error) {
-	id, err := s.q.RegenerateItemTask(ctx, sqlcdb.RegenerateItemTaskParams{RunID: runID, ItemNo: itemNo})
-	if err != nil {
-		return "", fmt.Errorf("regenerate task of item %d of run %s: %w", itemNo, runID, mapErr(err))
-	}
-	return id, nil
-}

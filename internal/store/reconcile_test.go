@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -9,180 +10,290 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/dbtest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
-// reconcileRun creates a job (max_attempts) and a run of n items on a fresh database.
-func reconcileRun(t *testing.T, st *store.Store, jobID string, maxAttempts int32, n int) uuid.UUID {
+// ledgerRun creates a job (max_attempts) and an enqueued run of n items on st.
+func ledgerRun(t *testing.T, st *store.Store, jobID string, maxAttempts int32, n int) uuid.UUID {
 	t.Helper()
 	_, err := st.UpsertJobs(t.Context(), []store.UpsertJob{{
 		JobID: jobID, Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
-		OverlapPolicy: "allow", Queue: "etl", MaxAttempts: maxAttempts, TimeoutMs: 1000, RetentionMs: 1000, Enabled: true,
+		OverlapPolicy: "allow", Queue: "etl", MaxAttempts: maxAttempts, TimeoutMs: 1000, Enabled: true,
 	}})
 	require.NoError(t, err)
 	runID := uuid.Must(uuid.NewV7())
 	items := make([]store.NewItem, n)
 	for i := range items {
-		h := fmt.Sprintf("h%03d", i+1)
-		items[i] = store.NewItem{Params: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i+1)), ParamHash: h, TaskID: runID.String() + ":" + h}
+		items[i] = store.NewItem{Params: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i+1)), ParamHash: fmt.Sprintf("h%03d", i+1)}
 	}
-	_, _, err = st.CreateRun(t.Context(), store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual", Strategy: "none"}, items, 0)
+	_, err = st.CreateRun(t.Context(), store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual", Strategy: "none"}, items, 0)
 	require.NoError(t, err)
 	require.NoError(t, st.MarkRunEnqueued(t.Context(), runID))
 	return runID
 }
 
-func claimAll(t *testing.T, st *store.Store, runID uuid.UUID, n int, maxAttempts int32) {
+// worker registers a live worker with lease and returns its ref.
+func registerWorker(t *testing.T, st *store.Store, lease time.Duration) store.WorkerRef {
 	t.Helper()
-	for no := 1; no <= n; no++ {
-		_, err := st.ClaimItem(t.Context(), store.ClaimRequest{RunID: runID, ItemNo: int32(no), AttemptID: uuid.Must(uuid.NewV7()),
-			MaxAttempts: maxAttempts, Lease: time.Minute, WorkerID: "w"})
-		require.NoError(t, err)
+	id := uuid.Must(uuid.NewV7())
+	require.NoError(t, st.RegisterWorker(t.Context(), store.WorkerInfo{ID: id, Name: "w-" + id.String()[:8], Lease: lease}))
+	return store.WorkerRef{ID: id, Name: "w", Shard: 7}
+}
+
+// claim claims the items and returns what each claim found with its attempt id.
+func claim(t *testing.T, st *store.Store, w store.WorkerRef, runID uuid.UUID, nos ...int32) ([]store.Claim, []uuid.UUID) {
+	t.Helper()
+	reqs := make([]store.ClaimRequest, len(nos))
+	ids := make([]uuid.UUID, len(nos))
+	for i, no := range nos {
+		ids[i] = uuid.Must(uuid.NewV7())
+		reqs[i] = store.ClaimRequest{RunID: runID, ItemNo: no, AttemptID: ids[i]}
 	}
-	_, err := st.Pool().Exec(t.Context(), `UPDATE dw_etl_run_items SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1`, runID)
+	out, err := st.ClaimItems(t.Context(), w, false, reqs)
 	require.NoError(t, err)
+	return out, ids
 }
 
-func TestAdvisoryLock(t *testing.T) {
+func TestClaimItems(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	a, b := st.AdvisoryLock("etlexec_test_lock"), st.AdvisoryLock("etlexec_test_lock")
-	t.Cleanup(func() { _ = a.Release(t.Context()); _ = b.Release(t.Context()) })
+	runID := ledgerRun(t, st, "j", 2, 4)
+	w := registerWorker(t, st, time.Minute)
 
-	ok, err := a.TryAcquire(t.Context())
-	require.NoError(t, err)
-	require.True(t, ok)
-	ok, err = a.TryAcquire(t.Context())
-	require.NoError(t, err)
-	require.True(t, ok, "the holder keeps it")
-	ok, err = b.TryAcquire(t.Context())
-	require.NoError(t, err)
-	require.False(t, ok)
-	other, err := st.AdvisoryLock("etlexec_other_lock").TryAcquire(t.Context())
-	require.NoError(t, err)
-	require.True(t, other, "locks of other names are independent")
+	t.Run("BatchClaimsEachOnce", func(t *testing.T) {
+		req := []store.ClaimRequest{
+			{RunID: runID, ItemNo: 1, AttemptID: uuid.Must(uuid.NewV7())},
+			{RunID: runID, ItemNo: 2, AttemptID: uuid.Must(uuid.NewV7())},
+			{RunID: runID, ItemNo: 1, AttemptID: uuid.Must(uuid.NewV7())}, // a duplicate delivery in the same batch
+		}
+		cs, err := st.ClaimItems(t.Context(), w, false, req)
+		require.NoError(t, err)
+		require.True(t, cs[0].Claimed)
+		require.True(t, cs[1].Claimed)
+		require.False(t, cs[2].Claimed, "one attempt per item")
+		require.EqualValues(t, 1, cs[0].ItemAttempt)
+		require.Equal(t, "j", cs[0].JobID)
+		require.JSONEq(t, `{"i":1}`, string(cs[0].Params))
 
-	require.NoError(t, a.Release(t.Context()))
-	require.False(t, a.Held())
-	ok, err = b.TryAcquire(t.Context())
-	require.NoError(t, err)
-	require.True(t, ok)
+		again, err := st.ClaimItems(t.Context(), w, false, req[:1])
+		require.NoError(t, err)
+		require.True(t, again[0].Claimed, "a retried claim with the same attempt id finds its own claim")
+		require.Equal(t, cs[0].AttemptNo, again[0].AttemptNo)
 
-	// The holder's session dies: it learns so, and the lock is free for others.
-	_, err = st.Pool().Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted AND objid = hashtext('etlexec_test_lock')::oid
-		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+		other, _ := claim(t, st, w, runID, 1)
+		require.False(t, other[0].Claimed)
+		require.True(t, other[0].Held)
+
+		var running, started int
+		require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE status = 'RUNNING'), count(*)
+			FROM dw_etl_run_attempts WHERE run_id = $1`, runID).Scan(&running, &started))
+		require.Equal(t, 2, running)
+		require.Equal(t, 2, started, "no attempt row for a claim that lost")
+		c, err := st.RunCounters(t.Context(), runID)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, c.AttemptsStarted)
+	})
+
+	t.Run("StaleGenerationAndMissing", func(t *testing.T) {
+		cs, err := st.ClaimItems(t.Context(), w, false, []store.ClaimRequest{
+			{RunID: runID, ItemNo: 3, Generation: 1, AttemptID: uuid.Must(uuid.NewV7())},
+			{RunID: runID, ItemNo: 99, AttemptID: uuid.Must(uuid.NewV7())},
+		})
+		require.NoError(t, err)
+		require.False(t, cs[0].Claimed)
+		require.True(t, cs[0].Found)
+		require.Zero(t, cs[0].Generation, "the item is at generation 0; the task's 1 is not its")
+		require.False(t, cs[1].Found)
+	})
+
+	t.Run("CancelledRunIsNotClaimed", func(t *testing.T) {
+		run2 := ledgerRun(t, st, "j2", 2, 1)
+		require.NoError(t, st.RequestCancel(t.Context(), run2, "me", "why"))
+		cs, _ := claim(t, st, w, run2, 1)
+		require.False(t, cs[0].Claimed)
+		require.True(t, cs[0].CancelRequested)
+	})
+}
+
+func end(runID uuid.UUID, no int32, attempt uuid.UUID, status runstate.Status) store.AttemptEnd {
+	return store.AttemptEnd{RunID: runID, ItemNo: no, AttemptID: attempt, AttemptStatus: status, ItemStatus: status,
+		Terminal: true, ErrorCategory: etl.CategoryNone, RecordsRead: 10, RecordsWritten: 10, Pages: 1}
+}
+
+func TestFinishAttempts(t *testing.T) {
+	t.Parallel()
+	st := dbtest.Store(t)
+	runID := ledgerRun(t, st, "j", 3, 4)
+	w := registerWorker(t, st, time.Minute)
+	reqs := make([]store.ClaimRequest, 4)
+	for i := range reqs {
+		reqs[i] = store.ClaimRequest{RunID: runID, ItemNo: int32(i + 1), AttemptID: uuid.Must(uuid.NewV7())}
+	}
+	_, err := st.ClaimItems(t.Context(), w, false, reqs)
 	require.NoError(t, err)
-	ok, err = b.TryAcquire(t.Context())
-	require.Error(t, err)
-	require.False(t, ok)
-	require.False(t, b.Held())
-	// pg_terminate_backend only signals; the lock goes when that backend has exited.
+
+	// A message Postgres would refuse raw (NUL, invalid UTF-8, a rune cut by a byte limit),
+	// and a row its constraints refuse, next to ordinary ends in one batch.
+	ugly := "bad\x00body \xff" + string([]byte("é")[:1])
+	bad := end(runID, 2, reqs[1].AttemptID, "BOGUS")
+	failed := end(runID, 3, reqs[2].AttemptID, runstate.StatusFailed)
+	failed.ErrorCategory, failed.ErrorMessage = etl.CategoryAPI, &ugly
+	failed.ErrorDetail = json.RawMessage(`{"body":"x\u0000y"}`)
+	ends := []store.AttemptEnd{end(runID, 1, reqs[0].AttemptID, runstate.StatusSuccess), bad, failed}
+	res, err := st.FinishAttempts(t.Context(), w.Shard, ends)
+	require.NoError(t, err)
+	require.True(t, res[0].Recorded)
+	require.Error(t, res[1].Err, "the constraint-breaking end fails alone")
+	require.True(t, res[2].Recorded, "its neighbours are recorded")
+	var msg, detail string
+	require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT error_message, error_detail::text FROM dw_etl_run_attempts WHERE attempt_id = $1`,
+		reqs[2].AttemptID).Scan(&msg, &detail))
+	require.Equal(t, "badbody \uFFFD", msg, "NUL dropped, the invalid bytes replaced")
+	require.JSONEq(t, `{"body":"xy"}`, detail)
+
+	// The same end again (a retried statement whose commit was not acknowledged) is recorded.
+	again, err := st.FinishAttempts(t.Context(), w.Shard, ends[:1])
+	require.NoError(t, err)
+	require.True(t, again[0].Recorded)
+	require.Equal(t, runstate.StatusSuccess, again[0].Status)
+	// An end from an attempt that does not hold the item changes nothing.
+	lost, err := st.FinishAttempts(t.Context(), w.Shard, []store.AttemptEnd{end(runID, 4, uuid.Must(uuid.NewV7()), runstate.StatusSuccess)})
+	require.NoError(t, err)
+	require.True(t, lost[0].Lost())
+
+	c, err := st.RunCounters(t.Context(), runID)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, c.Succeeded)
+	require.EqualValues(t, 1, c.Failed)
+	require.EqualValues(t, 1, c.FailedBy[etl.CategoryAPI])
+	require.EqualValues(t, 20, c.RecordsRead)
+	require.EqualValues(t, 20, c.RecordsWritten, "the counters add what each end reports")
+	require.EqualValues(t, 2, c.AttemptsEnded)
+}
+
+func TestLostAttemptsOfADeadWorker(t *testing.T) {
+	t.Parallel()
+	st := dbtest.Store(t)
+	runID := ledgerRun(t, st, "j", 1, 3)
+	w := registerWorker(t, st, time.Second)
+	claim(t, st, w, runID, 1, 2, 3)
+	// The worker stops heartbeating: one lease later it is dead.
 	require.Eventually(t, func() bool {
-		ok, err := a.TryAcquire(t.Context())
-		return err == nil && ok
-	}, 5*time.Second, 10*time.Millisecond)
-}
-
-func TestCloseLostAttemptsCountsEveryShard(t *testing.T) {
-	t.Parallel()
-	st := dbtest.Store(t)
-	const n = 40 // more items than shards: several items per shard
-	runID := reconcileRun(t, st, "j", 1, n)
-	claimAll(t, st, runID, n, 1)
+		dead, err := st.DeadWorkers(t.Context(), 10)
+		require.NoError(t, err)
+		return len(dead) == 1
+	}, 10*time.Second, 50*time.Millisecond)
+	ok, err := st.DeclareWorkerDead(t.Context(), w.ID)
+	require.NoError(t, err)
+	require.True(t, ok)
+	_, err = st.Heartbeat(t.Context(), w.ID, nil)
+	require.ErrorIs(t, err, store.ErrWorkerDead, "a worker declared dead learns so at its next heartbeat")
 
 	var lost []store.LostAttempt
 	for {
-		batch, err := st.CloseLostAttempts(t.Context(), time.Minute, 7)
+		batch, err := st.CloseLostAttempts(t.Context(), w.ID, 2)
 		require.NoError(t, err)
 		lost = append(lost, batch...)
-		if len(batch) < 7 {
+		if len(batch) < 2 {
 			break
 		}
 	}
-	require.Len(t, lost, n)
-	for _, l := range lost {
-		require.False(t, l.Retry)
-	}
-	done, err := st.RunComplete(t.Context(), runID)
-	require.NoError(t, err)
-	require.True(t, done)
-	var open int
-	require.NoError(t, st.Pool().QueryRow(t.Context(), `SELECT count(*) FROM dw_etl_run_attempts WHERE status = 'RUNNING'`).Scan(&open))
-	require.Zero(t, open)
-}
-
-func TestCloseLostAttemptsRetries(t *testing.T) {
-	t.Parallel()
-	st := dbtest.Store(t)
-	runID := reconcileRun(t, st, "j", 2, 3)
-	claimAll(t, st, runID, 3, 2)
-	lost, err := st.CloseLostAttempts(t.Context(), time.Minute, 100)
-	require.NoError(t, err)
 	require.Len(t, lost, 3)
 	for _, l := range lost {
-		require.True(t, l.Retry)
+		require.True(t, l.Outcome.Retry, "a lost attempt does not count against max_attempts 1")
+		require.Equal(t, runstate.MsgWorkerLost, l.Outcome.Message)
+		require.EqualValues(t, 1, l.Generation, "a new task generation: the old task is stuck under the dead worker")
 	}
-	p, err := st.RunProgress(t.Context(), runID)
+	c, err := st.RunCounters(t.Context(), runID)
 	require.NoError(t, err)
-	require.Zero(t, p.Terminal, "items going back to PENDING are not terminal")
-	page, err := st.PendingItemsAfter(t.Context(), time.Nanosecond, store.PendingItem{}, 100)
+	require.Zero(t, c.Running())
+	require.EqualValues(t, 3, c.AttemptsLost)
+	require.Zero(t, c.Settled())
+
+	// Claimed again (a second death): the next attempt must run alone.
+	w2 := registerWorker(t, st, time.Minute)
+	cs, err := st.ClaimItems(t.Context(), w2, false, []store.ClaimRequest{{RunID: runID, ItemNo: 1, Generation: 1, AttemptID: uuid.Must(uuid.NewV7())}})
 	require.NoError(t, err)
-	require.Len(t, page, 3)
+	require.True(t, cs[0].Claimed)
+	require.EqualValues(t, 2, cs[0].ItemAttempt)
+	require.EqualValues(t, 1, cs[0].LostAttempts)
 }
 
-func TestFailOpenItemsInBatches(t *testing.T) {
+func TestLease(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	const n = 25
-	runID := reconcileRun(t, st, "j", 3, n)
-	claimAll(t, st, runID, 5, 3) // five running, twenty pending
-	total, attempts := 0, 0
-	for {
-		items, a, err := st.FailOpenItems(t.Context(), runID, "run timeout", 10)
-		require.NoError(t, err)
-		total, attempts = total+items, attempts+a
-		if items < 10 {
-			break
-		}
-	}
-	require.Equal(t, n, total)
-	require.Equal(t, 5, attempts)
-	done, err := st.RunComplete(t.Context(), runID)
+	a, b := st.Lease("test", "a", 2*time.Second), st.Lease("test", "b", 2*time.Second)
+	ok, err := a.TryAcquire(t.Context())
 	require.NoError(t, err)
-	require.True(t, done)
-	items, _, err := st.FailOpenItems(t.Context(), runID, "run timeout", 10)
+	require.True(t, ok)
+	require.True(t, a.Held())
+	ok, err = b.TryAcquire(t.Context())
 	require.NoError(t, err)
-	require.Zero(t, items)
+	require.False(t, ok, "a live lease is not taken")
+	other, err := st.Lease("other", "b", time.Second).TryAcquire(t.Context())
+	require.NoError(t, err)
+	require.True(t, other, "leases of other names are independent")
+
+	// The holder freezes (stops renewing): by its own clock it stops leading before the
+	// database lets another take over, and then the other does.
+	require.Eventually(t, func() bool { return !a.Held() }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		ok, err := b.TryAcquire(t.Context())
+		return err == nil && ok
+	}, 5*time.Second, 50*time.Millisecond)
+	ok, err = a.TryAcquire(t.Context())
+	require.NoError(t, err)
+	require.False(t, ok, "the old holder does not get it back while the new one renews")
+	h, err := st.LeaseHolder(t.Context(), "test")
+	require.NoError(t, err)
+	require.Equal(t, "b", h.Label)
+	require.NoError(t, b.Release(t.Context()))
+	ok, err = a.TryAcquire(t.Context())
+	require.NoError(t, err)
+	require.True(t, ok, "a released lease is free at once")
 }
 
-func TestPendingItemsAfterPages(t *testing.T) {
+func TestFinaliseRunFromCounters(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	r1 := reconcileRun(t, st, "j", 3, 4)
-	r2 := reconcileRun(t, st, "k", 3, 3)
-	var got []store.PendingItem
-	var after store.PendingItem
-	for {
-		page, err := st.PendingItemsAfter(t.Context(), time.Nanosecond, after, 2)
-		require.NoError(t, err)
-		got = append(got, page...)
-		if len(page) < 2 {
-			break
-		}
-		after = page[len(page)-1]
-	}
-	require.Len(t, got, 7)
-	seen := map[uuid.UUID]int{}
-	for _, it := range got {
-		seen[it.RunID]++
-	}
-	require.Equal(t, map[uuid.UUID]int{r1: 4, r2: 3}, seen)
-
-	none, err := st.PendingItemsAfter(t.Context(), time.Hour, store.PendingItem{}, 10)
+	runID := ledgerRun(t, st, "j", 1, 2)
+	w := registerWorker(t, st, time.Minute)
+	_, ids := claim(t, st, w, runID, 1, 2)
+	res, err := st.FinaliseRun(t.Context(), runID)
 	require.NoError(t, err)
-	require.Empty(t, none, "runs younger than grace are left alone")
+	require.False(t, res.Done, "items are open")
+
+	// A run being finalised holds its row; log lines of the run (KEY SHARE through the
+	// foreign key) must not wait for it.
+	tx, err := st.Pool().Begin(t.Context())
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	_, err = tx.Exec(t.Context(), `SELECT 1 FROM dw_etl_runs WHERE run_id = $1 FOR NO KEY UPDATE`, runID)
+	require.NoError(t, err)
+	_, err = st.CopyLogs(t.Context(), []store.LogRow{{TS: time.Now(), RunID: runID, JobID: "j", Level: "info", Message: "during finalise"}})
+	require.NoError(t, err, "a log line of a run being finalised is written at once")
+	require.NoError(t, tx.Rollback(t.Context()))
+
+	f := end(runID, 2, ids[1], runstate.StatusFailed)
+	f.ErrorCategory = etl.CategoryDB
+	_, err = st.FinishAttempts(t.Context(), w.Shard, []store.AttemptEnd{end(runID, 1, ids[0], runstate.StatusSuccess), f})
+	require.NoError(t, err)
+	res, err = st.FinaliseRun(t.Context(), runID)
+	require.NoError(t, err)
+	require.True(t, res.Done)
+	require.Equal(t, runstate.StatusPartialSuccess, res.Status)
+	run, err := st.GetRun(t.Context(), runID)
+	require.NoError(t, err)
+	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+	require.Equal(t, "DB", run.ErrorCategory)
+	require.EqualValues(t, 1, run.ItemsSucceeded)
+	require.EqualValues(t, 2, run.AttemptCount)
+	again, err := st.FinaliseRun(t.Context(), runID)
+	require.NoError(t, err)
+	require.False(t, again.Done, "exactly once")
 }
 
 func TestScheduledJobTicks(t *testing.T) {

@@ -8,18 +8,21 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
 // Row types are sqlc's, re-exported so callers never import sqlcdb.
 type (
-	Job         = sqlcdb.DwEtlJob
-	JobSummary  = sqlcdb.ListJobsRow
-	Run         = sqlcdb.DwEtlRun
-	ItemContext = sqlcdb.GetItemContextRow
-	Cursor      = sqlcdb.DwEtlIncrementalCursor
-	UpsertJob   = sqlcdb.UpsertJobParams
+	Job        = sqlcdb.DwEtlJob
+	JobSummary = sqlcdb.ListJobsRow
+	Run        = sqlcdb.DwEtlRun
+	Cursor     = sqlcdb.DwEtlIncrementalCursor
+	UpsertJob  = sqlcdb.UpsertJobParams
 )
 
 // ErrActiveRun is returned by CreateRun when the job already has an exclusive run that is
@@ -28,22 +31,6 @@ type (
 var ErrActiveRun = errors.New("job has an active run")
 
 const oneActiveIndex = "dw_etl_runs_one_active_idx"
-
-// ProgressShards caps how many counter rows a run spreads its completions over.
-const ProgressShards = 64
-
-// ShardOf is the progress shard of an item in a run of n items.
-func ShardOf(itemNo int32, itemCount int32) int16 {
-	n := shardCount(itemCount)
-	return int16((itemNo - 1) % n)
-}
-
-func shardCount(itemCount int32) int32 {
-	if itemCount < ProgressShards {
-		return max(itemCount, 1)
-	}
-	return ProgressShards
-}
 
 // NewRun describes a run to create.
 type NewRun struct {
@@ -57,99 +44,136 @@ type NewRun struct {
 	Exclusive    bool
 	// Strategy of the job: last_run items get the logical start as their window end.
 	Strategy string
+	// Extras are optional parts written in the same transaction (idempotency key, a backfill
+	// window); see RunExtras.
+	Extras RunExtras
 }
 
 // NewItem is one deduplicated param set of a new run.
 type NewItem struct {
 	Params    json.RawMessage
 	ParamHash string
-	TaskID    string
 }
 
-// CreatedItem is an item as written, for the enqueuer to build its task.
-type CreatedItem struct {
-	ItemNo    int32
-	ParamHash string
-	TaskID    string
+// ItemSource yields a new run's items one at a time, pulled while the run's transaction is
+// open (so a run of a million items is never held in memory): Next returns false when the
+// items are exhausted, Deduplicated how many param sets it dropped as duplicates.
+type ItemSource interface {
+	Next() (NewItem, bool, error)
+	Deduplicated() int
+	// RequestHash fingerprints the request once every item was read; it is recorded with an
+	// idempotency key (RunExtras) unless the extras carry one.
+	RequestHash() string
 }
 
-// CreateRun writes the run, its items (COPY) with each item's cursor_start taken from the stored
-// cursor, and its progress shards, in one transaction: a run is either fully expanded in
-// Postgres or absent.
-func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, deduplicated int) (Run, []CreatedItem, error) {
-	var (
-		run     Run
-		created []CreatedItem
-	)
+// ErrNoItems is returned by CreateRunFrom when the source yields no item.
+var ErrNoItems = errors.New("no items")
+
+// CreateRun writes the run and its items (see CreateRunFrom) from a slice.
+func (s *Store) CreateRun(ctx context.Context, nr NewRun, items []NewItem, deduplicated int) (Run, error) {
+	return s.CreateRunFrom(ctx, nr, &sliceSource{items: items, dropped: deduplicated})
+}
+
+type sliceSource struct {
+	items   []NewItem
+	dropped int
+}
+
+func (s *sliceSource) Next() (NewItem, bool, error) {
+	if len(s.items) == 0 {
+		return NewItem{}, false, nil
+	}
+	it := s.items[0]
+	s.items = s.items[1:]
+	return it, true, nil
+}
+
+func (s *sliceSource) Deduplicated() int { return s.dropped }
+
+func (s *sliceSource) RequestHash() string { return "" }
+
+var itemColumns = []string{"run_id", "item_no", "params", "param_hash", "cursor_end"}
+
+// CreateRunFrom writes the run and streams its items into one COPY, in one transaction: a run
+// is either fully expanded in Postgres or absent (a source error rolls it all back). Items are
+// numbered 1..n in the order given; each item's window start and cursor meta are the stored
+// cursor's (one set-based statement after the COPY, for incremental jobs). The run starts under
+// a fan-out lease (FanoutLeaseDefault) held by the caller, so the reconciler leaves its fan-out
+// alone until the lease lapses.
+func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (Run, error) {
+	var run Run
 	if nr.Params == nil {
 		nr.Params = json.RawMessage(`{}`)
+	}
+	// Extras: a window replaces the logical start and every item's stored cursor.
+	if nr.Extras.WindowEnd != nil {
+		nr.LogicalStart = nr.Extras.WindowEnd
+	}
+	if nr.Extras.NotExclusive {
+		nr.Exclusive = false
 	}
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
 		run, err = tx.q.InsertRun(ctx, sqlcdb.InsertRunParams{
-			RunID: nr.RunID, JobID: nr.JobID, Status: "PENDING", DryRun: nr.DryRun, Trigger: nr.Trigger,
+			RunID: nr.RunID, JobID: nr.JobID, Status: string(runstate.StatusPending), DryRun: nr.DryRun, Trigger: nr.Trigger,
 			Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: nr.Exclusive,
+			FanoutMs: FanoutLeaseDefault.Milliseconds(),
 		})
 		if IsUniqueViolation(err, oneActiveIndex) {
 			return ErrActiveRun
 		}
 		if err != nil {
-			return fmt.Errorf("insert run: %w", err)
-		}
-		hashes := make([]string, len(items))
-		for i, it := range items {
-			hashes[i] = it.ParamHash
-		}
-		cursors := map[string]*time.Time{}
-		if nr.Strategy == "modified_date" || nr.Strategy == "last_run" {
-			rows, err := tx.q.CursorsForHashes(ctx, sqlcdb.CursorsForHashesParams{JobID: nr.JobID, ParamHashes: hashes})
-			if err != nil {
-				return fmt.Errorf("read cursors: %w", err)
-			}
-			for _, r := range rows {
-				cursors[r.ParamHash] = r.CursorValue
-			}
+			return fmt.Errorf("insert run: %w", mapErr(err))
 		}
 		var windowEnd *time.Time
-		if nr.Strategy == "last_run" {
+		if nr.Strategy == string(etl.StrategyLastRun) {
 			windowEnd = nr.LogicalStart
 		}
-		copyRows := make([]sqlcdb.CopyItemsParams, len(items))
-		created = make([]CreatedItem, len(items))
-		for i, it := range items {
-			no := int32(i + 1)
-			copyRows[i] = sqlcdb.CopyItemsParams{
-				RunID: nr.RunID, ItemNo: no, Params: it.Params, ParamHash: it.ParamHash, TaskID: it.TaskID,
-				CursorStart: cursors[it.ParamHash], CursorEnd: windowEnd,
+		runID := pgtype.UUID{Bytes: nr.RunID, Valid: true}
+		var no int32
+		n, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"dw_etl_run_items"}, itemColumns, pgx.CopyFromFunc(func() ([]any, error) {
+			it, ok, err := src.Next()
+			if err != nil || !ok {
+				return nil, err
 			}
-			created[i] = CreatedItem{ItemNo: no, ParamHash: it.ParamHash, TaskID: it.TaskID}
+			no++
+			return []any{runID, no, it.Params, it.ParamHash, windowEnd}, nil
+		}))
+		if err != nil {
+			return fmt.Errorf("copy items: %w", err)
 		}
-		if _, err := tx.q.CopyItems(ctx, copyRows); err != nil {
-			return fmt.Errorf("copy %d items: %w", len(items), err)
+		if n == 0 {
+			return ErrNoItems
 		}
-		n := shardCount(int32(len(items)))
-		shards := make([]int16, n)
-		counts := make([]int32, n)
-		for i := range items {
-			counts[ShardOf(int32(i+1), int32(len(items)))]++
+		switch {
+		case nr.Extras.WindowStart != nil:
+			// A backfill window: every item starts there, whatever its stored cursor says.
+			if err := tx.q.StartItemsAt(ctx, sqlcdb.StartItemsAtParams{RunID: nr.RunID, WindowStart: nr.Extras.WindowStart}); err != nil {
+				return fmt.Errorf("set the window start: %w", err)
+			}
+		case nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun):
+			if err := tx.q.StartItemsAtCursors(ctx, sqlcdb.StartItemsAtCursorsParams{RunID: nr.RunID, JobID: nr.JobID}); err != nil {
+				return fmt.Errorf("read cursors: %w", err)
+			}
 		}
-		for i := range shards {
-			shards[i] = int16(i)
-		}
-		if err := tx.q.InsertProgressShards(ctx, sqlcdb.InsertProgressShardsParams{RunID: nr.RunID, Shards: shards, Items: counts}); err != nil {
-			return fmt.Errorf("insert progress shards: %w", err)
-		}
-		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(len(items)), ItemsDeduplicated: int32(deduplicated)}); err != nil {
+		if err := tx.q.SetRunItems(ctx, sqlcdb.SetRunItemsParams{RunID: nr.RunID, ItemCount: int32(n), ItemsDeduplicated: int32(src.Deduplicated())}); err != nil {
 			return err
 		}
-		run.ItemCount = int32(len(items))
-		run.ItemsDeduplicated = int32(deduplicated)
+		// After the items: the key's fingerprint covers every param set, read by now.
+		if nr.Extras.RequestHash == "" {
+			nr.Extras.RequestHash = src.RequestHash()
+		}
+		if err := tx.recordExtras(ctx, nr); err != nil {
+			return fmt.Errorf("record run extras: %w", err)
+		}
+		run.ItemCount = int32(n)
+		run.ItemsDeduplicated = int32(src.Deduplicated())
 		return nil
 	})
 	if err != nil {
-		return Run{}, nil, err
+		return Run{}, err
 	}
-	return run, created, nil
+	return run, nil
 }
 
 // CreateSkippedRun records a trigger that the overlap policy skipped, with the reason.
@@ -158,14 +182,14 @@ func (s *Store) CreateSkippedRun(ctx context.Context, nr NewRun, reason string) 
 		nr.Params = json.RawMessage(`{}`)
 	}
 	run, err := s.q.InsertRun(ctx, sqlcdb.InsertRunParams{
-		RunID: nr.RunID, JobID: nr.JobID, Status: "SKIPPED", DryRun: nr.DryRun, Trigger: nr.Trigger,
+		RunID: nr.RunID, JobID: nr.JobID, Status: string(runstate.StatusSkipped), DryRun: nr.DryRun, Trigger: nr.Trigger,
 		Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: false,
 		ErrorMessage: &reason,
 	})
 	if err != nil {
 		return Run{}, fmt.Errorf("insert skipped run: %w", err)
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE dw_etl_runs SET ended_at = now(), duration_ms = 0 WHERE run_id = $1`, run.RunID); err != nil {
+	if _, err := s.pool.Exec(ctx, `UPDATE dw_etl_runs SET ended_at = now(), duration_ms = 0, fanout_until = NULL, deadline_at = NULL WHERE run_id = $1`, run.RunID); err != nil {
 		return Run{}, err
 	}
 	return s.GetRun(ctx, run.RunID)
@@ -275,33 +299,21 @@ func (s *Store) ListCursors(ctx context.Context, jobID string) ([]Cursor, error)
 	return s.q.ListCursors(ctx, jobID)
 }
 
-// PendingItemTasks lists the items of a run still PENDING, for (re-)enqueueing.
-func (s *Store) PendingItemTasks(ctx context.Context, runID uuid.UUID) ([]CreatedItem, error) {
-	rows, err := s.q.PendingItemTasks(ctx, runID)
-	if err != nil {
-		return nil, fmt.Errorf("list pending items of run %s: %w", runID, err)
-	}
-	out := make([]CreatedItem, len(rows))
-	for i, r := range rows {
-		out[i] = CreatedItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, TaskID: r.TaskID}
-	}
-	return out, nil
-}
-
 // Progress is a live view of a run for progress displays.
 type Progress struct {
-	Items, Terminal, Failed int64
+	Items, Settled, Failed, Running int64
 }
 
-// RunProgress reads how many items of a run ended (from the shards) and how many failed.
+// RunProgress reads how many items of a run settled, failed and are running, from its
+// counters (never the items).
 func (s *Store) RunProgress(ctx context.Context, runID uuid.UUID) (Progress, error) {
-	p, err := s.q.RunProgress(ctx, runID)
+	run, err := s.GetRun(ctx, runID)
 	if err != nil {
-		return Progress{}, fmt.Errorf("read progress of run %s: %w", runID, err)
+		return Progress{}, err
 	}
-	failed, err := s.q.RunFailedItems(ctx, runID)
+	c, err := s.RunCounters(ctx, runID)
 	if err != nil {
-		return Progress{}, fmt.Errorf("count failed items of run %s: %w", runID, err)
+		return Progress{}, err
 	}
-	return Progress{Items: p.Items, Terminal: p.Terminal, Failed: int64(failed)}, nil
+	return Progress{Items: int64(run.ItemCount), Settled: c.Settled(), Failed: c.Failed, Running: c.Running()}, nil
 }

@@ -1,12 +1,14 @@
 // Package task owns the asynq contract between the enqueuer and the worker: task type names,
 // payloads, task ids and the options an item task carries. Nothing else builds or parses
-// item tasks.
+// item tasks or their ids.
 package task
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,23 +27,58 @@ var ErrBadPayload = errors.New("bad item task payload")
 type Item struct {
 	RunID  uuid.UUID `json:"run_id"`
 	ItemNo int32     `json:"item_no"`
-	// Generation is the item's rerun generation; a task of an older generation is stale.
+	// Generation is the item's task generation (bumped by reruns and task replacements); a
+	// task of another generation than the item's is stale.
 	Generation int32 `json:"gen"`
 }
 
-// ItemID is the asynq task id of an item: derived from the run and the param_hash, so it is
-// never reused across runs, and suffixed by the rerun generation because asynq refuses an id
-// that still sits in its archive. It contains no '{' or '}' (asynq's hash-tag characters).
-func ItemID(runID uuid.UUID, paramHash string, generation int32) string {
-	h := paramHash
-	if len(h) > 32 {
-		h = h[:32]
+// payloadVersion leads every binary payload, so the format can change.
+const payloadVersion = 1
+
+// Encode is the payload: a version byte, the run id's 16 bytes, then item_no and generation
+// as unsigned varints — 20 bytes for most items, stored once per task in Redis.
+func (p Item) Encode() []byte {
+	b := make([]byte, 0, 1+16+2*binary.MaxVarintLen32)
+	b = append(b, payloadVersion)
+	b = append(b, p.RunID[:]...)
+	b = binary.AppendUvarint(b, uint64(p.ItemNo))
+	return binary.AppendUvarint(b, uint64(p.Generation))
+}
+
+// DecodeItem reads a payload written by Encode.
+func DecodeItem(b []byte) (Item, error) {
+	var p Item
+	if len(b) < 1+16+2 || b[0] != payloadVersion {
+		return p, fmt.Errorf("%w: %d bytes, version %v", ErrBadPayload, len(b), firstByte(b))
 	}
-	id := runID.String() + ":" + h
-	if generation > 0 {
-		id += fmt.Sprintf(":g%d", generation)
+	copy(p.RunID[:], b[1:17])
+	no, n := binary.Uvarint(b[17:])
+	if n <= 0 || no > 1<<31-1 {
+		return p, fmt.Errorf("%w: item_no", ErrBadPayload)
 	}
-	return id
+	gen, m := binary.Uvarint(b[17+n:])
+	if m <= 0 || gen > 1<<31-1 || 17+n+m != len(b) {
+		return p, fmt.Errorf("%w: generation", ErrBadPayload)
+	}
+	p.ItemNo, p.Generation = int32(no), int32(gen)
+	if p.RunID == uuid.Nil || p.ItemNo < 1 {
+		return p, fmt.Errorf("%w: run_id %s item_no %d", ErrBadPayload, p.RunID, p.ItemNo)
+	}
+	return p, nil
+}
+
+func firstByte(b []byte) any {
+	if len(b) == 0 {
+		return "none"
+	}
+	return b[0]
+}
+
+// ID is the item's asynq task id: the run, the item number and the generation, so it is never
+// reused across runs, items or generations (asynq refuses an id that still sits in its
+// archive). It contains no '{' or '}' (asynq's hash-tag characters).
+func (p Item) ID() string {
+	return p.RunID.String() + ":" + strconv.Itoa(int(p.ItemNo)) + ":" + strconv.Itoa(int(p.Generation))
 }
 
 // Options are the delivery settings an item task takes from its job.
@@ -50,6 +87,8 @@ type Options struct {
 	MaxRetry  int
 	Timeout   time.Duration
 	Retention time.Duration
+	// ProcessAt, when set, delays the task (a retry's recorded backoff).
+	ProcessAt *time.Time
 }
 
 // Validate names the first bad option.
@@ -71,24 +110,20 @@ func OptionsFor(queue string, maxAttempts int, timeout, retention time.Duration)
 }
 
 // RetryHeadroom is added to a job's max_attempts for asynq's MaxRetry: Postgres decides when an
-// item is terminal (and then archives the task with SkipRetry), so asynq's own budget must never
-// run out first, e.g. after lease expiries that Postgres does not count as attempts.
+// item is settled (and then archives the task with SkipRetry), so asynq's own budget must never
+// run out first, e.g. after deliveries that Postgres does not count as attempts.
 const RetryHeadroom = 3
 
 // MaxRetryFor gives asynq's MaxRetry for a job allowing maxAttempts attempts.
 func MaxRetryFor(maxAttempts int) int { return maxAttempts - 1 + RetryHeadroom }
 
 // NewItem builds the asynq task of an item, with trace context in headers.
-func NewItem(p Item, paramHash string, o Options, headers map[string]string) (*asynq.Task, error) {
+func NewItem(p Item, o Options, headers map[string]string) (*asynq.Task, error) {
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("item task options: %w", err)
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
 	opts := []asynq.Option{
-		asynq.TaskID(ItemID(p.RunID, paramHash, p.Generation)),
+		asynq.TaskID(p.ID()),
 		asynq.Queue(o.Queue),
 		asynq.MaxRetry(o.MaxRetry),
 		// asynq's deadline is a backstop: the worker enforces the job timeout itself and
@@ -98,22 +133,32 @@ func NewItem(p Item, paramHash string, o Options, headers map[string]string) (*a
 	if o.Retention > 0 {
 		opts = append(opts, asynq.Retention(o.Retention))
 	}
-	return asynq.NewTaskWithHeaders(TypeItem, b, headers, opts...), nil
+	if o.ProcessAt != nil && o.ProcessAt.After(time.Now()) {
+		opts = append(opts, asynq.ProcessAt(*o.ProcessAt))
+	}
+	return asynq.NewTaskWithHeaders(TypeItem, p.Encode(), headers, opts...), nil
 }
 
 // ParseItem decodes an item task's payload.
 func ParseItem(t *asynq.Task) (Item, error) {
-	var p Item
 	if t.Type() != TypeItem {
-		return p, fmt.Errorf("%w: type %q", ErrBadPayload, t.Type())
+		return Item{}, fmt.Errorf("%w: type %q", ErrBadPayload, t.Type())
 	}
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return p, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	return DecodeItem(t.Payload())
+}
+
+// FormatPayload renders an item payload as JSON for asynqmon and the Inspector; other payloads
+// are shown as they are.
+func FormatPayload(typ string, payload []byte) string {
+	if typ != TypeItem {
+		return string(payload)
 	}
-	if p.RunID == uuid.Nil || p.ItemNo < 1 {
-		return p, fmt.Errorf("%w: run_id %s item_no %d", ErrBadPayload, p.RunID, p.ItemNo)
+	p, err := DecodeItem(payload)
+	if err != nil {
+		return fmt.Sprintf("%q (%v)", payload, err)
 	}
-	return p, nil
+	b, _ := json.Marshal(p)
+	return string(b)
 }
 
 // RetryIn wraps a handler error with the delay the worker computed and recorded for the next
@@ -137,17 +182,4 @@ func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
 		return re.delay
 	}
 	return asynq.DefaultRetryDelayFunc(n, err, t)
-}
-
-// GenerationOf reads the rerun generation back from an item task id built by ItemID.
-func GenerationOf(taskID string) int32 {
-	i := strings.LastIndex(taskID, ":g")
-	if i < 0 {
-		return 0
-	}
-	var g int32
-	if _, err := fmt.Sscanf(taskID[i+2:], "%d", &g); err != nil {
-		return 0
-	}
-	return g
 }

@@ -6,6 +6,8 @@ package telemetry
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -17,7 +19,9 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -29,7 +33,15 @@ const TracerName = "github.com/etlexec/etlexec"
 // created (so trace ids still reach logs) but not exported. The returned func flushes.
 func SetupTracing(ctx context.Context) (func(context.Context) error, error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	opts := []sdktrace.TracerProviderOption{}
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(ServiceName())))
+	if err != nil {
+		return nil, err
+	}
+	// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still win: read them last.
+	if res, err = resource.Merge(res, resource.Environment()); err != nil {
+		return nil, err
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		exp, err := otlptracehttp.New(ctx)
 		if err != nil {
@@ -40,6 +52,17 @@ func SetupTracing(ctx context.Context) (func(context.Context) error, error) {
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// ServiceName is the OpenTelemetry service.name of this process: "etlexec-" and the binary's
+// name ("etlexec-enqueuer", "etlexec-worker", "etlexec-myteam-worker" for a team's own worker
+// binary), unless OTEL_SERVICE_NAME sets it.
+func ServiceName() string {
+	if v := os.Getenv("OTEL_SERVICE_NAME"); v != "" {
+		return v
+	}
+	name := strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
+	return "etlexec-" + strings.TrimPrefix(name, "etlexec-")
 }
 
 // Headers returns the task headers carrying ctx's trace context (W3C traceparent).
@@ -132,4 +155,41 @@ func (m *Metrics) ObserveFinalise(d time.Duration) {
 		return
 	}
 	m.FinaliseLatency.Observe(d.Seconds())
+}
+
+// RunMetrics are the Prometheus instruments of run ends, fed by the process that notices them
+// (the alerter in `enqueuer schedule`), and of alert deliveries.
+type RunMetrics struct {
+	Runs       *prometheus.CounterVec
+	Duration   *prometheus.HistogramVec
+	Deliveries *prometheus.CounterVec
+}
+
+// NewRunMetrics registers the run and alert instruments in reg.
+func NewRunMetrics(reg *prometheus.Registry) *RunMetrics {
+	m := &RunMetrics{
+		Runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etlexec_runs_total", Help: "Runs ended, by job and status (counted by the scheduler's alerter as it notices each end).",
+		}, []string{"job_id", "status"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "etlexec_run_duration_seconds", Help: "Duration of ended runs, by job and status.",
+			Buckets: prometheus.ExponentialBuckets(1, 2.5, 12), // 1 s … about 4 h
+		}, []string{"job_id", "status"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etlexec_alert_deliveries_total", Help: "Alert delivery attempts, by destination and outcome (delivered, retry, failed).",
+		}, []string{"destination", "outcome"}),
+	}
+	reg.MustRegister(m.Runs, m.Duration, m.Deliveries)
+	return m
+}
+
+// ObserveRunEnd counts one run end.
+func (m *RunMetrics) ObserveRunEnd(jobID, status string, d time.Duration) {
+	m.Runs.WithLabelValues(jobID, status).Inc()
+	m.Duration.WithLabelValues(jobID, status).Observe(d.Seconds())
+}
+
+// ObserveDelivery counts one alert delivery attempt.
+func (m *RunMetrics) ObserveDelivery(destination, outcome string) {
+	m.Deliveries.WithLabelValues(destination, outcome).Inc()
 }

@@ -3,8 +3,11 @@ package telemetry_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -58,5 +61,35 @@ func TestMetricsRegister(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("etlexec_records_total not exported")
+	}
+}
+
+func TestServiceName(t *testing.T) {
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	if got := telemetry.ServiceName(); got != "etlexec-telemetry" {
+		t.Errorf("ServiceName() = %q for the binary telemetry.test, want etlexec-telemetry", got)
+	}
+	t.Setenv("OTEL_SERVICE_NAME", "orders-worker")
+	if got := telemetry.ServiceName(); got != "orders-worker" {
+		t.Errorf("ServiceName() = %q, want OTEL_SERVICE_NAME", got)
+	}
+	shutdown, err := telemetry.SetupTracing(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = shutdown(context.Background())
+}
+
+func TestRunMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := telemetry.NewRunMetrics(reg)
+	m.ObserveRunEnd("orders", "FAILED", 90*time.Second)
+	m.ObserveRunEnd("orders", "FAILED", time.Second)
+	m.ObserveDelivery("webhook", "retry")
+	if got := testutil.ToFloat64(m.Runs.WithLabelValues("orders", "FAILED")); got != 2 {
+		t.Errorf("etlexec_runs_total{orders,FAILED} = %v, want 2", got)
+	}
+	if n := testutil.CollectAndCount(m.Duration, "etlexec_run_duration_seconds"); n != 1 {
+		t.Errorf("%d duration series, want 1", n)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,7 +15,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/etlexec/etlexec/etl"
-	"github.com/etlexec/etlexec/internal/aggregate"
+	"github.com/etlexec/etlexec/internal/failpoint"
+	"github.com/etlexec/etlexec/internal/logsink"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
@@ -26,8 +25,16 @@ import (
 // infraRetryDelay is how soon a delivery that could not reach Postgres is tried again.
 const infraRetryDelay = 2 * time.Second
 
-// errTargetCommit marks a target database that refused the commit of a successful attempt.
-var errTargetCommit = errors.New("commit target")
+// finaliseTail is how few open items a run may have left, as an attempt end counted them,
+// before the worker tries to finalise it: an end that saw the run (almost) complete checks
+// again after its commit, so two ends committing at once cannot both miss the last item.
+const finaliseTail = 64
+
+// Messages of items the worker settles without running them.
+const (
+	msgOutOfAttempts = "out of attempts"
+	msgRunTimeout    = "run timeout"
+)
 
 // errDuplicate marks deliveries that found nothing to do; asynq does not count them as failures.
 var errDuplicate = errors.New("duplicate delivery")
@@ -40,65 +47,114 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
 	log := w.log.With().Str("run_id", p.RunID.String()).Int32("item_no", p.ItemNo).Str("task_id", taskID).Logger()
-
-	ic, err := w.cfg.Store.GetItemContext(ctx, p.RunID, p.ItemNo)
-	if errors.Is(err, store.ErrNotFound) {
-		log.Warn().Msg("item not found; dropping task")
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
-	}
-	if err != nil {
-		// Postgres unreachable: try the delivery again soon, not after asynq's minute-long
-		// default delay.
-		log.Warn().Err(err).Msg("could not load item; delivery retried shortly")
-		return task.RetryIn(err, infraRetryDelay)
-	}
-	log = log.With().Str("job_id", ic.JobID).Logger()
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		log = log.With().Str("trace_id", sc.TraceID().String()).Logger()
 	}
-
-	if p.Generation < ic.Generation {
-		log.Info().Int32("task_generation", p.Generation).Int32("item_generation", ic.Generation).Msg("stale task of an earlier generation; ignored")
-		return nil
+	w.gate.RLock()
+	if w.base.Err() != nil { // shutting down: leave the task to another worker
+		w.gate.RUnlock()
+		return task.RetryIn(fmt.Errorf("%w: worker shutting down", errDuplicate), infraRetryDelay)
 	}
-	if runstate.Status(ic.Status).Terminal() {
-		// Also what an operator sees after "Run" on an archived task in asynqmon: Postgres says
-		// the item ended, so running it again is a rerun, which is explicit.
-		log.Info().Str("status", ic.Status).Str("rerun_with", fmt.Sprintf("enqueuer rerun %s --param-hash %s", ic.RunID, ic.ParamHash)).
-			Msg("duplicate delivery: item already terminal; nothing to do")
-		return nil
-	}
-	if ic.CancelRequestedAt != nil && ic.Status == string(runstate.StatusPending) {
-		return w.cancelPending(ctx, ic, log)
-	}
-
 	attemptID, err := uuid.NewV7()
 	if err != nil {
+		w.gate.RUnlock()
 		return err
 	}
-	claim, err := w.cfg.Store.ClaimItem(ctx, store.ClaimRequest{
-		RunID: ic.RunID, ItemNo: ic.ItemNo, AttemptID: attemptID, MaxAttempts: ic.MaxAttempts,
-		Lease: w.cfg.Lease, WorkerID: w.cfg.WorkerID,
-	})
-	if errors.Is(err, store.ErrNotClaimable) {
-		return w.notClaimable(ctx, ic, log)
+	req := store.ClaimRequest{RunID: p.RunID, ItemNo: p.ItemNo, Generation: p.Generation, AttemptID: attemptID}
+	claim, err := w.claims.do(ctx, req)
+	if err == nil && claim.NeedsSolo {
+		// A suspect of earlier worker deaths runs alone: wait until this worker runs nothing
+		// else (new deliveries wait unclaimed meanwhile), then claim it.
+		w.gate.RUnlock()
+		w.gate.Lock()
+		defer w.gate.Unlock()
+		if w.base.Err() != nil {
+			return task.RetryIn(fmt.Errorf("%w: worker shutting down", errDuplicate), infraRetryDelay)
+		}
+		var claims []store.Claim
+		if claims, err = w.cfg.Store.ClaimItems(context.WithoutCancel(ctx), w.ref(), true, []store.ClaimRequest{req}); err == nil {
+			claim = claims[0]
+		}
+	} else {
+		defer w.gate.RUnlock()
 	}
 	if err != nil {
-		log.Warn().Err(err).Msg("could not claim item; delivery retried shortly")
+		log.Warn().Err(err).Msg("could not claim the item; delivery retried shortly")
 		return task.RetryIn(err, infraRetryDelay)
 	}
-	log = log.With().Str("attempt_id", attemptID.String()).Int64("attempt_no", claim.AttemptNo).
-		Int32("item_attempt", claim.ItemAttempt).Logger()
-	if claim.LostAttempts > 0 {
-		log.Warn().Msg("took over an item whose worker stopped heartbeating")
+	if !claim.Claimed {
+		return w.unclaimed(ctx, p, claim, log)
 	}
-	return w.execute(ctx, ic, attemptID, claim, log)
+	failpoint.Hit(failpoint.Claimed)
+	log = log.With().Str("job_id", claim.JobID).Str("attempt_id", attemptID.String()).Int64("attempt_no", claim.AttemptNo).
+		Int32("item_attempt", claim.ItemAttempt).Logger()
+	if claim.Solo {
+		log.Warn().Msg("running alone: the item was present at earlier worker deaths")
+	}
+	return w.execute(ctx, p, attemptID, claim, log)
+}
+
+// unclaimed answers a delivery whose item could not be claimed. Deliveries that find the item
+// held or settled are duplicates and acknowledged: a live holder records the outcome, a dead
+// one's item is recovered by the reconciler under a new task generation. Items that can never
+// be claimed again are settled here, so their run can end.
+func (w *Worker) unclaimed(ctx context.Context, p task.Item, c store.Claim, log zerolog.Logger) error {
+	switch {
+	case !c.Found:
+		log.Warn().Msg("item not found; dropping task")
+		return fmt.Errorf("item %d of run %s: %w: %w", p.ItemNo, p.RunID, store.ErrNotFound, asynq.SkipRetry)
+	case c.Generation != p.Generation:
+		log.Info().Int32("task_generation", p.Generation).Int32("item_generation", c.Generation).Msg("stale task of another generation; ignored")
+		return nil
+	case c.ItemStatus.Terminal():
+		// Also what an operator sees after "Run" on an archived task in asynqmon: Postgres says
+		// the item ended, so running it again is a rerun, which is explicit.
+		log.Info().Str("status", string(c.ItemStatus)).Str("rerun_with", fmt.Sprintf("enqueuer rerun %s --param-hash %s", p.RunID, c.ParamHash)).
+			Msg("duplicate delivery: item already settled; nothing to do")
+		return nil
+	case c.Held:
+		log.Info().Msg("duplicate delivery: another attempt holds the item")
+		return nil
+	case c.CancelRequested:
+		return w.settle(ctx, p, runstate.StatusCancelled, etl.CategoryNone, store.MsgRunCancelled, log)
+	case c.PastDeadline:
+		return w.settle(ctx, p, runstate.StatusFailed, etl.CategorySystem, msgRunTimeout, log)
+	case c.Exhausted:
+		return w.settle(ctx, p, runstate.StatusFailed, etl.CategorySystem, msgOutOfAttempts, log)
+	}
+	log.Info().Str("run_status", string(c.RunStatus)).Msg("item not claimable in its run's state; ignored")
+	return nil
+}
+
+// settle ends an item that can never be claimed.
+func (w *Worker) settle(ctx context.Context, p task.Item, status runstate.Status, cat etl.Category, msg string, log zerolog.Logger) error {
+	done, err := w.cfg.Store.SettleItems(context.WithoutCancel(ctx), w.ref().Shard, p.RunID, []int32{p.ItemNo}, status, cat, msg)
+	if err != nil {
+		return task.RetryIn(err, infraRetryDelay)
+	}
+	if len(done) > 0 {
+		log.Info().Str("status", string(status)).Str("reason", msg).Msg("item settled without an attempt")
+		w.maybeFinalise(context.WithoutCancel(ctx), p.RunID, 0, log)
+	}
+	return nil
+}
+
+// attempt is one claimed execution of an item.
+type attempt struct {
+	p     task.Item
+	id    uuid.UUID
+	claim store.Claim
+	job   *job
+	tgt   target
+	log   zerolog.Logger
+	start time.Time
 }
 
 // execute runs one claimed attempt and records its end.
-func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uuid.UUID, claim store.Claim, log zerolog.Logger) error {
+func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, claim store.Claim, log zerolog.Logger) error {
+	a := &attempt{p: p, id: attemptID, claim: claim, log: log, start: time.Now()}
 	// The attempt's context descends from the worker's base (cancelled at the end of the
-	// shutdown grace) rather than asynq's, and carries the job timeout.
+	// shutdown grace) rather than asynq's, and carries the job timeout and the run deadline.
 	actx, cancel := context.WithCancelCause(w.base)
 	defer cancel(nil)
 	// Keep the delivery's trace: the handler's and the target's queries are its children.
@@ -106,77 +162,86 @@ func (w *Worker) execute(ctx context.Context, ic store.ItemContext, attemptID uu
 	// asynq cancels its ctx only for CancelProcessing or its own deadline; pass those on.
 	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
 	defer stop()
-	timeout := time.Duration(ic.TimeoutMs) * time.Millisecond
-	actx, cancelTimeout := context.WithTimeout(actx, timeout)
-	defer cancelTimeout()
-	w.track(attemptID, ic.RunID, cancel)
-	defer w.untrack(attemptID)
-	start := time.Now()
 
-	w.shareSecrets(ic.Config)
-	var cfg targetConfig
-	_ = json.Unmarshal(ic.Config, &cfg)
-	var runErr error
-	var metrics etl.Metrics
-	var target *lazyTx
-	pool, err := w.targets.pool(actx, cfg.TargetURLEnv)
-	if err == nil {
-		target = newLazyTx(actx, pool)
+	var err error
+	if a.job, err = w.jobs.get(actx, claim.JobID, claim.JobUpdatedAt); err != nil {
+		return w.record(ctx, a, nil, etl.Metrics{}, err, nil)
 	}
-	if err != nil {
-		runErr = err
-	} else {
-		handler, ok := w.cfg.Registry.Lookup(ic.Kind)
-		if !ok {
-			runErr = etl.Permanent(etl.SystemError(fmt.Errorf("no handler registered for kind %q in worker %s", ic.Kind, w.cfg.WorkerID)))
-		} else {
-			item := etl.NewItem(etl.ItemSpec{
-				JobID: ic.JobID, Kind: ic.Kind, RunID: ic.RunID, AttemptID: attemptID, AttemptNo: claim.AttemptNo,
-				ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(ic.AttemptLimit), ItemNo: int(ic.ItemNo),
-				Params: ic.Params, ParamHash: ic.ParamHash, DryRun: ic.DryRun, Strategy: etl.Strategy(ic.Strategy),
-				Config: ic.Config, WindowStart: ic.CursorStart, WindowEnd: windowEnd(ic), Logger: log, Target: target,
-			})
-			log.Info().Msg("attempt started")
-			runErr = runHandler(log.WithContext(actx), handler, item)
-			metrics = item.Metrics()
+	if w.cfg.OnSecrets != nil && len(a.job.secrets) > 0 {
+		w.cfg.OnSecrets(a.job.secrets...)
+	}
+	actx, cancelTimeout := context.WithTimeoutCause(actx, a.job.Timeout, fmt.Errorf("item timeout %s", a.job.Timeout))
+	defer cancelTimeout()
+	if claim.Deadline != nil {
+		var cancelDeadline context.CancelFunc
+		actx, cancelDeadline = context.WithTimeoutCause(actx, max(*claim.Deadline, 0), errRunTimeout)
+		defer cancelDeadline()
+	}
+	if a.tgt, err = w.targets.get(actx, a.job.TargetEnv); err != nil {
+		return w.record(ctx, a, nil, etl.Metrics{}, err, nil)
+	}
+	if a.tgt.foreign && claim.ItemAttempt > 1 {
+		// An earlier attempt may have committed the target and died before the ledger heard
+		// of it: its marker says so, and the item must not run again.
+		if m, found, err := store.ReadMarker(actx, a.tgt.pool, store.MarkerTableDefault, p.RunID, p.ItemNo); err != nil {
+			return w.record(ctx, a, nil, etl.Metrics{}, etl.DBError(err), nil)
+		} else if found {
+			return w.recordFromMarker(ctx, a, m)
 		}
 	}
+	handler, ok := w.cfg.Registry.Lookup(a.job.Kind)
+	if !ok {
+		return w.record(ctx, a, nil, etl.Metrics{}, etl.Permanent(etl.SystemError(
+			fmt.Errorf("no handler registered for kind %q in worker %s", a.job.Kind, w.cfg.Name))), nil)
+	}
+	lazy := newLazyTx(actx, a.tgt.pool)
+	item := etl.NewItem(etl.ItemSpec{
+		JobID: claim.JobID, Kind: a.job.Kind, RunID: p.RunID, AttemptID: attemptID, AttemptNo: claim.AttemptNo,
+		ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(claim.AttemptLimit), ItemNo: int(p.ItemNo),
+		Params: claim.Params, ParamHash: claim.ParamHash, DryRun: claim.DryRun, Strategy: a.job.Strategy,
+		Config: a.job.Config, WindowStart: claim.CursorStart, WindowEnd: windowEnd(a.job.Strategy, claim),
+		CursorMeta: claim.CursorMeta, Logger: log, Target: lazy,
+	})
+	w.track(attemptID, p.RunID, item, cancel)
+	defer w.untrack(attemptID)
+	log.Info().Str(logsink.LedgerEventKey, "attempt_started").Msg("attempt started")
+	runErr := w.runHandler(log.WithContext(actx), handler, item)
 	if runErr == nil && actx.Err() != nil {
 		runErr = context.Cause(actx)
 	}
-	return w.record(ctx, ic, attemptID, claim, target, metrics, runErr, context.Cause(actx), start, log)
+	if runErr == nil {
+		failpoint.Hit(failpoint.Handled)
+	}
+	return w.record(ctx, a, lazy, item.Metrics(), runErr, context.Cause(actx))
 }
 
-type targetConfig struct {
-	// TargetURLEnv names the environment variable holding the target database URL; empty
-	// means etlexec's own database.
-	TargetURLEnv string `json:"target_url_env"`
-}
-
-func windowEnd(ic store.ItemContext) *time.Time {
-	if ic.Strategy == string(etl.StrategyLastRun) {
-		return ic.LogicalStart
+// windowEnd is the item's window end: the run's logical start for last_run.
+func windowEnd(s etl.Strategy, c store.Claim) *time.Time {
+	if s == etl.StrategyLastRun {
+		return c.LogicalStart
 	}
 	return nil
 }
 
-// runHandler calls h, turning a panic into a SYSTEM error with its stack, and abandons a handler
-// that ignores its cancelled context for longer than abandonGrace.
-func runHandler(ctx context.Context, h etl.HandlerFunc, it *etl.Item) error {
+// runHandler calls h on a runner goroutine, turning a panic into a SYSTEM error with its stack,
+// and abandons a handler that ignores its cancelled context for longer than abandonGrace.
+func (w *Worker) runHandler(ctx context.Context, h etl.HandlerFunc, it *etl.Item) error {
 	done := make(chan error, 1)
-	go func() {
+	w.runners.run(func() {
 		defer func() {
 			if v := recover(); v != nil {
 				done <- etl.Recover(v)
 			}
 		}()
 		done <- h(ctx, it)
-	}()
+	})
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 	}
+	t := time.NewTimer(abandonGrace)
+	defer t.Stop()
 	select {
 	case err := <-done:
 		if err == nil {
@@ -184,209 +249,234 @@ func runHandler(ctx context.Context, h etl.HandlerFunc, it *etl.Item) error {
 			return etl.SystemError(fmt.Errorf("handler returned after its context ended: %w", context.Cause(ctx)))
 		}
 		return err
-	case <-time.After(abandonGrace):
+	case <-t.C:
 		return etl.SystemError(fmt.Errorf("handler ignored cancellation (%v) for %s; attempt abandoned", context.Cause(ctx), abandonGrace))
 	}
 }
 
-// record ends the attempt in Postgres and tells asynq what follows.
-func (w *Worker) record(ctx context.Context, ic store.ItemContext, attemptID uuid.UUID, claim store.Claim,
-	target *lazyTx, m etl.Metrics, runErr, cause error, start time.Time, log zerolog.Logger) error {
+// outcome is what an attempt's end says to the ledger and to asynq.
+type outcome struct {
+	end store.AttemptEnd
+	// asynq is what HandleItem returns: nil, a retry with the recorded delay, or SkipRetry.
+	asynq error
+	// commit is true when the target transaction is to be committed (success, not dry run).
+	commit bool
+}
+
+// decide turns a handler's result into the attempt's end, using runstate's rules for retries,
+// backoff and cursors.
+func (w *Worker) decide(a *attempt, m etl.Metrics, runErr, cause error) outcome {
+	c := a.claim
 	end := store.AttemptEnd{
-		RunID: ic.RunID, ItemNo: ic.ItemNo, ItemCount: ic.ItemCount, AttemptID: attemptID,
+		RunID: a.p.RunID, ItemNo: a.p.ItemNo, AttemptID: a.id, ErrorCategory: etl.CategoryNone,
 		RecordsRead: m.RecordsRead, RecordsWritten: m.RecordsWritten, Pages: m.Pages,
-		ErrorCategory: string(etl.CategoryNone),
 	}
-	var asynqErr error
+	var o outcome
+	cursorIn := runstate.ItemCursorInput{DryRun: c.DryRun, Current: c.CursorStart, Watermark: m.Watermark,
+		LogicalStart: c.LogicalStart, RecordsRead: m.RecordsRead, HandlerNote: m.Note}
+	if a.job != nil {
+		cursorIn.Strategy, cursorIn.Policy = a.job.Strategy, a.job.CursorPolicy
+	}
 	switch {
 	case runErr == nil:
-		end.AttemptStatus, end.ItemStatus, end.Terminal = "SUCCESS", "SUCCESS", true
-		if ic.Strategy == string(etl.StrategyModifiedDate) {
-			end.CursorEnd = m.Watermark
+		end.AttemptStatus, end.ItemStatus, end.Terminal = runstate.StatusSuccess, runstate.StatusSuccess, true
+		o.commit = !c.DryRun
+		cursorIn.Succeeded = true
+		cur := runstate.ItemCursor(cursorIn)
+		end.CursorNote = &cur.Note
+		end.CursorEnd, end.AdvanceCursor = cur.Candidate, cur.AdvanceNow
+		if cur.Candidate != nil {
+			end.CursorEndMeta = m.CursorMeta
 		}
-		w.itemCursor(ic, &end)
-	case errors.Is(cause, ErrRunCancelled) || (cause != nil && w.runCancelled(ctx, ic.RunID)):
-		end.AttemptStatus, end.ItemStatus, end.Terminal = "CANCELLED", "CANCELLED", true
-		end.ErrorCategory = string(etl.CategoryNone)
-		msg := "run cancelled"
+	case errors.Is(cause, ErrRunCancelled) || cause != nil && w.runCancelled(a.p.RunID):
+		end.AttemptStatus, end.ItemStatus, end.Terminal = runstate.StatusCancelled, runstate.StatusCancelled, true
+		msg := store.MsgRunCancelled
 		end.ErrorMessage = &msg
+		o.asynq = fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
+	case errors.Is(cause, errRunTimeout):
+		end.AttemptStatus, end.ItemStatus, end.Terminal = runstate.StatusFailed, runstate.StatusFailed, true
+		end.ErrorCategory = etl.CategorySystem
+		msg := fmt.Sprintf("%s: %s", msgRunTimeout, store.Text(runErr.Error(), 500))
+		end.ErrorMessage = &msg
+		o.asynq = fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
 	default:
-		if errors.Is(cause, errShutdown) || (errors.Is(cause, context.Canceled) && w.base.Err() != nil) {
-			runErr = etl.SystemError(fmt.Errorf("worker shut down during the attempt: %w", runErr))
+		if errors.Is(cause, errShutdown) || errors.Is(cause, errDeclaredDead) {
+			runErr = etl.SystemError(fmt.Errorf("%w: %w", context.Cause(w.base), runErr))
 		}
-		d := runstate.Decide(runErr, int(claim.ItemAttempt), int(ic.AttemptLimit))
-		end.AttemptStatus = "FAILED"
-		end.ErrorCategory = string(d.Category)
-		msg := truncate(runErr.Error(), 4000)
+		// Attempts lost with their workers do not count against the item's limit.
+		counted := int(c.ItemAttempt - c.LostAttempts)
+		d := runstate.Decide(runErr, counted, int(c.AttemptLimit))
+		end.AttemptStatus, end.ErrorCategory = runstate.StatusFailed, d.Category
+		msg := runErr.Error()
 		end.ErrorMessage = &msg
 		end.ErrorDetail = errorDetail(runErr, d)
 		if d.Retry {
-			b := w.cfg.Retry.Backoff(int(claim.ItemAttempt), runErr, rand.Float64)
+			b := w.cfg.Retry.Backoff(counted, runErr, rand.Float64)
 			end.Backoff = &b
-			end.ItemStatus = "PENDING"
-			asynqErr = task.RetryIn(runErr, b)
+			end.ItemStatus = runstate.StatusPending
+			o.asynq = task.RetryIn(runErr, b)
 		} else {
-			end.ItemStatus, end.Terminal = "FAILED", true
-			asynqErr = fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
+			end.ItemStatus, end.Terminal = runstate.StatusFailed, true
+			o.asynq = fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
 		}
 	}
+	if !o.commit && !c.DryRun {
+		// Writes of an attempt whose target transaction rolls back never happened.
+		end.RecordsWritten, end.RecordsDiscarded = 0, m.RecordsWritten
+	}
+	o.end = end
+	return o
+}
 
-	// Bookkeeping commits only if this attempt still holds the item; a target that was written
-	// commits inside that window, so a takeover cannot interleave between them. An untouched
-	// target needs no transaction at all: the end is one statement.
+// record ends the attempt: it commits or rolls back the target transaction and writes the
+// attempt's end so that each outcome is one commit. On etlexec's own database the end is
+// written inside the target transaction; on another database the target transaction carries
+// the item's commit marker and the end follows through the batch; an untouched target needs no
+// transaction at all.
+func (w *Worker) record(ctx context.Context, a *attempt, lazy *lazyTx, m etl.Metrics, runErr, cause error) error {
+	o := w.decide(a, m, runErr, cause)
 	rctx := context.WithoutCancel(ctx)
 	var tx pgx.Tx
-	if target != nil {
-		tx = target.started()
+	if lazy != nil {
+		tx = lazy.started()
 	}
-	var shardComplete bool
-	var err error
+	var (
+		fin store.Finish
+		err error
+	)
 	switch {
-	case tx == nil && end.Cursor == nil:
-		shardComplete, err = w.finish(rctx, end)
-	case tx == nil:
-		shardComplete, err = w.cfg.Store.FinishAttempt(rctx, end)
-	default:
-		err = w.cfg.Store.InTx(rctx, func(btx *store.Tx) error {
-			var err error
-			if shardComplete, err = btx.FinishAttempt(rctx, end); err != nil {
-				return err
-			}
-			if runErr != nil || ic.DryRun {
-				// A failed rollback means the connection died (e.g. cancelled mid-query); the
-				// transaction is gone either way, so the attempt's record must still commit.
-				_ = tx.Rollback(rctx)
-				return nil
-			}
-			if err := tx.Commit(rctx); err != nil {
-				return fmt.Errorf("%w: %w", errTargetCommit, err)
-			}
-			return nil
-		})
-		_ = tx.Rollback(rctx) // no-op after commit; releases the connection otherwise
-	}
-	if errors.Is(err, store.ErrLostClaim) {
-		log.Warn().Msg("attempt lost its claim to another delivery; its result is discarded")
-		return fmt.Errorf("%w: lost claim", errDuplicate)
-	}
-	if errors.Is(err, errTargetCommit) {
-		// The target refused the commit: record the attempt as a DB failure instead.
-		return w.record(ctx, ic, attemptID, claim, nil, m, etl.DBError(err), cause, start, log)
-	}
-	if err != nil {
-		// The item stays RUNNING under this attempt until the reconciler closes it a lease
-		// after its last heartbeat; come back then rather than after asynq's default delay.
-		log.Error().Err(err).Msg("could not record attempt; the lease will expire and the item be retried")
-		return task.RetryIn(err, w.cfg.Lease)
-	}
-	ev := log.Info()
-	if runErr != nil {
-		ev = log.Warn().Str("error_category", end.ErrorCategory).Str("error", truncate(runErr.Error(), 500))
-	}
-	ev.Str("status", end.AttemptStatus).Int64("records_read", m.RecordsRead).Int64("records_written", m.RecordsWritten).
-		Int64("page_count", m.Pages).Bool("dry_run", ic.DryRun).Msg("attempt ended")
-	w.cfg.Metrics.ObserveAttempt(ic.JobID, end.AttemptStatus, end.ErrorCategory, time.Since(start), m.RecordsRead, m.RecordsWritten)
-	if end.Terminal && shardComplete {
-		w.maybeFinalise(rctx, ic.RunID, log)
-	}
-	return asynqErr
-}
-
-// runCancelled reports whether an operator asked to cancel the run; the attempt's context may
-// have been cancelled through asynq's channel, which says nothing about why.
-func (w *Worker) runCancelled(ctx context.Context, runID uuid.UUID) bool {
-	run, err := w.cfg.Store.GetRun(context.WithoutCancel(ctx), runID)
-	return err == nil && run.CancelRequestedAt != nil
-}
-
-// itemCursor advances the item's cursor with its success when the job's policy is per item.
-func (w *Worker) itemCursor(ic store.ItemContext, end *store.AttemptEnd) {
-	if ic.CursorPolicy != string(runstate.CursorPolicyItem) {
-		return
-	}
-	out := runstate.CursorDecision(runstate.CursorInput{
-		Strategy: etl.Strategy(ic.Strategy), Policy: runstate.CursorPolicyItem, DryRun: ic.DryRun,
-		ItemStatus: runstate.StatusSuccess, Current: ic.CursorStart, Watermark: end.CursorEnd, LogicalStart: ic.LogicalStart,
-	})
-	end.CursorNote = &out.Note
-	if out.Advance && out.Value != nil {
-		end.Cursor = &store.CursorAdvance{JobID: ic.JobID, ParamHash: ic.ParamHash, Params: ic.Params,
-			Strategy: ic.Strategy, Value: *out.Value, RunID: ic.RunID}
-	}
-}
-
-func (w *Worker) maybeFinalise(ctx context.Context, runID uuid.UUID, log zerolog.Logger) {
-	done, err := w.cfg.Store.RunComplete(ctx, runID)
-	if err != nil || !done {
-		if err != nil {
-			log.Warn().Err(err).Msg("progress check failed; the reconciler will finalise")
+	case tx != nil && o.commit && !a.tgt.foreign:
+		fin, err = w.commitWithTarget(rctx, a, tx, o.end)
+		if errors.Is(err, errTargetCommit) {
+			return w.record(ctx, a, nil, m, etl.DBError(err), cause)
 		}
-		return
-	}
-	began := time.Now()
-	ok, err := aggregate.Finalise(ctx, w.cfg.Store, runID)
-	w.cfg.Metrics.ObserveFinalise(time.Since(began))
-	if err != nil {
-		log.Error().Err(err).Msg("finalise failed; the reconciler will retry")
-		return
-	}
-	if ok {
-		run, err := w.cfg.Store.GetRun(ctx, runID)
+	case tx != nil && o.commit:
+		err = store.WriteMarker(rctx, tx, store.MarkerTableDefault, store.Marker{RunID: a.p.RunID, ItemNo: a.p.ItemNo,
+			Generation: a.p.Generation, AttemptID: a.id, RecordsWritten: o.end.RecordsWritten})
 		if err == nil {
-			log.Info().Str("status", run.Status).Int32("items_succeeded", run.ItemsSucceeded).
-				Int32("items_failed", run.ItemsFailed).Int64("records_read", run.RecordsRead).
-				Int64("records_written", run.RecordsWritten).Msg("run finalised")
+			err = tx.Commit(rctx)
+		}
+		if err != nil {
+			_ = tx.Rollback(rctx)
+			// Unknown whether the target committed: fail the attempt; the next one reads the marker.
+			return w.record(ctx, a, nil, m, etl.DBError(fmt.Errorf("%w: %w", errTargetCommit, err)), cause)
+		}
+		failpoint.Hit(failpoint.TargetCommitted)
+		fin, err = w.finishes.do(rctx, o.end)
+	default:
+		if tx != nil {
+			// A failed rollback means the connection died (e.g. cancelled mid-query); the
+			// transaction is gone either way, so the attempt's record must still land.
+			_ = tx.Rollback(rctx)
+		}
+		fin, err = w.finishes.do(rctx, o.end)
+		if err == nil && fin.Recorded && o.commit {
+			failpoint.Hit(failpoint.TargetCommitted)
 		}
 	}
+	if err == nil {
+		err = fin.Err
+	}
+	if err != nil {
+		// Postgres refused it or stayed unreachable through every retry: the attempt stays
+		// RUNNING under this live worker; the delivery comes back and the claim tells.
+		a.log.Error().Err(err).Msg("could not record the attempt's end")
+		return task.RetryIn(err, infraRetryDelay)
+	}
+	if fin.Lost() {
+		a.log.Warn().Msg("attempt lost its claim (its worker was declared dead, or the run timed out); its result is discarded")
+		return nil
+	}
+	if fin.Status != o.end.AttemptStatus {
+		// An earlier end of this attempt landed after all (a commit whose answer was lost).
+		a.log.Info().Str("status", string(fin.Status)).Msg("the attempt's earlier end had been recorded")
+		return nil
+	}
+	failpoint.Hit(failpoint.Recorded)
+	w.logEnd(a, o.end, m, runErr)
+	if o.end.Terminal && fin.RunOpen <= finaliseTail {
+		w.maybeFinalise(rctx, a.p.RunID, fin.RunOpen, a.log)
+	}
+	return o.asynq
 }
 
-// cancelPending ends a not-yet-started item of a cancelled run.
-func (w *Worker) cancelPending(ctx context.Context, ic store.ItemContext, log zerolog.Logger) error {
-	ok, err := w.cfg.Store.CancelPendingItem(ctx, ic.RunID, ic.ItemNo, ic.ItemCount)
+// errTargetCommit marks a target database that refused the commit of a successful attempt.
+var errTargetCommit = errors.New("commit target")
+
+// commitWithTarget writes the end inside the target transaction on etlexec's own database and
+// commits both at once. A lost claim rolls the target back.
+func (w *Worker) commitWithTarget(ctx context.Context, a *attempt, tx pgx.Tx, end store.AttemptEnd) (store.Finish, error) {
+	res, err := w.cfg.Store.WithTx(tx).FinishAttempts(ctx, w.ref().Shard, []store.AttemptEnd{end})
 	if err != nil {
-		return err
+		_ = tx.Rollback(ctx)
+		return store.Finish{}, fmt.Errorf("%w: %w", errTargetCommit, err)
 	}
-	if ok {
-		log.Info().Msg("item cancelled before start")
-		w.maybeFinalise(context.WithoutCancel(ctx), ic.RunID, log)
+	if res[0].Lost() {
+		_ = tx.Rollback(ctx)
+		return res[0], nil
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// Unknown outcome: recording a failure tells, since it is refused (already recorded)
+		// if the commit did land.
+		return store.Finish{}, fmt.Errorf("%w: %w", errTargetCommit, err)
+	}
+	failpoint.Hit(failpoint.TargetCommitted)
+	return res[0], nil
+}
+
+// recordFromMarker records an attempt that found the item already committed by an earlier one.
+func (w *Worker) recordFromMarker(ctx context.Context, a *attempt, m store.Marker) error {
+	note := fmt.Sprintf("the target already holds this item's commit, made by attempt %s at %s; the handler was not run again",
+		m.AttemptID, m.CommittedAt.UTC().Format(time.RFC3339))
+	a.log.Warn().Str("committed_by_attempt", m.AttemptID.String()).Msg("item already committed in the target: recorded without running it")
+	end := store.AttemptEnd{RunID: a.p.RunID, ItemNo: a.p.ItemNo, AttemptID: a.id, AttemptStatus: runstate.StatusSuccess,
+		ItemStatus: runstate.StatusSuccess, Terminal: true, ErrorCategory: etl.CategoryNone, RecordsWritten: m.RecordsWritten,
+		CursorNote: &note}
+	fin, err := w.finishes.do(context.WithoutCancel(ctx), end)
+	if err != nil {
+		return task.RetryIn(err, infraRetryDelay)
+	}
+	if !fin.Lost() && fin.RunOpen <= finaliseTail {
+		w.maybeFinalise(context.WithoutCancel(ctx), a.p.RunID, fin.RunOpen, a.log)
 	}
 	return nil
 }
 
-// notClaimable handles a delivery that could not claim: a live attempt holds the item
-// (a duplicate delivery), or its holder died. In the second case the reconciler closes the
-// lost attempt (retrying the item, or failing it when out of attempts), so the delivery only
-// comes back a lease later.
-func (w *Worker) notClaimable(ctx context.Context, ic store.ItemContext, log zerolog.Logger) error {
-	cur, err := w.cfg.Store.GetItemContext(ctx, ic.RunID, ic.ItemNo)
-	if err != nil {
-		return err
+func (w *Worker) logEnd(a *attempt, end store.AttemptEnd, m etl.Metrics, runErr error) {
+	ev := a.log.Info()
+	if runErr != nil {
+		ev = a.log.Warn().Str("error_category", string(end.ErrorCategory)).Str("error", store.Text(runErr.Error(), 500))
 	}
-	log.Info().Str("status", cur.Status).Msg("duplicate delivery: item held by another attempt or terminal")
-	return task.RetryIn(fmt.Errorf("%w: item %s", errDuplicate, cur.Status), w.cfg.Lease)
+	ev.Str("status", string(end.AttemptStatus)).Int64("records_read", m.RecordsRead).Int64("records_written", end.RecordsWritten).
+		Int64("page_count", m.Pages).Bool("dry_run", a.claim.DryRun).Str(logsink.LedgerEventKey, "attempt_ended").Msg("attempt ended")
+	jobID := a.claim.JobID
+	w.cfg.Metrics.ObserveAttempt(jobID, string(end.AttemptStatus), string(end.ErrorCategory), time.Since(a.start), m.RecordsRead, end.RecordsWritten)
 }
 
-// shareSecrets hands the values of environment variables named by *_env config keys to the
-// log redactor, so a secret a job uses never reaches a log line.
-func (w *Worker) shareSecrets(config json.RawMessage) {
-	if w.cfg.OnSecrets == nil {
+// maybeFinalise finalises the run if its counters say every item settled; open is what the
+// attempt's end last saw (0 = this end may have been the last).
+func (w *Worker) maybeFinalise(ctx context.Context, runID uuid.UUID, open int, log zerolog.Logger) {
+	began := time.Now()
+	res, err := w.cfg.Store.FinaliseRun(ctx, runID)
+	if err != nil {
+		log.Error().Err(err).Msg("finalise failed; the reconciler will retry")
 		return
 	}
-	var m map[string]any
-	if json.Unmarshal(config, &m) != nil {
-		return
+	if res.Done {
+		w.cfg.Metrics.ObserveFinalise(time.Since(began))
+		log.Info().Str("status", string(res.Status)).Int64("items_succeeded", res.Counters.Succeeded).
+			Int64("items_failed", res.Counters.Failed).Int64("records_read", res.Counters.RecordsRead).
+			Int64("records_written", res.Counters.RecordsWritten).Int("open_seen", open).Msg("run finalised")
 	}
-	var vals []string
-	for k, v := range m {
-		if s, ok := v.(string); ok && strings.HasSuffix(k, "_env") {
-			if val := os.Getenv(s); val != "" {
-				vals = append(vals, val)
-			}
-		}
-	}
-	if len(vals) > 0 {
-		w.cfg.OnSecrets(vals...)
-	}
+}
+
+// runCancelled reports whether an operator asked to cancel the run; an attempt's context may
+// have been cancelled through asynq's channel, which says nothing about why.
+func (w *Worker) runCancelled(runID uuid.UUID) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	run, err := w.cfg.Store.GetRun(ctx, runID)
+	return err == nil && run.CancelRequestedAt != nil
 }
 
 func errorDetail(err error, d runstate.Decision) json.RawMessage {
@@ -405,11 +495,4 @@ func errorDetail(err error, d runstate.Decision) json.RawMessage {
 	}
 	b, _ := json.Marshal(detail)
 	return b
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

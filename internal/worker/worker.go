@@ -1,12 +1,19 @@
 // Package worker runs items: it consumes asynq item tasks, claims each item in Postgres,
 // executes the job's handler against a target transaction, records the attempt, and finalises
 // the run when its last item ends. Every path is safe to run twice.
+//
+// A worker process is alive while it renews its own liveness lease (dw_etl_workers), one row
+// per process on the database clock: attempts name their worker, and a reconciler that sees the
+// lease lapse declares the worker dead, ends its sessions and closes its attempts. Claims and
+// attempt ends go through batchers (group commit), so the ledger costs a fraction of a statement
+// per item.
 package worker
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -25,8 +32,12 @@ import (
 
 // Config configures a Worker.
 type Config struct {
-	// Store is etlexec's database. Required.
+	// Store is etlexec's database (a store opened with Options.Bounded and this worker's
+	// AppName, see AppName). Required.
 	Store *store.Store
+	// TargetPool is the pool for target transactions on etlexec's own database: unbounded
+	// statements, this worker's AppName. Nil uses Store.Pool() (tests).
+	TargetPool *pgxpool.Pool
 	// Redis is where tasks come from. Required.
 	Redis asynq.RedisConnOpt
 	// Registry maps job kinds to handlers. Required.
@@ -38,10 +49,17 @@ type Config struct {
 	// ShutdownTimeout is how long in-flight items may finish after shutdown starts before their
 	// contexts are cancelled. Defaults to ShutdownTimeoutDefault.
 	ShutdownTimeout time.Duration
-	// Lease is how long an attempt holds its item without heartbeat. Defaults to LeaseDefault.
+	// Lease is how long the process counts as alive after each heartbeat; heartbeats run a
+	// third of it apart. Defaults to LeaseDefault.
 	Lease time.Duration
-	// WorkerID is recorded on attempts. Defaults to hostname:pid.
-	WorkerID string
+	// ID identifies the process: its first liveness row and the application_name of its
+	// sessions (AppName). Defaults to a new UUIDv7; set it when building Store with AppName.
+	ID uuid.UUID
+	// Name is recorded on attempts. Defaults to hostname:pid.
+	Name string
+	// Linger is how long a claim or an attempt end waits for companions before its batch is
+	// written; 0 (the default) flushes eagerly.
+	Linger time.Duration
 	// Logger is the base logger; item loggers derive from it.
 	Logger zerolog.Logger
 	// Retry computes backoff. Defaults to runstate.DefaultRetryPolicy.
@@ -53,6 +71,7 @@ type Config struct {
 	OnSecrets func(vals ...string)
 }
 
+// Named defaults of Config.
 const (
 	ConcurrencyDefault     = 20
 	ShutdownTimeoutDefault = 50 * time.Second
@@ -60,9 +79,14 @@ const (
 	// abandonGrace is how long a handler may ignore its cancelled context before the worker
 	// records its attempt without it.
 	abandonGrace = 5 * time.Second
+	// finishBatchMax bounds how many attempt ends share one statement.
+	finishBatchMax = 256
 )
 
-func (c *Config) withDefaults() {
+// AppName is the application_name a worker with process id id gives its sessions.
+func AppName(id uuid.UUID) string { return store.AppName(id) }
+
+func (c *Config) withDefaults() error {
 	if len(c.Queues) == 0 {
 		c.Queues = []string{"etl"}
 	}
@@ -75,13 +99,21 @@ func (c *Config) withDefaults() {
 	if c.Lease <= 0 {
 		c.Lease = LeaseDefault
 	}
-	if c.WorkerID == "" {
+	if c.ID == uuid.Nil {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		c.ID = id
+	}
+	if c.Name == "" {
 		host, _ := os.Hostname()
-		c.WorkerID = fmt.Sprintf("%s:%d", host, os.Getpid())
+		c.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
 	}
 	if c.Retry == (runstate.RetryPolicy{}) {
 		c.Retry = runstate.DefaultRetryPolicy
 	}
+	return nil
 }
 
 func (c *Config) validate() error {
@@ -92,6 +124,10 @@ func (c *Config) validate() error {
 		return errors.New("worker config: Redis is required")
 	case c.Registry == nil:
 		return errors.New("worker config: Registry is required")
+	case c.Lease < time.Second:
+		return fmt.Errorf("worker config: Lease %s must be at least 1s", c.Lease)
+	case c.Linger < 0:
+		return fmt.Errorf("worker config: Linger %s must not be negative", c.Linger)
 	}
 	return c.Retry.Validate()
 }
@@ -101,46 +137,91 @@ type Worker struct {
 	cfg     Config
 	log     zerolog.Logger
 	targets *targets
+	jobs    *jobCache
+	runners *runners
 
 	// base is the parent of every handler context; cancelled when shutdown's grace ends,
 	// because asynq abandons but never cancels a handler at its own shutdown timeout.
 	base       context.Context
 	cancelBase context.CancelCauseFunc
 
-	finisherOnce sync.Once
-	finishCh     chan *finishReq
+	// gate lets a suspect item run alone: ordinary items hold it shared from claim to record,
+	// a suspect takes it exclusively before it is claimed.
+	gate sync.RWMutex
+
+	claims   *batcher[store.ClaimRequest, store.Claim]
+	finishes *batcher[store.AttemptEnd, store.Finish]
+	stopBook context.CancelFunc
 
 	mu   sync.Mutex
+	me   store.WorkerRef // this incarnation: a worker declared dead registers again
 	live map[uuid.UUID]*liveAttempt
-	idle *sync.Cond
 }
 
 type liveAttempt struct {
 	runID  uuid.UUID
+	item   *etl.Item
 	cancel context.CancelCauseFunc
+	// reported is the progress last written, so unchanged attempts are skipped.
+	reported store.AttemptProgress
 }
 
-// ErrRunCancelled is the cause given to a running item's context when its run is cancelled.
-var ErrRunCancelled = errors.New("run cancelled")
-
-// errShutdown is the cause given to running items when the shutdown grace ends.
-var errShutdown = errors.New("worker shutting down")
+var (
+	// ErrRunCancelled is the cause given to a running item's context when its run is cancelled.
+	ErrRunCancelled = errors.New("run cancelled")
+	// errShutdown is the cause given to running items when the shutdown grace ends.
+	errShutdown = errors.New("worker shutting down")
+	// errDeclaredDead is the cause given to running items when the reconciler declared this
+	// worker dead (it was frozen or cut off past its lease): their claims are gone.
+	errDeclaredDead = errors.New("worker declared dead by the reconciler; its attempts were closed")
+	// errRunTimeout is the cause given to running items when their run passes its deadline.
+	errRunTimeout = errors.New("run timeout")
+)
 
 // New builds a worker.
 func New(cfg Config) (*Worker, error) {
-	cfg.withDefaults()
+	if err := cfg.withDefaults(); err != nil {
+		return nil, err
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, live: map[uuid.UUID]*liveAttempt{}}
-	w.idle = sync.NewCond(&w.mu)
-	w.targets = newTargets(cfg.Store.Pool(), cfg.Concurrency)
+	own := cfg.TargetPool
+	if own == nil {
+		own = cfg.Store.Pool()
+	}
+	w := &Worker{cfg: cfg, log: cfg.Logger, live: map[uuid.UUID]*liveAttempt{}, jobs: newJobCache(cfg.Store),
+		runners: &runners{}}
+	w.targets = newTargets(own, AppName(cfg.ID), cfg.Concurrency)
 	w.base, w.cancelBase = context.WithCancelCause(context.Background())
+	w.me = store.WorkerRef{ID: cfg.ID, Name: cfg.Name, Shard: randomShard()}
+	// Bookkeeping outlives the handlers' contexts: ends queued during shutdown must land.
+	bookCtx, stopBook := context.WithCancel(context.Background())
+	w.stopBook = stopBook
+	w.claims = newBatcher(bookCtx, cfg.Concurrency, cfg.Linger, func(ctx context.Context, reqs []store.ClaimRequest) ([]store.Claim, error) {
+		return w.cfg.Store.ClaimItems(ctx, w.ref(), false, reqs)
+	})
+	w.finishes = newBatcher(bookCtx, finishBatchMax, cfg.Linger, func(ctx context.Context, ends []store.AttemptEnd) ([]store.Finish, error) {
+		return w.cfg.Store.FinishAttempts(ctx, w.ref().Shard, ends)
+	})
 	return w, nil
 }
 
-// ID is the worker id recorded on attempts.
-func (w *Worker) ID() string { return w.cfg.WorkerID }
+// randomShard picks a progress shard for this incarnation; shard 0 is the reconciler's.
+func randomShard() int16 { return int16(1 + rand.IntN(store.ProgressShards-1)) }
+
+// ID is the worker's current incarnation id (dw_etl_workers.worker_id).
+func (w *Worker) ID() uuid.UUID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.me.ID
+}
+
+func (w *Worker) ref() store.WorkerRef {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.me
+}
 
 // Mux returns the asynq handler mux serving item tasks.
 func (w *Worker) Mux() *asynq.ServeMux {
@@ -150,10 +231,21 @@ func (w *Worker) Mux() *asynq.ServeMux {
 	return mux
 }
 
-// Run serves tasks until ctx is done, then shuts down gracefully: stop fetching, let in-flight
-// items finish within ShutdownTimeout, cancel the rest through their contexts, wait for their
-// attempts to be recorded, and return.
+// register records this incarnation's liveness row.
+func (w *Worker) register(ctx context.Context, ref store.WorkerRef) error {
+	host, _ := os.Hostname()
+	return w.cfg.Store.RegisterWorker(ctx, store.WorkerInfo{ID: ref.ID, Name: ref.Name, Host: host, PID: os.Getpid(),
+		Queues: w.cfg.Queues, Concurrency: w.cfg.Concurrency, Lease: w.cfg.Lease, AppName: AppName(w.cfg.ID)})
+}
+
+// Run registers the worker, serves tasks until ctx is done, then shuts down gracefully, in
+// this order: stop fetching; let in-flight items finish within ShutdownTimeout; cancel the rest
+// through their contexts and give them abandonGrace to end; write the queued attempt ends;
+// stop asynq; stop the heartbeat and end the liveness lease; close the target pools.
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.register(ctx, w.ref()); err != nil {
+		return err
+	}
 	queues := map[string]int{}
 	for _, q := range w.cfg.Queues {
 		queues[q] = 1
@@ -174,9 +266,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := srv.Start(w.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
-	hbCtx, stopHB := context.WithCancel(context.Background())
+	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
-	go func() { defer close(hbDone); w.heartbeatLoop(hbCtx) }()
+	go func() { defer close(hbDone); w.livenessLoop(hbCtx) }()
 
 	<-ctx.Done()
 	w.log.Info().Dur("shutdown_timeout", w.cfg.ShutdownTimeout).Msg("worker stopping: no new tasks")
@@ -187,8 +279,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.cancelBase(errShutdown)
 	w.waitIdle(abandonGrace + 2*time.Second)
 	srv.Shutdown()
+	w.claims.close()
+	w.finishes.close()
+	w.stopBook()
 	stopHB()
 	<-hbDone
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.cfg.Store.StopWorker(sctx, w.ID()); err != nil {
+		w.log.Warn().Err(err).Msg("could not end the liveness lease; the reconciler ends it when it lapses")
+	}
 	w.targets.close()
 	return nil
 }
@@ -202,20 +302,20 @@ func (w *Worker) inFlight() int {
 // waitIdle waits until no attempt is live, or d passes; it reports whether idle was reached.
 func (w *Worker) waitIdle(d time.Duration) bool {
 	deadline := time.Now().Add(d)
-	for {
-		if w.inFlight() == 0 {
-			return true
-		}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for w.inFlight() > 0 {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-t.C
 	}
+	return true
 }
 
-func (w *Worker) track(attemptID, runID uuid.UUID, cancel context.CancelCauseFunc) {
+func (w *Worker) track(attemptID, runID uuid.UUID, item *etl.Item, cancel context.CancelCauseFunc) {
 	w.mu.Lock()
-	w.live[attemptID] = &liveAttempt{runID: runID, cancel: cancel}
+	w.live[attemptID] = &liveAttempt{runID: runID, item: item, cancel: cancel}
 	w.mu.Unlock()
 }
 
@@ -227,101 +327,109 @@ func (w *Worker) untrack(attemptID uuid.UUID) {
 
 // CancelRun cancels the contexts of this worker's running attempts of runID.
 func (w *Worker) CancelRun(runID uuid.UUID) int {
+	return w.cancelWhere(func(a *liveAttempt) bool { return a.runID == runID }, ErrRunCancelled)
+}
+
+func (w *Worker) cancelWhere(match func(*liveAttempt) bool, cause error) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
 	for _, a := range w.live {
-		if a.runID == runID {
-			a.cancel(ErrRunCancelled)
+		if match(a) {
+			a.cancel(cause)
 			n++
 		}
 	}
 	return n
 }
 
-// heartbeatLoop refreshes the leases of live attempts, a third of the lease apart.
-func (w *Worker) heartbeatLoop(ctx context.Context) {
+// livenessLoop renews the liveness lease a third of the lease apart, passes cancellations on
+// to running attempts, and reports their progress.
+func (w *Worker) livenessLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.Lease / 3)
 	defer t.Stop()
+	lastOK := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		w.mu.Lock()
-		ids := make([]uuid.UUID, 0, len(w.live))
-		for id := range w.live {
-			ids = append(ids, id)
+		beat, err := w.cfg.Store.Heartbeat(ctx, w.ID(), w.liveRuns())
+		switch {
+		case errors.Is(err, store.ErrWorkerDead):
+			w.reincarnate(ctx)
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				w.log.Warn().Err(err).Dur("since_last_heartbeat", time.Since(lastOK)).Msg("heartbeat failed")
+			}
+			continue
 		}
-		w.mu.Unlock()
-		if _, err := w.cfg.Store.Heartbeat(ctx, ids); err != nil && ctx.Err() == nil {
-			w.log.Warn().Err(err).Int("attempts", len(ids)).Msg("heartbeat failed")
+		lastOK = time.Now()
+		if beat.Lapsed {
+			w.log.Warn().Dur("lease", w.cfg.Lease).Msg("the liveness lease had lapsed before this heartbeat (process frozen or cut off?)")
 		}
-		w.pollCancels(ctx)
-	}
-}
-
-// pollCancels cancels live attempts whose run an operator cancelled.
-func (w *Worker) pollCancels(ctx context.Context) {
-	w.mu.Lock()
-	runs := map[uuid.UUID]bool{}
-	for _, a := range w.live {
-		runs[a.runID] = true
-	}
-	w.mu.Unlock()
-	for id := range runs {
-		run, err := w.cfg.Store.GetRun(ctx, id)
-		if err == nil && run.CancelRequestedAt != nil {
+		for _, id := range beat.CancelledRuns {
 			w.CancelRun(id)
 		}
+		w.reportProgress(ctx)
 	}
 }
 
-// targets holds one pool per target database a job names through an environment variable.
-type targets struct {
-	own      *pgxpool.Pool
-	maxConns int32
-	mu       sync.Mutex
-	pools    map[string]*pgxpool.Pool
-}
-
-func newTargets(own *pgxpool.Pool, concurrency int) *targets {
-	return &targets{own: own, maxConns: int32(concurrency + 2), pools: map[string]*pgxpool.Pool{}}
-}
-
-// pool returns the pool for a target DSN held in env var envName ("" = etlexec's database).
-func (t *targets) pool(ctx context.Context, envName string) (*pgxpool.Pool, error) {
-	if envName == "" {
-		return t.own, nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if p, ok := t.pools[envName]; ok {
-		return p, nil
-	}
-	dsn := os.Getenv(envName)
-	if dsn == "" {
-		return nil, etl.Permanent(etl.SystemError(fmt.Errorf("target database: environment variable %s is not set", envName)))
-	}
-	pcfg, err := pgxpool.ParseConfig(dsn)
+// reincarnate handles being declared dead: every running attempt lost its claim, so their
+// handlers are cancelled, and the process registers a new liveness row for its next items.
+func (w *Worker) reincarnate(ctx context.Context) {
+	n := w.cancelWhere(func(*liveAttempt) bool { return true }, errDeclaredDead)
+	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, etl.Permanent(etl.SystemError(fmt.Errorf("target database from %s: unparsable URL", envName)))
+		return
 	}
-	pcfg.MaxConns = max(pcfg.MaxConns, t.maxConns)
-	p, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, etl.DBError(fmt.Errorf("target database from %s: %w", envName, err))
+	ref := store.WorkerRef{ID: id, Name: w.cfg.Name, Shard: randomShard()}
+	if err := w.register(ctx, ref); err != nil {
+		w.log.Error().Err(err).Msg("declared dead and could not register again; retrying at the next heartbeat")
+		return
 	}
-	t.pools[envName] = p
-	return p, nil
+	w.mu.Lock()
+	old := w.me.ID
+	w.me = ref
+	w.mu.Unlock()
+	w.log.Warn().Str("old_worker_id", old.String()).Str("worker_id", id.String()).Int("attempts_cancelled", n).
+		Msg("this worker was declared dead (frozen or cut off past its lease); its attempts were closed; registered again")
 }
 
-func (t *targets) close() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, p := range t.pools {
-		p.Close()
+func (w *Worker) liveRuns() []uuid.UUID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := map[uuid.UUID]bool{}
+	out := make([]uuid.UUID, 0, len(w.live))
+	for _, a := range w.live {
+		if !seen[a.runID] {
+			seen[a.runID] = true
+			out = append(out, a.runID)
+		}
+	}
+	return out
+}
+
+// reportProgress writes the live counters and message of running attempts that changed.
+func (w *Worker) reportProgress(ctx context.Context) {
+	w.mu.Lock()
+	var ps []store.AttemptProgress
+	for id, a := range w.live {
+		if a.item == nil {
+			continue
+		}
+		m := a.item.Metrics()
+		p := store.AttemptProgress{AttemptID: id, RecordsRead: m.RecordsRead, RecordsWritten: m.RecordsWritten, Pages: m.Pages, Message: m.Progress}
+		if p != a.reported {
+			a.reported = p
+			ps = append(ps, p)
+		}
+	}
+	w.mu.Unlock()
+	if _, err := w.cfg.Store.ReportProgress(ctx, ps); err != nil && ctx.Err() == nil {
+		w.log.Debug().Err(err).Int("attempts", len(ps)).Msg("progress report failed")
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/etlexec/etlexec/internal/redistest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/task"
 	"github.com/etlexec/etlexec/internal/telemetry"
 	"github.com/etlexec/etlexec/internal/worker"
 	"go.opentelemetry.io/otel"
@@ -94,16 +95,15 @@ func setup(t *testing.T, workers int) *bundle {
 	st := dbtest.Store(t)
 	q := redistest.Queue(t)
 	opt := redistest.ConnOpt(t)
-	client := asynq.NewClient(opt)
-	t.Cleanup(func() { client.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: opt, Logger: zerolog.Nop()})
 	require.NoError(t, err)
+	t.Cleanup(func() { enq.Close() })
 	reg := etl.NewRegistry()
 	reg.Register("test", testKind)
 	for i := 0; i < workers; i++ {
 		w, err := worker.New(worker.Config{
 			Store: st, Redis: opt, Registry: reg, Queues: []string{q}, Concurrency: 8,
-			ShutdownTimeout: time.Second, Lease: 5 * time.Second, WorkerID: fmt.Sprintf("w%d", i),
+			ShutdownTimeout: time.Second, Lease: 5 * time.Second, Name: fmt.Sprintf("w%d", i),
 			Retry:  runstate.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond, Jitter: 0.1},
 			Logger: zerolog.Nop(),
 		})
@@ -259,8 +259,10 @@ func TestCursorsAndDryRun(t *testing.T) {
 	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
 	require.Nil(t, cursor("inc", good))
 	var note string
+	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT cursor_note FROM dw_etl_runs WHERE run_id = $1`, run.RunID).Scan(&note))
+	require.Equal(t, "run PARTIAL_SUCCESS: cursors held (cursor policy run)", note)
 	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT cursor_note FROM dw_etl_run_items WHERE run_id = $1 AND item_no = 1`, run.RunID).Scan(&note))
-	require.Equal(t, runstate.CursorNoteRunFailed, note)
+	require.Equal(t, "advances to 2026-03-01T00:00:00Z if the run succeeds", note)
 
 	// Policy item: the good item advances despite the failed sibling.
 	res, err = b.enq.Trigger(ctx, enqueue.Request{JobID: "inc_item", Params: raw(t, good, bad)})
@@ -359,16 +361,14 @@ func TestCancelMidRun(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var running int
-		require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND status = 'RUNNING'`, res.Run.RunID).Scan(&running))
+		require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'RUNNING'`, res.Run.RunID).Scan(&running))
 		if running == 8 {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "items never started")
 		time.Sleep(20 * time.Millisecond)
 	}
-	insp := asynq.NewInspector(redistest.ConnOpt(t))
-	defer insp.Close()
-	cres, err := ops.Cancel(ctx, b.st, insp, res.Run.RunID, "tester", "wrong params")
+	cres, err := ops.Cancel(ctx, b.st, b.enq.Dispatcher(), res.Run.RunID, "tester", "wrong params")
 	require.NoError(t, err)
 	require.Equal(t, 4, cres.ItemsCancelled)
 	run := b.waitRun(t, res.Run.RunID)
@@ -382,7 +382,7 @@ func TestCancelMidRun(t *testing.T) {
 		FROM dw_etl_run_attempts WHERE run_id = $1`, run.RunID).Scan(&notCancelled, &retried))
 	require.Zero(t, notCancelled, "running attempts end CANCELLED")
 	require.Zero(t, retried, "cancelled attempts are not retried")
-	_, err = ops.Cancel(ctx, b.st, insp, res.Run.RunID, "tester", "again")
+	_, err = ops.Cancel(ctx, b.st, b.enq.Dispatcher(), res.Run.RunID, "tester", "again")
 	require.ErrorIs(t, err, store.ErrRunNotActive)
 }
 
@@ -397,17 +397,21 @@ func TestConcurrentDeliveriesOneSuccess(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	runID, _ := uuid.NewV7()
-	_, items, err := st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: "dup", Trigger: "manual", Strategy: "none"},
-		[]store.NewItem{{Params: json.RawMessage(`{"records":1}`), ParamHash: "h1", TaskID: "t1"}}, 0)
+	_, err = st.CreateRun(ctx, store.NewRun{RunID: runID, JobID: "dup", Trigger: "manual", Strategy: "none"},
+		[]store.NewItem{{Params: json.RawMessage(`{"records":1}`), ParamHash: "h1"}}, 0)
 	require.NoError(t, err)
 	reg := etl.NewRegistry()
 	reg.Register("test", testKind)
-	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Logger: zerolog.Nop()})
+	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Queues: []string{redistest.Queue(t)}, Logger: zerolog.Nop()})
 	require.NoError(t, err)
-	payload, _ := json.Marshal(map[string]any{"run_id": runID, "item_no": items[0].ItemNo, "gen": 0})
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	payload := task.Item{RunID: runID, ItemNo: 1}.Encode()
 	errs := make(chan error, 2)
 	for i := 0; i < 2; i++ {
-		go func() { errs <- w.HandleItem(ctx, asynq.NewTask("etl:item", payload)) }()
+		go func() { errs <- w.HandleItem(ctx, asynq.NewTask(task.TypeItem, payload)) }()
 	}
 	<-errs
 	<-errs
@@ -436,10 +440,9 @@ func TestTraceFromTriggerToAttempt(t *testing.T) {
 	q := redistest.Queue(t)
 	b := &bundle{st: st, queue: q}
 	b.job(t, "traced", "none", "run", 1)
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	t.Cleanup(func() { client.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop(), Headers: telemetry.Headers})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop(), Headers: telemetry.Headers})
 	require.NoError(t, err)
+	t.Cleanup(func() { enq.Close() })
 	reg := etl.NewRegistry()
 	reg.Register("test", testKind)
 	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Queues: []string{q}, Logger: zerolog.Nop()})
@@ -482,10 +485,9 @@ func TestRunLogsQueryableByRunAndAttempt(t *testing.T) {
 	q := redistest.Queue(t)
 	b := &bundle{st: st, queue: q}
 	b.job(t, "logged", "none", "run", 2)
-	client := asynq.NewClient(redistest.ConnOpt(t))
-	t.Cleanup(func() { client.Close() })
-	enq, err := enqueue.New(enqueue.Config{Store: st, Client: client, Logger: zerolog.Nop()})
+	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
+	t.Cleanup(func() { enq.Close() })
 	reg := etl.NewRegistry()
 	reg.Register("test", testKind)
 	w, err := worker.New(worker.Config{Store: st, Redis: redistest.ConnOpt(t), Registry: reg, Queues: []string{q},

@@ -14,7 +14,10 @@
 //     absent when nil.
 //
 // Rows are read page by page; when the item has a target, each page is upserted into
-// the configured table (created on first use) inside the target transaction.
+// the configured table (created on first use) inside the target transaction, or, with
+// `append`, inserted with plain INSERTs into a table that allows duplicates, so that a page
+// written twice shows as duplicate rows. `crash` SIGKILLs the worker process as the handler
+// starts, as an out-of-memory kill would.
 package synthetic
 
 import (
@@ -24,9 +27,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -86,6 +91,8 @@ type params struct {
 	Hang            bool    `json:"hang"`
 	HangIgnoreCtx   bool    `json:"hang_ignore_ctx"`
 	Noop            bool    `json:"noop"`
+	Append          bool    `json:"append"`
+	Crash           bool    `json:"crash"`
 	Key             string  `json:"key"`
 	Base            string  `json:"base"`
 	StepSeconds     int     `json:"step_seconds"`
@@ -232,6 +239,16 @@ func Handler(ctx context.Context, it *etl.Item) error {
 	if err != nil {
 		return etl.DataError(fmt.Errorf("synthetic config: %w", err))
 	}
+	if p.Crash {
+		it.Log().Warn().Msg("synthetic: crash requested: SIGKILL to this process")
+		// The whole process dies at once, as the kernel's OOM killer would do it: no deferred
+		// call, no attempt end, no goodbye to Redis.
+		if err := syscall.Kill(os.Getpid(), syscall.SIGKILL); err != nil {
+			return etl.SystemError(fmt.Errorf("synthetic: crash: %w", err))
+		}
+		<-ctx.Done() // not reached: the kernel ends the process as the kill returns
+		return ctx.Err()
+	}
 	if p.Noop {
 		return nil
 	}
@@ -342,12 +359,15 @@ func (l *loader) page(ctx context.Context, from, to int) error {
 		if err := l.prepare(ctx, tx); err != nil {
 			return l.dbError(ctx, fmt.Sprintf("create target table %s", l.table.Sanitize()), err)
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO `+l.table.Sanitize()+` (key, seq, modified_at, payload)
-			SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[])
-			ON CONFLICT (key, seq) DO UPDATE SET modified_at = excluded.modified_at, payload = excluded.payload`,
-			keys, seqs, times, payloads)
+		stmt, doing := `INSERT INTO `+l.table.Sanitize()+` (key, seq, modified_at, payload)
+			SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[])`, "insert"
+		if !l.p.Append {
+			stmt += ` ON CONFLICT (key, seq) DO UPDATE SET modified_at = excluded.modified_at, payload = excluded.payload`
+			doing = "upsert"
+		}
+		tag, err := tx.Exec(ctx, stmt, keys, seqs, times, payloads)
 		if err != nil {
-			return l.dbError(ctx, fmt.Sprintf("upsert rows %d..%d into %s", from, to-1, l.table.Sanitize()), err)
+			return l.dbError(ctx, fmt.Sprintf("%s rows %d..%d into %s", doing, from, to-1, l.table.Sanitize()), err)
 		}
 		l.it.AddWritten(tag.RowsAffected())
 	}
@@ -375,7 +395,8 @@ func (l *loader) wait(ctx context.Context) error {
 	}
 }
 
-// prepare creates the target table unless it already exists. Concurrent transactions
+// prepare creates the target table unless it already exists: keyed on (key, seq) for upserts,
+// or, with append, on a bigserial id alone so duplicates are kept. Concurrent transactions
 // creating the same table collide on pg_type's unique index, so creators serialise on
 // an advisory lock held until their transaction ends; the to_regclass check first
 // keeps transactions that find the table committed from taking it at all.
@@ -392,14 +413,25 @@ func (l *loader) prepare(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, name); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+name+` (
+		ddl := `CREATE TABLE IF NOT EXISTS ` + name + ` (
 			key text,
 			seq int,
 			modified_at timestamptz,
 			payload text,
 			loaded_at timestamptz DEFAULT now(),
 			PRIMARY KEY (key, seq)
-		)`); err != nil {
+		)`
+		if l.p.Append {
+			ddl = `CREATE TABLE IF NOT EXISTS ` + name + ` (
+			id bigserial PRIMARY KEY,
+			key text,
+			seq int,
+			modified_at timestamptz,
+			payload text,
+			loaded_at timestamptz DEFAULT now()
+		)`
+		}
+		if _, err := tx.Exec(ctx, ddl); err != nil {
 			return err
 		}
 	}

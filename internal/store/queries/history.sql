@@ -62,25 +62,18 @@ SELECT EXISTS (SELECT 1 FROM dw_etl_runs WHERE run_id = @run_id);
 -- name: HistoryJobExists :one
 SELECT EXISTS (SELECT 1 FROM dw_etl_jobs WHERE job_id = @job_id);
 
--- HistoryItemCounts breaks a run's items down by status × error category (primary key range).
--- name: HistoryItemCounts :many
-SELECT status, error_category, count(*)::int AS n
-FROM dw_etl_run_items WHERE run_id = @run_id
-GROUP BY status, error_category
-ORDER BY status, error_category;
-
--- HistoryCursorNotes groups the cursor notes finalisation wrote on a run's items.
--- name: HistoryCursorNotes :many
-SELECT cursor_note::text AS note, count(*)::int AS n
-FROM dw_etl_run_items WHERE run_id = @run_id AND cursor_note IS NOT NULL
-GROUP BY cursor_note
-ORDER BY n DESC, note;
-
 -- HistoryItems pages a run's items in item_no order on the primary key (run_id, item_no).
+-- An item's status as shown is its settled status, or RUNNING while an attempt holds it
+-- (the claim leaves the status column alone; see items.sql).
 -- name: HistoryItems :many
-SELECT * FROM dw_etl_run_items
+SELECT run_id, item_no, params, param_hash,
+  (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END)::text AS status,
+  error_category, error_message, attempts, lost_attempts, generation, started_at, ended_at, duration_ms,
+  records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, next_retry_at
+FROM dw_etl_run_items
 WHERE run_id = @run_id AND item_no > @after_item_no
-  AND (coalesce(cardinality(@statuses::text[]), 0) = 0 OR status = ANY(@statuses::text[]))
+  AND (coalesce(cardinality(@statuses::text[]), 0) = 0
+    OR (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END) = ANY(@statuses::text[]))
   AND (coalesce(cardinality(@categories::text[]), 0) = 0 OR error_category = ANY(@categories::text[]))
 ORDER BY item_no
 LIMIT @row_limit;
@@ -88,9 +81,14 @@ LIMIT @row_limit;
 -- HistoryItemsByParamHash is HistoryItems for one param set: a point lookup on
 -- dw_etl_run_items_run_param_hash_key instead of a walk over the whole run.
 -- name: HistoryItemsByParamHash :many
-SELECT * FROM dw_etl_run_items
+SELECT run_id, item_no, params, param_hash,
+  (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END)::text AS status,
+  error_category, error_message, attempts, lost_attempts, generation, started_at, ended_at, duration_ms,
+  records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, next_retry_at
+FROM dw_etl_run_items
 WHERE run_id = @run_id AND param_hash = @param_hash AND item_no > @after_item_no
-  AND (coalesce(cardinality(@statuses::text[]), 0) = 0 OR status = ANY(@statuses::text[]))
+  AND (coalesce(cardinality(@statuses::text[]), 0) = 0
+    OR (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END) = ANY(@statuses::text[]))
   AND (coalesce(cardinality(@categories::text[]), 0) = 0 OR error_category = ANY(@categories::text[]))
 ORDER BY item_no
 LIMIT @row_limit;

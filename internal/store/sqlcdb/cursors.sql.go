@@ -7,79 +7,10 @@ package sqlcdb
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
 )
-
-const advanceCursors = `-- name: AdvanceCursors :exec
-INSERT INTO dw_etl_incremental_cursors (job_id, param_hash, params, strategy, cursor_value, last_run_id, updated_at)
-SELECT $1::text, unnest($2::text[]), unnest($3::jsonb[]), $4::text,
-  unnest($5::timestamptz[]), $6::uuid, now()
-ON CONFLICT (job_id, param_hash) DO UPDATE
-SET cursor_value = excluded.cursor_value, last_run_id = excluded.last_run_id, updated_at = now(),
-    strategy = excluded.strategy
-WHERE dw_etl_incremental_cursors.cursor_value IS NULL
-   OR dw_etl_incremental_cursors.cursor_value < excluded.cursor_value
-`
-
-type AdvanceCursorsParams struct {
-	JobID        string
-	ParamHashes  []string
-	Params       []json.RawMessage
-	Strategy     string
-	CursorValues []time.Time
-	RunID        uuid.UUID
-}
-
-// AdvanceCursors moves each (job, param_hash) cursor forward, never backwards.
-func (q *Queries) AdvanceCursors(ctx context.Context, arg AdvanceCursorsParams) error {
-	_, err := q.db.Exec(ctx, advanceCursors,
-		arg.JobID,
-		arg.ParamHashes,
-		arg.Params,
-		arg.Strategy,
-		arg.CursorValues,
-		arg.RunID,
-	)
-	return err
-}
-
-const cursorsForHashes = `-- name: CursorsForHashes :many
-SELECT param_hash, cursor_value FROM dw_etl_incremental_cursors
-WHERE job_id = $1 AND param_hash = ANY($2::text[])
-`
-
-type CursorsForHashesParams struct {
-	JobID       string
-	ParamHashes []string
-}
-
-type CursorsForHashesRow struct {
-	ParamHash   string
-	CursorValue *time.Time
-}
-
-func (q *Queries) CursorsForHashes(ctx context.Context, arg CursorsForHashesParams) ([]CursorsForHashesRow, error) {
-	rows, err := q.db.Query(ctx, cursorsForHashes, arg.JobID, arg.ParamHashes)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []CursorsForHashesRow
-	for rows.Next() {
-		var i CursorsForHashesRow
-		if err := rows.Scan(&i.ParamHash, &i.CursorValue); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
 
 const listCursors = `-- name: ListCursors :many
 SELECT job_id, param_hash, params, strategy, cursor_value, cursor_meta, last_run_id, updated_at FROM dw_etl_incremental_cursors WHERE job_id = $1 ORDER BY cursor_value DESC NULLS LAST, param_hash
@@ -112,4 +43,37 @@ func (q *Queries) ListCursors(ctx context.Context, jobID string) ([]DwEtlIncreme
 		return nil, err
 	}
 	return items, nil
+}
+
+const startItemsAt = `-- name: StartItemsAt :exec
+UPDATE dw_etl_run_items SET cursor_start = $1::timestamptz WHERE run_id = $2
+`
+
+type StartItemsAtParams struct {
+	WindowStart *time.Time
+	RunID       uuid.UUID
+}
+
+// StartItemsAt gives a new run's items one window start (a backfill window).
+func (q *Queries) StartItemsAt(ctx context.Context, arg StartItemsAtParams) error {
+	_, err := q.db.Exec(ctx, startItemsAt, arg.WindowStart, arg.RunID)
+	return err
+}
+
+const startItemsAtCursors = `-- name: StartItemsAtCursors :exec
+UPDATE dw_etl_run_items i SET cursor_start = c.cursor_value, cursor_meta = c.cursor_meta
+FROM dw_etl_incremental_cursors c
+WHERE i.run_id = $1 AND c.job_id = $2 AND c.param_hash = i.param_hash
+`
+
+type StartItemsAtCursorsParams struct {
+	RunID uuid.UUID
+	JobID string
+}
+
+// StartItemsAtCursors gives a new run's items the window start and meta of their stored
+// cursors, in one statement (a HOT update of rows the same transaction just copied in).
+func (q *Queries) StartItemsAtCursors(ctx context.Context, arg StartItemsAtCursorsParams) error {
+	_, err := q.db.Exec(ctx, startItemsAtCursors, arg.RunID, arg.JobID)
+	return err
 }

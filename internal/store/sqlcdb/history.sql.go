@@ -7,43 +7,11 @@ package sqlcdb
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
 )
-
-const historyCursorNotes = `-- name: HistoryCursorNotes :many
-SELECT cursor_note::text AS note, count(*)::int AS n
-FROM dw_etl_run_items WHERE run_id = $1 AND cursor_note IS NOT NULL
-GROUP BY cursor_note
-ORDER BY n DESC, note
-`
-
-type HistoryCursorNotesRow struct {
-	Note string
-	N    int32
-}
-
-// HistoryCursorNotes groups the cursor notes finalisation wrote on a run's items.
-func (q *Queries) HistoryCursorNotes(ctx context.Context, runID uuid.UUID) ([]HistoryCursorNotesRow, error) {
-	rows, err := q.db.Query(ctx, historyCursorNotes, runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []HistoryCursorNotesRow
-	for rows.Next() {
-		var i HistoryCursorNotesRow
-		if err := rows.Scan(&i.Note, &i.N); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
 
 const historyCursors = `-- name: HistoryCursors :many
 SELECT job_id, param_hash, params, strategy, cursor_value, cursor_meta, last_run_id, updated_at FROM dw_etl_incremental_cursors
@@ -89,7 +57,7 @@ func (q *Queries) HistoryCursors(ctx context.Context, arg HistoryCursorsParams) 
 }
 
 const historyItemAttempts = `-- name: HistoryItemAttempts :many
-SELECT attempt_id, run_id, attempt_no, item_no, item_attempt, status, error_category, error_message, error_detail, backoff_ms, next_retry_at, scheduled_at, started_at, heartbeat_at, ended_at, duration_ms, records_read, records_written, page_count, worker_id FROM dw_etl_run_attempts
+SELECT attempt_id, run_id, attempt_no, item_no, item_attempt, status, error_category, error_message, error_detail, backoff_ms, next_retry_at, scheduled_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, worker_id, records_discarded, progress, progress_at, worker, solo, ended_by FROM dw_etl_run_attempts
 WHERE run_id = $1 AND item_no = $2 AND attempt_no > $3
 ORDER BY attempt_no
 LIMIT $4
@@ -132,13 +100,18 @@ func (q *Queries) HistoryItemAttempts(ctx context.Context, arg HistoryItemAttemp
 			&i.NextRetryAt,
 			&i.ScheduledAt,
 			&i.StartedAt,
-			&i.HeartbeatAt,
 			&i.EndedAt,
 			&i.DurationMs,
 			&i.RecordsRead,
 			&i.RecordsWritten,
 			&i.PageCount,
 			&i.WorkerID,
+			&i.RecordsDiscarded,
+			&i.Progress,
+			&i.ProgressAt,
+			&i.Worker,
+			&i.Solo,
+			&i.EndedBy,
 		); err != nil {
 			return nil, err
 		}
@@ -150,44 +123,15 @@ func (q *Queries) HistoryItemAttempts(ctx context.Context, arg HistoryItemAttemp
 	return items, nil
 }
 
-const historyItemCounts = `-- name: HistoryItemCounts :many
-SELECT status, error_category, count(*)::int AS n
-FROM dw_etl_run_items WHERE run_id = $1
-GROUP BY status, error_category
-ORDER BY status, error_category
-`
-
-type HistoryItemCountsRow struct {
-	Status        string
-	ErrorCategory string
-	N             int32
-}
-
-// HistoryItemCounts breaks a run's items down by status × error category (primary key range).
-func (q *Queries) HistoryItemCounts(ctx context.Context, runID uuid.UUID) ([]HistoryItemCountsRow, error) {
-	rows, err := q.db.Query(ctx, historyItemCounts, runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []HistoryItemCountsRow
-	for rows.Next() {
-		var i HistoryItemCountsRow
-		if err := rows.Scan(&i.Status, &i.ErrorCategory, &i.N); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const historyItems = `-- name: HistoryItems :many
-SELECT run_id, item_no, params, param_hash, status, error_category, error_message, attempts, generation, task_id, current_attempt_id, heartbeat_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, attempt_limit FROM dw_etl_run_items
+SELECT run_id, item_no, params, param_hash,
+  (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END)::text AS status,
+  error_category, error_message, attempts, lost_attempts, generation, started_at, ended_at, duration_ms,
+  records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, next_retry_at
+FROM dw_etl_run_items
 WHERE run_id = $1 AND item_no > $2
-  AND (coalesce(cardinality($3::text[]), 0) = 0 OR status = ANY($3::text[]))
+  AND (coalesce(cardinality($3::text[]), 0) = 0
+    OR (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END) = ANY($3::text[]))
   AND (coalesce(cardinality($4::text[]), 0) = 0 OR error_category = ANY($4::text[]))
 ORDER BY item_no
 LIMIT $5
@@ -201,8 +145,33 @@ type HistoryItemsParams struct {
 	RowLimit    int32
 }
 
+type HistoryItemsRow struct {
+	RunID          uuid.UUID
+	ItemNo         int32
+	Params         json.RawMessage
+	ParamHash      string
+	Status         string
+	ErrorCategory  string
+	ErrorMessage   *string
+	Attempts       int32
+	LostAttempts   int32
+	Generation     int32
+	StartedAt      *time.Time
+	EndedAt        *time.Time
+	DurationMs     *int64
+	RecordsRead    int64
+	RecordsWritten int64
+	PageCount      int64
+	CursorStart    *time.Time
+	CursorEnd      *time.Time
+	CursorNote     *string
+	NextRetryAt    *time.Time
+}
+
 // HistoryItems pages a run's items in item_no order on the primary key (run_id, item_no).
-func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]DwEtlRunItem, error) {
+// An item's status as shown is its settled status, or RUNNING while an attempt holds it
+// (the claim leaves the status column alone; see items.sql).
+func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]HistoryItemsRow, error) {
 	rows, err := q.db.Query(ctx, historyItems,
 		arg.RunID,
 		arg.AfterItemNo,
@@ -214,9 +183,9 @@ func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]D
 		return nil, err
 	}
 	defer rows.Close()
-	var items []DwEtlRunItem
+	var items []HistoryItemsRow
 	for rows.Next() {
-		var i DwEtlRunItem
+		var i HistoryItemsRow
 		if err := rows.Scan(
 			&i.RunID,
 			&i.ItemNo,
@@ -226,10 +195,8 @@ func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]D
 			&i.ErrorCategory,
 			&i.ErrorMessage,
 			&i.Attempts,
+			&i.LostAttempts,
 			&i.Generation,
-			&i.TaskID,
-			&i.CurrentAttemptID,
-			&i.HeartbeatAt,
 			&i.StartedAt,
 			&i.EndedAt,
 			&i.DurationMs,
@@ -239,7 +206,7 @@ func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]D
 			&i.CursorStart,
 			&i.CursorEnd,
 			&i.CursorNote,
-			&i.AttemptLimit,
+			&i.NextRetryAt,
 		); err != nil {
 			return nil, err
 		}
@@ -252,9 +219,14 @@ func (q *Queries) HistoryItems(ctx context.Context, arg HistoryItemsParams) ([]D
 }
 
 const historyItemsByParamHash = `-- name: HistoryItemsByParamHash :many
-SELECT run_id, item_no, params, param_hash, status, error_category, error_message, attempts, generation, task_id, current_attempt_id, heartbeat_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, attempt_limit FROM dw_etl_run_items
+SELECT run_id, item_no, params, param_hash,
+  (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END)::text AS status,
+  error_category, error_message, attempts, lost_attempts, generation, started_at, ended_at, duration_ms,
+  records_read, records_written, page_count, cursor_start, cursor_end, cursor_note, next_retry_at
+FROM dw_etl_run_items
 WHERE run_id = $1 AND param_hash = $2 AND item_no > $3
-  AND (coalesce(cardinality($4::text[]), 0) = 0 OR status = ANY($4::text[]))
+  AND (coalesce(cardinality($4::text[]), 0) = 0
+    OR (CASE WHEN status = 'PENDING' AND current_attempt_id IS NOT NULL THEN 'RUNNING' ELSE status END) = ANY($4::text[]))
   AND (coalesce(cardinality($5::text[]), 0) = 0 OR error_category = ANY($5::text[]))
 ORDER BY item_no
 LIMIT $6
@@ -269,9 +241,32 @@ type HistoryItemsByParamHashParams struct {
 	RowLimit    int32
 }
 
+type HistoryItemsByParamHashRow struct {
+	RunID          uuid.UUID
+	ItemNo         int32
+	Params         json.RawMessage
+	ParamHash      string
+	Status         string
+	ErrorCategory  string
+	ErrorMessage   *string
+	Attempts       int32
+	LostAttempts   int32
+	Generation     int32
+	StartedAt      *time.Time
+	EndedAt        *time.Time
+	DurationMs     *int64
+	RecordsRead    int64
+	RecordsWritten int64
+	PageCount      int64
+	CursorStart    *time.Time
+	CursorEnd      *time.Time
+	CursorNote     *string
+	NextRetryAt    *time.Time
+}
+
 // HistoryItemsByParamHash is HistoryItems for one param set: a point lookup on
 // dw_etl_run_items_run_param_hash_key instead of a walk over the whole run.
-func (q *Queries) HistoryItemsByParamHash(ctx context.Context, arg HistoryItemsByParamHashParams) ([]DwEtlRunItem, error) {
+func (q *Queries) HistoryItemsByParamHash(ctx context.Context, arg HistoryItemsByParamHashParams) ([]HistoryItemsByParamHashRow, error) {
 	rows, err := q.db.Query(ctx, historyItemsByParamHash,
 		arg.RunID,
 		arg.ParamHash,
@@ -284,9 +279,9 @@ func (q *Queries) HistoryItemsByParamHash(ctx context.Context, arg HistoryItemsB
 		return nil, err
 	}
 	defer rows.Close()
-	var items []DwEtlRunItem
+	var items []HistoryItemsByParamHashRow
 	for rows.Next() {
-		var i DwEtlRunItem
+		var i HistoryItemsByParamHashRow
 		if err := rows.Scan(
 			&i.RunID,
 			&i.ItemNo,
@@ -296,10 +291,8 @@ func (q *Queries) HistoryItemsByParamHash(ctx context.Context, arg HistoryItemsB
 			&i.ErrorCategory,
 			&i.ErrorMessage,
 			&i.Attempts,
+			&i.LostAttempts,
 			&i.Generation,
-			&i.TaskID,
-			&i.CurrentAttemptID,
-			&i.HeartbeatAt,
 			&i.StartedAt,
 			&i.EndedAt,
 			&i.DurationMs,
@@ -309,7 +302,7 @@ func (q *Queries) HistoryItemsByParamHash(ctx context.Context, arg HistoryItemsB
 			&i.CursorStart,
 			&i.CursorEnd,
 			&i.CursorNote,
-			&i.AttemptLimit,
+			&i.NextRetryAt,
 		); err != nil {
 			return nil, err
 		}
@@ -334,8 +327,8 @@ func (q *Queries) HistoryJobExists(ctx context.Context, jobID string) (bool, err
 
 const historyJobRuns = `-- name: HistoryJobRuns :many
 
-SELECT r.run_id, r.job_id, r.status, r.started_at, r.ended_at, r.error_message, r.error_category, r.dry_run, r.trigger, r.params, r.logical_start, r.scheduled_for, r.exclusive, r.created_at, r.enqueued_at, r.duration_ms, r.attempt_count, r.item_count, r.items_deduplicated, r.items_succeeded, r.items_failed, r.items_skipped, r.items_cancelled, r.records_read, r.records_written, r.page_count, r.metrics, r.cancel_requested_at, r.cancelled_by, r.cancel_reason, r.updated_at FROM (
-  SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at FROM dw_etl_runs
+SELECT r.run_id, r.job_id, r.status, r.started_at, r.ended_at, r.error_message, r.error_category, r.dry_run, r.trigger, r.params, r.logical_start, r.scheduled_for, r.exclusive, r.created_at, r.enqueued_at, r.duration_ms, r.attempt_count, r.item_count, r.items_deduplicated, r.items_succeeded, r.items_failed, r.items_skipped, r.items_cancelled, r.records_read, r.records_written, r.page_count, r.metrics, r.cancel_requested_at, r.cancelled_by, r.cancel_reason, r.updated_at, r.deadline_at, r.fanout_until, r.records_discarded, r.cursor_note FROM (
+  SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at, deadline_at, fanout_until, records_discarded, cursor_note FROM dw_etl_runs
   WHERE job_id = $1
     AND started_at >= coalesce($2::timestamptz, '-infinity')
     AND started_at < coalesce($3::timestamptz, 'infinity')
@@ -429,6 +422,10 @@ func (q *Queries) HistoryJobRuns(ctx context.Context, arg HistoryJobRunsParams) 
 			&i.CancelledBy,
 			&i.CancelReason,
 			&i.UpdatedAt,
+			&i.DeadlineAt,
+			&i.FanoutUntil,
+			&i.RecordsDiscarded,
+			&i.CursorNote,
 		); err != nil {
 			return nil, err
 		}
@@ -441,9 +438,9 @@ func (q *Queries) HistoryJobRuns(ctx context.Context, arg HistoryJobRunsParams) 
 }
 
 const historyRecentRuns = `-- name: HistoryRecentRuns :many
-SELECT r.run_id, r.job_id, r.status, r.started_at, r.ended_at, r.error_message, r.error_category, r.dry_run, r.trigger, r.params, r.logical_start, r.scheduled_for, r.exclusive, r.created_at, r.enqueued_at, r.duration_ms, r.attempt_count, r.item_count, r.items_deduplicated, r.items_succeeded, r.items_failed, r.items_skipped, r.items_cancelled, r.records_read, r.records_written, r.page_count, r.metrics, r.cancel_requested_at, r.cancelled_by, r.cancel_reason, r.updated_at FROM unnest($1::text[]) AS s(status)
+SELECT r.run_id, r.job_id, r.status, r.started_at, r.ended_at, r.error_message, r.error_category, r.dry_run, r.trigger, r.params, r.logical_start, r.scheduled_for, r.exclusive, r.created_at, r.enqueued_at, r.duration_ms, r.attempt_count, r.item_count, r.items_deduplicated, r.items_succeeded, r.items_failed, r.items_skipped, r.items_cancelled, r.records_read, r.records_written, r.page_count, r.metrics, r.cancel_requested_at, r.cancelled_by, r.cancel_reason, r.updated_at, r.deadline_at, r.fanout_until, r.records_discarded, r.cursor_note FROM unnest($1::text[]) AS s(status)
 CROSS JOIN LATERAL (
-  SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at FROM dw_etl_runs x
+  SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at, deadline_at, fanout_until, records_discarded, cursor_note FROM dw_etl_runs x
   WHERE x.status = s.status
     AND x.started_at >= coalesce($2::timestamptz, '-infinity')
     AND x.started_at < coalesce($3::timestamptz, 'infinity')
@@ -523,6 +520,10 @@ func (q *Queries) HistoryRecentRuns(ctx context.Context, arg HistoryRecentRunsPa
 			&i.CancelledBy,
 			&i.CancelReason,
 			&i.UpdatedAt,
+			&i.DeadlineAt,
+			&i.FanoutUntil,
+			&i.RecordsDiscarded,
+			&i.CursorNote,
 		); err != nil {
 			return nil, err
 		}
@@ -535,7 +536,7 @@ func (q *Queries) HistoryRecentRuns(ctx context.Context, arg HistoryRecentRunsPa
 }
 
 const historyRunAttempts = `-- name: HistoryRunAttempts :many
-SELECT attempt_id, run_id, attempt_no, item_no, item_attempt, status, error_category, error_message, error_detail, backoff_ms, next_retry_at, scheduled_at, started_at, heartbeat_at, ended_at, duration_ms, records_read, records_written, page_count, worker_id FROM dw_etl_run_attempts
+SELECT attempt_id, run_id, attempt_no, item_no, item_attempt, status, error_category, error_message, error_detail, backoff_ms, next_retry_at, scheduled_at, started_at, ended_at, duration_ms, records_read, records_written, page_count, worker_id, records_discarded, progress, progress_at, worker, solo, ended_by FROM dw_etl_run_attempts
 WHERE run_id = $1 AND attempt_no > $2
 ORDER BY attempt_no
 LIMIT $3
@@ -570,13 +571,18 @@ func (q *Queries) HistoryRunAttempts(ctx context.Context, arg HistoryRunAttempts
 			&i.NextRetryAt,
 			&i.ScheduledAt,
 			&i.StartedAt,
-			&i.HeartbeatAt,
 			&i.EndedAt,
 			&i.DurationMs,
 			&i.RecordsRead,
 			&i.RecordsWritten,
 			&i.PageCount,
 			&i.WorkerID,
+			&i.RecordsDiscarded,
+			&i.Progress,
+			&i.ProgressAt,
+			&i.Worker,
+			&i.Solo,
+			&i.EndedBy,
 		); err != nil {
 			return nil, err
 		}

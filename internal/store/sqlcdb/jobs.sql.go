@@ -14,7 +14,7 @@ import (
 )
 
 const getJob = `-- name: GetJob :one
-SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at FROM dw_etl_jobs WHERE job_id = $1
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit FROM dw_etl_jobs WHERE job_id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, jobID string) (DwEtlJob, error) {
@@ -40,12 +40,22 @@ func (q *Queries) GetJob(ctx context.Context, jobID string) (DwEtlJob, error) {
 		&i.Enabled,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Paused,
+		&i.PausedAt,
+		&i.PausedBy,
+		&i.PauseReason,
+		&i.ResumedAt,
+		&i.HistoryRetentionMs,
+		&i.AlertOn,
+		&i.ExpectedDurationMs,
+		&i.CatchupPolicy,
+		&i.CatchupLimit,
 	)
 	return i, err
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
+SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, j.paused, j.paused_at, j.paused_by, j.pause_reason, j.resumed_at, j.history_retention_ms, j.alert_on, j.expected_duration_ms, j.catchup_policy, j.catchup_limit, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
 FROM dw_etl_jobs j
 LEFT JOIN dw_etl_runs r ON r.run_id = (
   SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
@@ -80,6 +90,16 @@ type ListJobsRow struct {
 	Enabled             bool
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
+	Paused              bool
+	PausedAt            *time.Time
+	PausedBy            *string
+	PauseReason         *string
+	ResumedAt           *time.Time
+	HistoryRetentionMs  *int64
+	AlertOn             []string
+	ExpectedDurationMs  *int64
+	CatchupPolicy       string
+	CatchupLimit        int32
 	LastRunID           *uuid.UUID
 	LastStatus          *string
 	LastStartedAt       *time.Time
@@ -114,6 +134,16 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsR
 			&i.Enabled,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Paused,
+			&i.PausedAt,
+			&i.PausedBy,
+			&i.PauseReason,
+			&i.ResumedAt,
+			&i.HistoryRetentionMs,
+			&i.AlertOn,
+			&i.ExpectedDurationMs,
+			&i.CatchupPolicy,
+			&i.CatchupLimit,
 			&i.LastRunID,
 			&i.LastStatus,
 			&i.LastStartedAt,
@@ -129,7 +159,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsR
 }
 
 const listScheduledJobs = `-- name: ListScheduledJobs :many
-SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at FROM dw_etl_jobs WHERE enabled AND schedule IS NOT NULL ORDER BY job_id
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit FROM dw_etl_jobs WHERE enabled AND schedule IS NOT NULL ORDER BY job_id
 `
 
 func (q *Queries) ListScheduledJobs(ctx context.Context) ([]DwEtlJob, error) {
@@ -161,6 +191,16 @@ func (q *Queries) ListScheduledJobs(ctx context.Context) ([]DwEtlJob, error) {
 			&i.Enabled,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Paused,
+			&i.PausedAt,
+			&i.PausedBy,
+			&i.PauseReason,
+			&i.ResumedAt,
+			&i.HistoryRetentionMs,
+			&i.AlertOn,
+			&i.ExpectedDurationMs,
+			&i.CatchupPolicy,
+			&i.CatchupLimit,
 		); err != nil {
 			return nil, err
 		}

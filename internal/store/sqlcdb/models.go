@@ -11,6 +11,70 @@ import (
 	"github.com/google/uuid"
 )
 
+// Every HTTP attempt of an alert delivery, with its outcome.
+type DwEtlAlertAttempt struct {
+	DeliveryID uuid.UUID
+	Attempt    int32
+	At         time.Time
+	StatusCode *int32
+	Error      *string
+	DurationMs int64
+}
+
+// One notification of a run event to one destination, retried with backoff until delivered or given up.
+type DwEtlAlertDelivery struct {
+	DeliveryID uuid.UUID
+	RunID      uuid.UUID
+	JobID      string
+	Event      string
+	// The run's end (run_ended) or when it was found overdue (run_overdue).
+	OccurredAt     time.Time
+	Destination    string
+	Status         string
+	Attempts       int32
+	NextAttemptAt  time.Time
+	LastStatusCode *int32
+	LastError      *string
+	Payload        json.RawMessage
+	CreatedAt      time.Time
+	DeliveredAt    *time.Time
+}
+
+// A backfill of a last_run job: one run per window from window_from to window_to by step.
+type DwEtlBackfill struct {
+	BackfillID uuid.UUID
+	JobID      string
+	// SHA-256 of the job, bounds, step, params and dry run: the same command resumes the same backfill.
+	SpecHash   string
+	WindowFrom time.Time
+	WindowTo   time.Time
+	StepMs     int64
+	// The param sets every window's run gets (a JSON array).
+	Params      json.RawMessage
+	DryRun      bool
+	Concurrency int32
+	CreatedBy   string
+	CreatedAt   time.Time
+	FinishedAt  *time.Time
+}
+
+// Small named state of the control loop (e.g. when the last retention pass finished).
+type DwEtlControlState struct {
+	Name      string
+	Value     json.RawMessage
+	UpdatedAt time.Time
+}
+
+// Idempotency-Key of a trigger: a retried request returns the run the first one created.
+type DwEtlIdempotencyKey struct {
+	JobID string
+	Key   string
+	RunID uuid.UUID
+	// SHA-256 of what was asked (params, dry run): the same key with another request is refused.
+	RequestHash string
+	CreatedAt   time.Time
+}
+
 // Where each (job, parameter set) resumes its incremental load.
 type DwEtlIncrementalCursor struct {
 	JobID       string
@@ -42,11 +106,43 @@ type DwEtlJob struct {
 	MaxAttempts   int32
 	TimeoutMs     int64
 	RunTimeoutMs  *int64
-	// How long asynq keeps a completed task visible (asynq.Retention).
+	// How long asynq keeps a completed task visible (asynq.Retention); 0 keeps none.
 	RetentionMs int64
 	Enabled     bool
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// A paused job starts no new run: its schedule, triggers, reruns and backfills are refused.
+	Paused      bool
+	PausedAt    *time.Time
+	PausedBy    *string
+	PauseReason *string
+	// When the job was last resumed: cron ticks before it are not fired (not caught up).
+	ResumedAt *time.Time
+	// How long finished runs (items, attempts) are kept; NULL means the global retention.
+	HistoryRetentionMs *int64
+	// Run end statuses that notify; NULL means the alerter's default, empty means none.
+	AlertOn []string
+	// An open run older than this notifies once (run_overdue).
+	ExpectedDurationMs *int64
+	// Missed cron ticks: skip (none), once (only the latest), each (every one, at most catchup_limit).
+	CatchupPolicy string
+	CatchupLimit  int32
+}
+
+// Named leader leases on the database clock (reconciler, scheduler): the holder renews lease_until; anyone may take a lapsed lease.
+type DwEtlLease struct {
+	Name       string
+	Holder     uuid.UUID
+	HolderName string
+	LeaseUntil time.Time
+	AcquiredAt time.Time
+}
+
+// The marker the reconciler keeps in Redis per queue: when Redis no longer holds it, Redis lost data and the queue's tasks are rebuilt from Postgres.
+type DwEtlRedisEpoch struct {
+	Queue string
+	Epoch string
+	SetAt time.Time
 }
 
 // One row per run of a job: lifecycle, totals and dry-run intent.
@@ -86,50 +182,70 @@ type DwEtlRun struct {
 	CancelledBy       *string
 	CancelReason      *string
 	UpdatedAt         time.Time
+	// started_at + the job's run_timeout_ms, fixed when the run is created.
+	DeadlineAt *time.Time
+	// Lease of the enqueuer fanning the run out; the reconciler takes over only once it lapsed.
+	FanoutUntil *time.Time
+	// Records written by attempts whose target transaction was rolled back.
+	RecordsDiscarded int64
+	// What finalisation decided for the run's cursors (advanced, held and why).
+	CursorNote *string
 }
 
-// One row per execution of an item: retries are visible in attempt_no order.
+// One row per execution of an item, written when the attempt starts (RUNNING) and once more when it ends: retries are visible in attempt_no order.
 type DwEtlRunAttempt struct {
 	AttemptID uuid.UUID
 	RunID     uuid.UUID
 	// Drawn from a sequence: increases within a run in the order attempts start, with gaps.
-	AttemptNo      int64
-	ItemNo         int32
-	ItemAttempt    int32
-	Status         string
-	ErrorCategory  string
-	ErrorMessage   *string
-	ErrorDetail    json.RawMessage
-	BackoffMs      *int64
-	NextRetryAt    *time.Time
-	ScheduledAt    *time.Time
-	StartedAt      time.Time
-	HeartbeatAt    time.Time
-	EndedAt        *time.Time
-	DurationMs     *int64
-	RecordsRead    int64
+	AttemptNo     int64
+	ItemNo        int32
+	ItemAttempt   int32
+	Status        string
+	ErrorCategory string
+	ErrorMessage  *string
+	ErrorDetail   json.RawMessage
+	BackoffMs     *int64
+	NextRetryAt   *time.Time
+	ScheduledAt   *time.Time
+	StartedAt     time.Time
+	EndedAt       *time.Time
+	DurationMs    *int64
+	RecordsRead   int64
+	// Records this attempt committed (in a dry run: would have written).
 	RecordsWritten int64
 	PageCount      int64
-	WorkerID       *string
+	// The worker's name (ETL_WORKER_ID, else host:pid).
+	WorkerID *string
+	// Records this attempt wrote in a target transaction that was rolled back.
+	RecordsDiscarded int64
+	// The handler's last progress message while the attempt runs.
+	Progress   *string
+	ProgressAt *time.Time
+	// The worker process (dw_etl_workers) whose liveness lease covers this attempt while it runs.
+	Worker *uuid.UUID
+	// The attempt ran alone on its worker (the item was a suspect of earlier worker deaths).
+	Solo bool
+	// Who recorded the end: holder (the attempt's worker), reconciler, takeover (a later claim), timeout, operator.
+	EndedBy *string
 }
 
-// One row per deduplicated parameter set of a run.
+// One row per deduplicated parameter set of a run. Created with fillfactor 80 (migrations/): a claim changes no indexed column, so it is a HOT update.
 type DwEtlRunItem struct {
 	RunID  uuid.UUID
 	ItemNo int32
 	Params json.RawMessage
 	// Hex SHA-256 of the canonical JSON of params.
-	ParamHash     string
+	ParamHash string
+	// PENDING until the item settles (SUCCESS, FAILED, CANCELLED, SKIPPED); a PENDING item with current_attempt_id is RUNNING. The claim leaves it alone so that it stays a HOT update.
 	Status        string
 	ErrorCategory string
 	ErrorMessage  *string
-	Attempts      int32
-	// Bumped by every rerun so the item's task id is new.
+	// Attempts started; the next attempt is attempts + 1.
+	Attempts int32
+	// Bumped by every rerun or task replacement so the item's task id is new.
 	Generation int32
-	TaskID     string
 	// The attempt holding the claim; a finish from any other attempt is rejected.
 	CurrentAttemptID *uuid.UUID
-	HeartbeatAt      *time.Time
 	StartedAt        *time.Time
 	EndedAt          *time.Time
 	DurationMs       *int64
@@ -141,6 +257,18 @@ type DwEtlRunItem struct {
 	CursorNote       *string
 	// Attempts allowed in total; NULL means the job's max_attempts. A rerun grants max_attempts more.
 	AttemptLimit *int32
+	// Attempts closed because their worker died; counted against their own limit, not max_attempts.
+	LostAttempts int32
+	// The next attempt runs alone on its worker: the item was present at two or more worker deaths.
+	Solo bool
+	// The worker (dw_etl_workers) whose liveness lease covers current_attempt_id.
+	ClaimWorker *uuid.UUID
+	// When the next attempt is due after a failed one (backoff, Retry-After).
+	NextRetryAt *time.Time
+	// The stored cursor's meta when the run expanded its items.
+	CursorMeta json.RawMessage
+	// The meta the handler asked to keep with the cursor.
+	CursorEndMeta json.RawMessage
 }
 
 // Structured log lines of runs, range-partitioned by month on ts for retention by DROP.
@@ -156,11 +284,64 @@ type DwEtlRunLog struct {
 	Fields    json.RawMessage
 }
 
-// Sharded terminal-item counters: a run learns its last item finished without a hot row or a scan.
+// A run's counters, one row per (run, shard): each worker adds to its own shard, so the summary and finalisation read at most ProgressShards rows and never the items.
 type DwEtlRunProgress struct {
-	RunID uuid.UUID
-	Shard int16
-	// Items of the run that hash to this shard.
-	Items    int32
-	Terminal int32
+	RunID           uuid.UUID
+	Shard           int16
+	AttemptsStarted int32
+	AttemptsEnded   int32
+	// Attempts closed because their worker died (worker lost).
+	AttemptsLost int32
+	// Attempts that ended with a retry following.
+	Retries          int32
+	BackoffMs        int64
+	MaxItemAttempt   int32
+	Succeeded        int32
+	Failed           int32
+	Skipped          int32
+	Cancelled        int32
+	FailedApi        int32
+	FailedDb         int32
+	FailedData       int32
+	FailedSystem     int32
+	RecordsRead      int64
+	RecordsWritten   int64
+	RecordsDiscarded int64
+	PageCount        int64
+	LastEndedAt      *time.Time
+}
+
+// The alerter's view of runs: each run end (and overdue run) is noticed exactly once.
+type DwEtlRunWatch struct {
+	RunID     uuid.UUID
+	JobID     string
+	StartedAt time.Time
+	// The end the alerter handled; NULL while the run is open (a rerun clears it).
+	EndedAt *time.Time
+	Status  *string
+	// When the run_overdue notice was recorded for this opening.
+	OverdueAt *time.Time
+	SeenAt    time.Time
+}
+
+// One row per worker process: its liveness lease, set by the worker itself on the database clock. Attempts name their worker; a worker whose lease lapsed is dead and its attempts are closed.
+type DwEtlWorker struct {
+	WorkerID uuid.UUID
+	Name     string
+	Host     string
+	Pid      int32
+	// The application_name of the process's sessions; the reconciler ends them when it declares the worker dead.
+	AppName     string
+	Queues      []string
+	Concurrency int32
+	// The worker's own lease length (ETL_LEASE).
+	LeaseMs     int64
+	StartedAt   time.Time
+	HeartbeatAt time.Time
+	// heartbeat_at + lease_ms, written by the worker; past it the worker counts as dead.
+	LeaseUntil time.Time
+	// Set by the worker when it shut down cleanly.
+	StoppedAt *time.Time
+	// Set by the reconciler when it declared the worker dead and closed its attempts.
+	DeadAt *time.Time
 }

@@ -12,44 +12,28 @@ import (
 	"github.com/google/uuid"
 )
 
-const addProgress = `-- name: AddProgress :exec
-UPDATE dw_etl_run_progress p SET terminal = p.terminal + d.n
-FROM (SELECT unnest($2::smallint[]) AS shard, unnest($3::int[]) AS n) AS d
-WHERE p.run_id = $1 AND p.shard = d.shard
+const claimedItems = `-- name: ClaimedItems :many
+SELECT item_no, generation FROM dw_etl_run_items
+WHERE run_id = $1 AND status = 'PENDING' AND current_attempt_id IS NOT NULL
+ORDER BY item_no
 `
 
-type AddProgressParams struct {
-	RunID  uuid.UUID
-	Shards []int16
-	Deltas []int32
+type ClaimedItemsRow struct {
+	ItemNo     int32
+	Generation int32
 }
 
-func (q *Queries) AddProgress(ctx context.Context, arg AddProgressParams) error {
-	_, err := q.db.Exec(ctx, addProgress, arg.RunID, arg.Shards, arg.Deltas)
-	return err
-}
-
-const cancelPendingItems = `-- name: CancelPendingItems :many
-UPDATE dw_etl_run_items SET status = 'CANCELLED', ended_at = now(), error_message = 'run cancelled'
-WHERE run_id = $1 AND status = 'PENDING'
-RETURNING item_no, task_id
-`
-
-type CancelPendingItemsRow struct {
-	ItemNo int32
-	TaskID string
-}
-
-func (q *Queries) CancelPendingItems(ctx context.Context, runID uuid.UUID) ([]CancelPendingItemsRow, error) {
-	rows, err := q.db.Query(ctx, cancelPendingItems, runID)
+// ClaimedItems lists a run's claimed items (their tasks are running somewhere).
+func (q *Queries) ClaimedItems(ctx context.Context, runID uuid.UUID) ([]ClaimedItemsRow, error) {
+	rows, err := q.db.Query(ctx, claimedItems, runID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []CancelPendingItemsRow
+	var items []ClaimedItemsRow
 	for rows.Next() {
-		var i CancelPendingItemsRow
-		if err := rows.Scan(&i.ItemNo, &i.TaskID); err != nil {
+		var i ClaimedItemsRow
+		if err := rows.Scan(&i.ItemNo, &i.Generation); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -61,32 +45,61 @@ func (q *Queries) CancelPendingItems(ctx context.Context, runID uuid.UUID) ([]Ca
 }
 
 const reopenItems = `-- name: ReopenItems :many
-UPDATE dw_etl_run_items i
-SET status = 'PENDING', generation = i.generation + 1,
-    task_id = i.run_id::text || ':' || left(i.param_hash, 32) || ':g' || (i.generation + 1)::text,
-    attempt_limit = i.attempts + $1::int,
-    error_category = 'NONE', error_message = NULL, ended_at = NULL, duration_ms = NULL,
-    cursor_note = NULL, current_attempt_id = NULL, heartbeat_at = NULL
-WHERE i.run_id = $2 AND i.item_no = ANY($3::int[]) AND i.status IN ('FAILED', 'CANCELLED', 'SKIPPED', 'SUCCESS')
-RETURNING i.item_no, i.param_hash, i.task_id
+WITH todo AS (
+  SELECT i.run_id, i.item_no, i.status, i.error_category FROM dw_etl_run_items i
+  WHERE i.run_id = $1 AND i.item_no = ANY($2::int[]) AND i.status IN ('FAILED', 'CANCELLED', 'SKIPPED')
+  ORDER BY i.run_id, i.item_no
+  FOR NO KEY UPDATE OF i
+), reopened AS (
+  UPDATE dw_etl_run_items i
+  SET status = 'PENDING', generation = i.generation + 1,
+      attempt_limit = i.attempts - i.lost_attempts + $3::int,
+      error_category = 'NONE', error_message = NULL, ended_at = NULL, duration_ms = NULL,
+      cursor_note = NULL, current_attempt_id = NULL, claim_worker = NULL, next_retry_at = NULL, solo = false
+  FROM todo t
+  WHERE i.run_id = t.run_id AND i.item_no = t.item_no
+  RETURNING i.item_no, i.generation, t.status AS old_status, t.error_category AS old_category
+), prog AS (
+  INSERT INTO dw_etl_run_progress AS p (run_id, shard, failed, cancelled, skipped, failed_api, failed_db, failed_data, failed_system)
+  SELECT $1::uuid, $4::smallint,
+    -count(*) FILTER (WHERE old_status = 'FAILED'), -count(*) FILTER (WHERE old_status = 'CANCELLED'),
+    -count(*) FILTER (WHERE old_status = 'SKIPPED'),
+    -count(*) FILTER (WHERE old_status = 'FAILED' AND old_category = 'API'),
+    -count(*) FILTER (WHERE old_status = 'FAILED' AND old_category = 'DB'),
+    -count(*) FILTER (WHERE old_status = 'FAILED' AND old_category = 'DATA'),
+    -count(*) FILTER (WHERE old_status = 'FAILED' AND old_category = 'SYSTEM')
+  FROM reopened HAVING count(*) > 0
+  ON CONFLICT (run_id, shard) DO UPDATE SET failed = p.failed + excluded.failed,
+    cancelled = p.cancelled + excluded.cancelled, skipped = p.skipped + excluded.skipped,
+    failed_api = p.failed_api + excluded.failed_api, failed_db = p.failed_db + excluded.failed_db,
+    failed_data = p.failed_data + excluded.failed_data, failed_system = p.failed_system + excluded.failed_system
+)
+SELECT item_no, generation FROM reopened
 `
 
 type ReopenItemsParams struct {
-	MaxAttempts int32
 	RunID       uuid.UUID
 	ItemNos     []int32
+	MaxAttempts int32
+	Shard       int16
 }
 
 type ReopenItemsRow struct {
-	ItemNo    int32
-	ParamHash string
-	TaskID    string
+	ItemNo     int32
+	Generation int32
 }
 
-// ReopenItems puts finished items back to PENDING under a new generation (so their task ids are
-// new) with max_attempts more attempts.
+// ReopenItems puts failed or cancelled items back to PENDING under a new generation (so their
+// task ids are new) with max_attempts more attempts, and takes them out of the counters of the
+// caller's shard. SUCCESS is never reopened: a second success of an item in the same run would
+// load its data twice.
 func (q *Queries) ReopenItems(ctx context.Context, arg ReopenItemsParams) ([]ReopenItemsRow, error) {
-	rows, err := q.db.Query(ctx, reopenItems, arg.MaxAttempts, arg.RunID, arg.ItemNos)
+	rows, err := q.db.Query(ctx, reopenItems,
+		arg.RunID,
+		arg.ItemNos,
+		arg.MaxAttempts,
+		arg.Shard,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +107,7 @@ func (q *Queries) ReopenItems(ctx context.Context, arg ReopenItemsParams) ([]Reo
 	var items []ReopenItemsRow
 	for rows.Next() {
 		var i ReopenItemsRow
-		if err := rows.Scan(&i.ItemNo, &i.ParamHash, &i.TaskID); err != nil {
+		if err := rows.Scan(&i.ItemNo, &i.Generation); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -106,15 +119,24 @@ func (q *Queries) ReopenItems(ctx context.Context, arg ReopenItemsParams) ([]Reo
 }
 
 const reopenRun = `-- name: ReopenRun :execrows
-UPDATE dw_etl_runs SET status = 'RUNNING', ended_at = NULL, duration_ms = NULL, trigger = trigger,
+UPDATE dw_etl_runs SET status = 'RUNNING', ended_at = NULL, duration_ms = NULL,
   error_category = 'NONE', error_message = NULL, cancel_requested_at = NULL, cancelled_by = NULL,
-  cancel_reason = NULL, updated_at = now(),
+  cancel_reason = NULL, cursor_note = NULL, enqueued_at = NULL,
+  fanout_until = now() + ($1::bigint) * interval '1 millisecond', updated_at = now(),
+  deadline_at = (SELECT now() + j.run_timeout_ms * interval '1 millisecond' FROM dw_etl_jobs j WHERE j.job_id = dw_etl_runs.job_id),
   metrics = metrics || jsonb_build_object('reruns', coalesce((metrics->>'reruns')::int, 0) + 1)
-WHERE run_id = $1 AND status IN ('SUCCESS', 'PARTIAL_SUCCESS', 'FAILED', 'CANCELLED')
+WHERE run_id = $2 AND status IN ('SUCCESS', 'PARTIAL_SUCCESS', 'FAILED', 'CANCELLED')
 `
 
-func (q *Queries) ReopenRun(ctx context.Context, runID uuid.UUID) (int64, error) {
-	result, err := q.db.Exec(ctx, reopenRun, runID)
+type ReopenRunParams struct {
+	FanoutMs int64
+	RunID    uuid.UUID
+}
+
+// ReopenRun reopens a finished run for a rerun: RUNNING again, its fan-out to be done (under the
+// caller's fan-out lease, so the reconciler finishes it if the caller dies).
+func (q *Queries) ReopenRun(ctx context.Context, arg ReopenRunParams) (int64, error) {
+	result, err := q.db.Exec(ctx, reopenRun, arg.FanoutMs, arg.RunID)
 	if err != nil {
 		return 0, err
 	}
@@ -142,7 +164,7 @@ func (q *Queries) RequestCancel(ctx context.Context, arg RequestCancelParams) (i
 }
 
 const rerunCandidates = `-- name: RerunCandidates :many
-SELECT item_no, param_hash, params, status, error_category, error_message, attempts, task_id
+SELECT item_no, param_hash, params, status, error_category, error_message, attempts, generation
 FROM dw_etl_run_items
 WHERE run_id = $1
   AND status = ANY($2::text[])
@@ -166,7 +188,7 @@ type RerunCandidatesRow struct {
 	ErrorCategory string
 	ErrorMessage  *string
 	Attempts      int32
-	TaskID        string
+	Generation    int32
 }
 
 func (q *Queries) RerunCandidates(ctx context.Context, arg RerunCandidatesParams) ([]RerunCandidatesRow, error) {
@@ -191,35 +213,11 @@ func (q *Queries) RerunCandidates(ctx context.Context, arg RerunCandidatesParams
 			&i.ErrorCategory,
 			&i.ErrorMessage,
 			&i.Attempts,
-			&i.TaskID,
+			&i.Generation,
 		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const runningTaskIDs = `-- name: RunningTaskIDs :many
-SELECT task_id FROM dw_etl_run_items WHERE run_id = $1 AND status = 'RUNNING'
-`
-
-func (q *Queries) RunningTaskIDs(ctx context.Context, runID uuid.UUID) ([]string, error) {
-	rows, err := q.db.Query(ctx, runningTaskIDs, runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []string
-	for rows.Next() {
-		var task_id string
-		if err := rows.Scan(&task_id); err != nil {
-			return nil, err
-		}
-		items = append(items, task_id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

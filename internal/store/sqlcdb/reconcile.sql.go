@@ -12,81 +12,114 @@ import (
 	"github.com/google/uuid"
 )
 
-const advisoryUnlock = `-- name: AdvisoryUnlock :one
-SELECT pg_advisory_unlock(hashtext($1::text))::bool AS unlocked
+const acquireLease = `-- name: AcquireLease :one
+
+INSERT INTO dw_etl_leases AS l (name, holder, holder_name, lease_until, acquired_at)
+VALUES ($1, $2, $3, now() + ($4::bigint) * interval '1 millisecond', now())
+ON CONFLICT (name) DO UPDATE
+SET holder = excluded.holder, holder_name = excluded.holder_name, lease_until = excluded.lease_until,
+    acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at ELSE now() END
+WHERE l.holder = excluded.holder OR l.lease_until < now()
+RETURNING l.acquired_at
 `
 
-func (q *Queries) AdvisoryUnlock(ctx context.Context, name string) (bool, error) {
-	row := q.db.QueryRow(ctx, advisoryUnlock, name)
-	var unlocked bool
-	err := row.Scan(&unlocked)
-	return unlocked, err
+type AcquireLeaseParams struct {
+	Name       string
+	Holder     uuid.UUID
+	HolderName string
+	TtlMs      int64
+}
+
+// Reconciliation and leadership: the statements the reconciler and the scheduler run to bring
+// Postgres (the record) and Redis (delivery) back in line, and the leases that elect one active
+// replica of each. Every repair follows the lock order in items.sql and is guarded so that a
+// live worker racing it wins.
+// AcquireLease takes or renews the named lease for holder until now() + ttl on the database
+// clock. It returns a row only when holder has the lease afterwards: it already held it, or the
+// previous holder let it lapse.
+func (q *Queries) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (time.Time, error) {
+	row := q.db.QueryRow(ctx, acquireLease,
+		arg.Name,
+		arg.Holder,
+		arg.HolderName,
+		arg.TtlMs,
+	)
+	var acquired_at time.Time
+	err := row.Scan(&acquired_at)
+	return acquired_at, err
 }
 
 const closeLostAttempts = `-- name: CloseLostAttempts :many
-WITH lost AS (
-  SELECT i.run_id, i.item_no, i.current_attempt_id AS attempt_id, (i.attempts < coalesce(i.attempt_limit, j.max_attempts)) AS retry,
-    r.item_count
-  FROM dw_etl_run_items i
-  JOIN dw_etl_runs r ON r.run_id = i.run_id
-  JOIN dw_etl_jobs j ON j.job_id = r.job_id
-  WHERE i.status = 'RUNNING' AND i.current_attempt_id IS NOT NULL
-    AND i.heartbeat_at < now() - make_interval(secs => $1::float8)
-  LIMIT $2::int
-  FOR UPDATE OF i SKIP LOCKED
-), closed AS (
+WITH req AS (
+  SELECT run_id, item_no, attempt_id, retry, solo_next, message FROM (SELECT unnest($1::uuid[]) AS run_id, unnest($2::int[]) AS item_no, unnest($3::uuid[]) AS attempt_id, unnest($4::bool[]) AS retry, unnest($5::bool[]) AS solo_next, unnest($6::text[]) AS message) AS r
+), item AS (
   UPDATE dw_etl_run_items i
-  SET status = CASE WHEN l.retry THEN 'PENDING' ELSE 'FAILED' END,
-      error_category = 'SYSTEM', error_message = 'worker lost',
-      current_attempt_id = NULL, heartbeat_at = NULL,
-      ended_at = CASE WHEN l.retry THEN NULL ELSE now() END,
-      duration_ms = CASE WHEN l.retry THEN NULL
-        ELSE (extract(epoch FROM now() - i.started_at) * 1000)::bigint END
-  FROM lost l
-  WHERE i.run_id = l.run_id AND i.item_no = l.item_no AND i.current_attempt_id = l.attempt_id
-    AND i.status = 'RUNNING' AND i.heartbeat_at < now() - make_interval(secs => $1::float8)
-  RETURNING i.run_id, i.item_no, l.attempt_id, l.retry, l.item_count
-), attempts AS (
+  SET status = CASE WHEN q.retry THEN 'PENDING' ELSE 'FAILED' END,
+      error_category = 'SYSTEM', error_message = q.message,
+      current_attempt_id = NULL, claim_worker = NULL, lost_attempts = i.lost_attempts + 1,
+      solo = q.solo_next, generation = CASE WHEN q.retry THEN i.generation + 1 ELSE i.generation END,
+      ended_at = CASE WHEN q.retry THEN NULL ELSE now() END,
+      duration_ms = CASE WHEN q.retry THEN NULL ELSE (extract(epoch FROM now() - i.started_at) * 1000)::bigint END
+  FROM req q
+  WHERE i.run_id = q.run_id AND i.item_no = q.item_no AND i.current_attempt_id = q.attempt_id
+  RETURNING i.run_id, i.item_no, i.generation, q.attempt_id, q.retry, q.message
+), att AS (
   UPDATE dw_etl_run_attempts a
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost',
+  SET status = 'FAILED', error_category = 'SYSTEM', error_message = item.message, ended_by = $7::text,
       ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-  FROM closed c
-  WHERE a.attempt_id = c.attempt_id AND a.status = 'RUNNING'
-  RETURNING a.attempt_id
-), progress AS (
-  UPDATE dw_etl_run_progress p SET terminal = p.terminal + b.n
-  FROM (
-    SELECT c.run_id, ((c.item_no - 1) % least(greatest(c.item_count, 1), $3::int))::smallint AS shard,
-      count(*)::int AS n
-    FROM closed c WHERE NOT c.retry GROUP BY 1, 2
-  ) b
-  WHERE p.run_id = b.run_id AND p.shard = b.shard
-  RETURNING p.run_id
+  FROM item
+  WHERE a.attempt_id = item.attempt_id AND a.status = 'RUNNING'
+  RETURNING a.attempt_id, a.item_attempt
+), prog AS (
+  INSERT INTO dw_etl_run_progress AS p (run_id, shard, attempts_ended, attempts_lost, max_item_attempt,
+    failed, failed_system, last_ended_at)
+  SELECT item.run_id, $8::smallint, count(*)::int, count(*)::int, max(att.item_attempt)::int,
+    count(*) FILTER (WHERE NOT item.retry)::int, count(*) FILTER (WHERE NOT item.retry)::int, now()
+  FROM item JOIN att ON att.attempt_id = item.attempt_id
+  GROUP BY item.run_id
+  ORDER BY item.run_id
+  ON CONFLICT (run_id, shard) DO UPDATE SET attempts_ended = p.attempts_ended + excluded.attempts_ended,
+    attempts_lost = p.attempts_lost + excluded.attempts_lost,
+    max_item_attempt = greatest(p.max_item_attempt, excluded.max_item_attempt),
+    failed = p.failed + excluded.failed, failed_system = p.failed_system + excluded.failed_system,
+    last_ended_at = excluded.last_ended_at
 )
-SELECT c.run_id, c.item_no, c.attempt_id::uuid AS attempt_id, c.retry::bool AS retry
-FROM closed c
+SELECT item.run_id, item.item_no, item.generation, item.attempt_id::uuid AS attempt_id, item.retry::bool AS retry FROM item
 `
 
 type CloseLostAttemptsParams struct {
-	LeaseSeconds float64
-	BatchSize    int32
-	Shards       int32
+	RunIds     []uuid.UUID
+	ItemNos    []int32
+	AttemptIds []uuid.UUID
+	Retry      []bool
+	SoloNext   []bool
+	Messages   []string
+	EndedBy    string
+	Shard      int16
 }
 
 type CloseLostAttemptsRow struct {
-	RunID     uuid.UUID
-	ItemNo    int32
-	AttemptID uuid.UUID
-	Retry     bool
+	RunID      uuid.UUID
+	ItemNo     int32
+	Generation int32
+	AttemptID  uuid.UUID
+	Retry      bool
 }
 
-// CloseLostAttempts ends, in one statement, up to batch_size attempts whose worker stopped
-// heartbeating: each attempt FAILED/SYSTEM "worker lost", its item back to PENDING while
-// attempts remain or FAILED (and counted terminal) when none do. The item must still name the
-// attempt and still be stale under its row lock, so a live worker's finish or heartbeat wins;
-// items a worker is writing right now are skipped and seen again next pass.
+// CloseLostAttempts applies the decisions taken on LockLostAttempts' rows: each attempt ends
+// FAILED/SYSTEM with its message; its item goes back to PENDING under a new generation (its task
+// is stuck active under the dead worker's asynq server) or settles FAILED; counters follow.
 func (q *Queries) CloseLostAttempts(ctx context.Context, arg CloseLostAttemptsParams) ([]CloseLostAttemptsRow, error) {
-	rows, err := q.db.Query(ctx, closeLostAttempts, arg.LeaseSeconds, arg.BatchSize, arg.Shards)
+	rows, err := q.db.Query(ctx, closeLostAttempts,
+		arg.RunIds,
+		arg.ItemNos,
+		arg.AttemptIds,
+		arg.Retry,
+		arg.SoloNext,
+		arg.Messages,
+		arg.EndedBy,
+		arg.Shard,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +130,7 @@ func (q *Queries) CloseLostAttempts(ctx context.Context, arg CloseLostAttemptsPa
 		if err := rows.Scan(
 			&i.RunID,
 			&i.ItemNo,
+			&i.Generation,
 			&i.AttemptID,
 			&i.Retry,
 		); err != nil {
@@ -112,19 +146,69 @@ func (q *Queries) CloseLostAttempts(ctx context.Context, arg CloseLostAttemptsPa
 
 const closeOrphanAttempts = `-- name: CloseOrphanAttempts :execrows
 UPDATE dw_etl_run_attempts a
-SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost',
+SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'worker lost', ended_by = 'reconciler',
     ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-WHERE a.status = 'RUNNING' AND a.heartbeat_at < now() - make_interval(secs => $1::float8)
+WHERE a.worker = $1::uuid AND a.status = 'RUNNING'
   AND NOT EXISTS (
     SELECT 1 FROM dw_etl_run_items i
     WHERE i.run_id = a.run_id AND i.item_no = a.item_no AND i.current_attempt_id = a.attempt_id
   )
 `
 
-// CloseOrphanAttempts ends RUNNING attempts with a stale heartbeat that no item names any more
-// (none should exist: every path that moves an item's claim closes its attempt).
-func (q *Queries) CloseOrphanAttempts(ctx context.Context, leaseSeconds float64) (int64, error) {
-	result, err := q.db.Exec(ctx, closeOrphanAttempts, leaseSeconds)
+// CloseOrphanAttempts ends RUNNING attempts of a dead worker that no item names any more (none
+// should exist: every path that moves a claim closes its attempt in the same statement).
+func (q *Queries) CloseOrphanAttempts(ctx context.Context, worker uuid.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, closeOrphanAttempts, worker)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const closeTimedOutClaims = `-- name: CloseTimedOutClaims :execrows
+WITH req AS (
+  SELECT item_no, attempt_id FROM (SELECT unnest($3::int[]) AS item_no, unnest($4::uuid[]) AS attempt_id) AS r
+), item AS (
+  UPDATE dw_etl_run_items i
+  SET status = 'FAILED', error_category = 'SYSTEM', error_message = $5::text,
+      current_attempt_id = NULL, claim_worker = NULL, ended_at = now(),
+      duration_ms = (extract(epoch FROM now() - i.started_at) * 1000)::bigint
+  FROM req q
+  WHERE i.run_id = $1 AND i.item_no = q.item_no AND i.current_attempt_id = q.attempt_id
+  RETURNING i.item_no, q.attempt_id
+), att AS (
+  UPDATE dw_etl_run_attempts a
+  SET status = 'FAILED', error_category = 'SYSTEM', error_message = $5::text, ended_by = 'timeout',
+      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
+  FROM item WHERE a.attempt_id = item.attempt_id AND a.status = 'RUNNING'
+  RETURNING a.attempt_id, a.item_attempt
+)
+INSERT INTO dw_etl_run_progress AS p (run_id, shard, attempts_ended, max_item_attempt, failed, failed_system, last_ended_at)
+SELECT $1::uuid, $2::smallint, count(*)::int, coalesce(max(att.item_attempt), 0)::int, count(*)::int, count(*)::int, now()
+FROM att HAVING count(*) > 0
+ON CONFLICT (run_id, shard) DO UPDATE SET attempts_ended = p.attempts_ended + excluded.attempts_ended,
+  max_item_attempt = greatest(p.max_item_attempt, excluded.max_item_attempt),
+  failed = p.failed + excluded.failed, failed_system = p.failed_system + excluded.failed_system,
+  last_ended_at = excluded.last_ended_at
+`
+
+type CloseTimedOutClaimsParams struct {
+	RunID      uuid.UUID
+	Shard      int16
+	ItemNos    []int32
+	AttemptIds []uuid.UUID
+	Message    string
+}
+
+// CloseTimedOutClaims fails the given claimed items and their attempts with message.
+func (q *Queries) CloseTimedOutClaims(ctx context.Context, arg CloseTimedOutClaimsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, closeTimedOutClaims,
+		arg.RunID,
+		arg.Shard,
+		arg.ItemNos,
+		arg.AttemptIds,
+		arg.Message,
+	)
 	if err != nil {
 		return 0, err
 	}
@@ -133,23 +217,16 @@ func (q *Queries) CloseOrphanAttempts(ctx context.Context, leaseSeconds float64)
 
 const completeOpenRuns = `-- name: CompleteOpenRuns :many
 SELECT r.run_id FROM dw_etl_runs r
-WHERE r.status IN ('PENDING', 'RUNNING')
-  AND r.created_at < now() - make_interval(secs => $1::float8)
-  AND NOT EXISTS (
-    SELECT 1 FROM dw_etl_run_progress p WHERE p.run_id = r.run_id AND p.terminal < p.items
-  )
+WHERE r.status IN ('PENDING', 'RUNNING') AND r.enqueued_at IS NOT NULL
+  AND r.item_count <= (SELECT coalesce(sum(p.succeeded + p.failed + p.cancelled + p.skipped), 0)
+    FROM dw_etl_run_progress p WHERE p.run_id = r.run_id)
 ORDER BY r.created_at
-LIMIT $2::int
+LIMIT $1::int
 `
 
-type CompleteOpenRunsParams struct {
-	GraceSeconds float64
-	BatchSize    int32
-}
-
-// CompleteOpenRuns lists open runs whose progress shards say every item is terminal.
-func (q *Queries) CompleteOpenRuns(ctx context.Context, arg CompleteOpenRunsParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, completeOpenRuns, arg.GraceSeconds, arg.BatchSize)
+// CompleteOpenRuns lists open, enqueued runs whose counters say every item settled.
+func (q *Queries) CompleteOpenRuns(ctx context.Context, batchSize int32) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, completeOpenRuns, batchSize)
 	if err != nil {
 		return nil, err
 	}
@@ -168,214 +245,36 @@ func (q *Queries) CompleteOpenRuns(ctx context.Context, arg CompleteOpenRunsPara
 	return items, nil
 }
 
-const failExhaustedItems = `-- name: FailExhaustedItems :many
-WITH stuck AS (
-  SELECT i.run_id, i.item_no, r.item_count
-  FROM dw_etl_runs r
-  JOIN dw_etl_jobs j ON j.job_id = r.job_id
-  JOIN dw_etl_run_items i ON i.run_id = r.run_id
-  WHERE r.status IN ('PENDING', 'RUNNING')
-    AND r.created_at < now() - make_interval(secs => $1::float8)
-    AND i.status = 'PENDING' AND i.attempts >= coalesce(i.attempt_limit, j.max_attempts)
-  LIMIT $2::int
-  FOR UPDATE OF i SKIP LOCKED
-), failed AS (
-  UPDATE dw_etl_run_items i
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = 'out of attempts',
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - coalesce(i.started_at, now())) * 1000)::bigint
-  FROM stuck s
-  WHERE i.run_id = s.run_id AND i.item_no = s.item_no AND i.status = 'PENDING'
-  RETURNING i.run_id, i.item_no, s.item_count
-), progress AS (
-  UPDATE dw_etl_run_progress p SET terminal = p.terminal + b.n
-  FROM (
-    SELECT f.run_id, ((f.item_no - 1) % least(greatest(f.item_count, 1), $3::int))::smallint AS shard,
-      count(*)::int AS n
-    FROM failed f GROUP BY 1, 2
-  ) b
-  WHERE p.run_id = b.run_id AND p.shard = b.shard
-  RETURNING p.run_id
-)
-SELECT f.run_id, f.item_no FROM failed f
+const deadWorkers = `-- name: DeadWorkers :many
+SELECT worker_id, name, app_name, (stopped_at IS NOT NULL)::bool AS stopped FROM dw_etl_workers
+WHERE dead_at IS NULL AND lease_until < now()
+ORDER BY lease_until
+LIMIT $1::int
 `
 
-type FailExhaustedItemsParams struct {
-	GraceSeconds float64
-	BatchSize    int32
-	Shards       int32
+type DeadWorkersRow struct {
+	WorkerID uuid.UUID
+	Name     string
+	AppName  string
+	Stopped  bool
 }
 
-type FailExhaustedItemsRow struct {
-	RunID  uuid.UUID
-	ItemNo int32
-}
-
-// FailExhaustedItems ends PENDING items that can never be claimed again (attempts reached the
-// item's attempt limit, e.g. after the job's max_attempts was lowered), so their run can finish.
-func (q *Queries) FailExhaustedItems(ctx context.Context, arg FailExhaustedItemsParams) ([]FailExhaustedItemsRow, error) {
-	rows, err := q.db.Query(ctx, failExhaustedItems, arg.GraceSeconds, arg.BatchSize, arg.Shards)
+// DeadWorkers lists workers whose lease lapsed that nobody declared dead yet (a worker that
+// stopped cleanly ends its lease when it stops).
+func (q *Queries) DeadWorkers(ctx context.Context, batchSize int32) ([]DeadWorkersRow, error) {
+	rows, err := q.db.Query(ctx, deadWorkers, batchSize)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []FailExhaustedItemsRow
+	var items []DeadWorkersRow
 	for rows.Next() {
-		var i FailExhaustedItemsRow
-		if err := rows.Scan(&i.RunID, &i.ItemNo); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const failOpenItems = `-- name: FailOpenItems :one
-WITH todo AS (
-  SELECT i.run_id, i.item_no, i.current_attempt_id, r.item_count
-  FROM dw_etl_run_items i
-  JOIN dw_etl_runs r ON r.run_id = i.run_id
-  WHERE i.run_id = $1 AND i.status IN ('PENDING', 'RUNNING')
-  LIMIT $2::int
-  FOR UPDATE OF i SKIP LOCKED
-), failed AS (
-  UPDATE dw_etl_run_items i
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = $3::text,
-      current_attempt_id = NULL, heartbeat_at = NULL, ended_at = now(),
-      duration_ms = (extract(epoch FROM now() - coalesce(i.started_at, now())) * 1000)::bigint
-  FROM todo o
-  WHERE i.run_id = o.run_id AND i.item_no = o.item_no AND i.status IN ('PENDING', 'RUNNING')
-  RETURNING i.run_id, i.item_no, o.current_attempt_id, o.item_count
-), attempts AS (
-  UPDATE dw_etl_run_attempts a
-  SET status = 'FAILED', error_category = 'SYSTEM', error_message = $3::text,
-      ended_at = now(), duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint
-  FROM failed f
-  WHERE a.attempt_id = f.current_attempt_id AND a.status = 'RUNNING'
-  RETURNING a.attempt_id
-), progress AS (
-  UPDATE dw_etl_run_progress p SET terminal = p.terminal + b.n
-  FROM (
-    SELECT f.run_id, ((f.item_no - 1) % least(greatest(f.item_count, 1), $4::int))::smallint AS shard,
-      count(*)::int AS n
-    FROM failed f GROUP BY 1, 2
-  ) b
-  WHERE p.run_id = b.run_id AND p.shard = b.shard
-  RETURNING p.run_id
-)
-SELECT (SELECT count(*) FROM failed)::int AS items, (SELECT count(*) FROM attempts)::int AS attempts
-`
-
-type FailOpenItemsParams struct {
-	RunID     uuid.UUID
-	BatchSize int32
-	Message   string
-	Shards    int32
-}
-
-type FailOpenItemsRow struct {
-	Items    int32
-	Attempts int32
-}
-
-// FailOpenItems ends up to batch_size PENDING/RUNNING items of a run as FAILED/SYSTEM with
-// the given message, closing their running attempts the same way and counting them terminal.
-// A worker still running such an item loses its claim: its finish changes nothing.
-func (q *Queries) FailOpenItems(ctx context.Context, arg FailOpenItemsParams) (FailOpenItemsRow, error) {
-	row := q.db.QueryRow(ctx, failOpenItems,
-		arg.RunID,
-		arg.BatchSize,
-		arg.Message,
-		arg.Shards,
-	)
-	var i FailOpenItemsRow
-	err := row.Scan(&i.Items, &i.Attempts)
-	return i, err
-}
-
-const itemsStillPending = `-- name: ItemsStillPending :many
-SELECT item_no FROM dw_etl_run_items
-WHERE run_id = $1 AND item_no = ANY($2::int[]) AND status = 'PENDING'
-`
-
-type ItemsStillPendingParams struct {
-	RunID   uuid.UUID
-	ItemNos []int32
-}
-
-func (q *Queries) ItemsStillPending(ctx context.Context, arg ItemsStillPendingParams) ([]int32, error) {
-	rows, err := q.db.Query(ctx, itemsStillPending, arg.RunID, arg.ItemNos)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []int32
-	for rows.Next() {
-		var item_no int32
-		if err := rows.Scan(&item_no); err != nil {
-			return nil, err
-		}
-		items = append(items, item_no)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const pendingItemsToCheck = `-- name: PendingItemsToCheck :many
-SELECT i.run_id, i.item_no, i.param_hash, i.task_id, r.job_id
-FROM dw_etl_runs r
-JOIN dw_etl_run_items i ON i.run_id = r.run_id
-JOIN dw_etl_jobs j ON j.job_id = r.job_id
-WHERE r.status IN ('PENDING', 'RUNNING') AND r.enqueued_at IS NOT NULL
-  AND r.created_at < now() - make_interval(secs => $1::float8)
-  AND i.status = 'PENDING' AND i.attempts < coalesce(i.attempt_limit, j.max_attempts)
-  AND (i.run_id, i.item_no) > ($2::uuid, $3::int)
-ORDER BY i.run_id, i.item_no
-LIMIT $4::int
-`
-
-type PendingItemsToCheckParams struct {
-	GraceSeconds float64
-	AfterRunID   uuid.UUID
-	AfterItemNo  int32
-	BatchSize    int32
-}
-
-type PendingItemsToCheckRow struct {
-	RunID     uuid.UUID
-	ItemNo    int32
-	ParamHash string
-	TaskID    string
-	JobID     string
-}
-
-// PendingItemsToCheck pages (keyset on run_id, item_no) through the PENDING, still claimable
-// items of enqueued open runs, with what it takes to rebuild their tasks. An item's attempt
-// limit is its attempt_limit (raised by reruns), else the job's max_attempts, as in ClaimItem.
-func (q *Queries) PendingItemsToCheck(ctx context.Context, arg PendingItemsToCheckParams) ([]PendingItemsToCheckRow, error) {
-	rows, err := q.db.Query(ctx, pendingItemsToCheck,
-		arg.GraceSeconds,
-		arg.AfterRunID,
-		arg.AfterItemNo,
-		arg.BatchSize,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []PendingItemsToCheckRow
-	for rows.Next() {
-		var i PendingItemsToCheckRow
+		var i DeadWorkersRow
 		if err := rows.Scan(
-			&i.RunID,
-			&i.ItemNo,
-			&i.ParamHash,
-			&i.TaskID,
-			&i.JobID,
+			&i.WorkerID,
+			&i.Name,
+			&i.AppName,
+			&i.Stopped,
 		); err != nil {
 			return nil, err
 		}
@@ -387,26 +286,378 @@ func (q *Queries) PendingItemsToCheck(ctx context.Context, arg PendingItemsToChe
 	return items, nil
 }
 
-const regenerateItemTask = `-- name: RegenerateItemTask :one
-UPDATE dw_etl_run_items
-SET generation = generation + 1,
-    task_id = run_id::text || ':' || left(param_hash, 32) || ':g' || (generation + 1)::text
-WHERE run_id = $1 AND item_no = $2 AND status = 'PENDING'
-RETURNING task_id
+const declareWorkerDead = `-- name: DeclareWorkerDead :execrows
+UPDATE dw_etl_workers SET dead_at = now()
+WHERE worker_id = $1 AND dead_at IS NULL AND lease_until < now()
 `
 
-type RegenerateItemTaskParams struct {
+// DeclareWorkerDead marks a worker dead if its lease is still lapsed (a late heartbeat wins).
+func (q *Queries) DeclareWorkerDead(ctx context.Context, workerID uuid.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, declareWorkerDead, workerID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const deliverableItems = `-- name: DeliverableItems :many
+SELECT i.run_id, i.item_no, i.generation, i.next_retry_at
+FROM dw_etl_runs r
+JOIN dw_etl_jobs j ON j.job_id = r.job_id
+JOIN dw_etl_run_items i ON i.run_id = r.run_id
+WHERE j.queue = $1 AND r.status IN ('PENDING', 'RUNNING') AND r.enqueued_at IS NOT NULL
+  AND i.status = 'PENDING' AND i.current_attempt_id IS NULL
+  AND i.attempts - i.lost_attempts < coalesce(i.attempt_limit, j.max_attempts)
+  AND (i.run_id, i.item_no) > ($2::uuid, $3::int)
+ORDER BY i.run_id, i.item_no
+LIMIT $4::int
+`
+
+type DeliverableItemsParams struct {
+	Queue       string
+	AfterRunID  uuid.UUID
+	AfterItemNo int32
+	BatchSize   int32
+}
+
+type DeliverableItemsRow struct {
+	RunID       uuid.UUID
+	ItemNo      int32
+	Generation  int32
+	NextRetryAt *time.Time
+}
+
+// DeliverableItems pages (keyset on run_id, item_no) the items of a queue's open enqueued runs
+// that wait for a delivery: PENDING, unclaimed, within their attempt limit.
+func (q *Queries) DeliverableItems(ctx context.Context, arg DeliverableItemsParams) ([]DeliverableItemsRow, error) {
+	rows, err := q.db.Query(ctx, deliverableItems,
+		arg.Queue,
+		arg.AfterRunID,
+		arg.AfterItemNo,
+		arg.BatchSize,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DeliverableItemsRow
+	for rows.Next() {
+		var i DeliverableItemsRow
+		if err := rows.Scan(
+			&i.RunID,
+			&i.ItemNo,
+			&i.Generation,
+			&i.NextRetryAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const getRedisEpoch = `-- name: GetRedisEpoch :one
+SELECT epoch FROM dw_etl_redis_epochs WHERE queue = $1
+`
+
+func (q *Queries) GetRedisEpoch(ctx context.Context, queue string) (string, error) {
+	row := q.db.QueryRow(ctx, getRedisEpoch, queue)
+	var epoch string
+	err := row.Scan(&epoch)
+	return epoch, err
+}
+
+const itemGenerations = `-- name: ItemGenerations :many
+SELECT i.run_id, i.item_no, i.generation, i.status, i.current_attempt_id, i.next_retry_at
+FROM dw_etl_run_items i
+JOIN (SELECT unnest($1::uuid[]) AS run_id, unnest($2::int[]) AS item_no) AS q ON i.run_id = q.run_id AND i.item_no = q.item_no
+`
+
+type ItemGenerationsParams struct {
+	RunIds  []uuid.UUID
+	ItemNos []int32
+}
+
+type ItemGenerationsRow struct {
+	RunID            uuid.UUID
+	ItemNo           int32
+	Generation       int32
+	Status           string
+	CurrentAttemptID *uuid.UUID
+	NextRetryAt      *time.Time
+}
+
+// ItemGenerations reads the current state of items named by tasks found in Redis.
+func (q *Queries) ItemGenerations(ctx context.Context, arg ItemGenerationsParams) ([]ItemGenerationsRow, error) {
+	rows, err := q.db.Query(ctx, itemGenerations, arg.RunIds, arg.ItemNos)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ItemGenerationsRow
+	for rows.Next() {
+		var i ItemGenerationsRow
+		if err := rows.Scan(
+			&i.RunID,
+			&i.ItemNo,
+			&i.Generation,
+			&i.Status,
+			&i.CurrentAttemptID,
+			&i.NextRetryAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const leaseHolder = `-- name: LeaseHolder :one
+SELECT holder, holder_name, lease_until, acquired_at, (lease_until > now())::bool AS live
+FROM dw_etl_leases WHERE name = $1
+`
+
+type LeaseHolderRow struct {
+	Holder     uuid.UUID
+	HolderName string
+	LeaseUntil time.Time
+	AcquiredAt time.Time
+	Live       bool
+}
+
+func (q *Queries) LeaseHolder(ctx context.Context, name string) (LeaseHolderRow, error) {
+	row := q.db.QueryRow(ctx, leaseHolder, name)
+	var i LeaseHolderRow
+	err := row.Scan(
+		&i.Holder,
+		&i.HolderName,
+		&i.LeaseUntil,
+		&i.AcquiredAt,
+		&i.Live,
+	)
+	return i, err
+}
+
+const lockLostAttempts = `-- name: LockLostAttempts :many
+SELECT i.run_id, i.item_no, i.current_attempt_id::uuid AS attempt_id, i.attempts, i.lost_attempts,
+  coalesce(i.attempt_limit, j.max_attempts)::int AS attempt_limit, a.solo, i.generation, j.queue
+FROM dw_etl_run_items i
+JOIN dw_etl_run_attempts a ON a.attempt_id = i.current_attempt_id
+JOIN dw_etl_runs r ON r.run_id = i.run_id
+JOIN dw_etl_jobs j ON j.job_id = r.job_id
+WHERE i.claim_worker = $1::uuid AND a.worker = $1::uuid AND a.status = 'RUNNING'
+  AND i.current_attempt_id IS NOT NULL
+ORDER BY i.run_id, i.item_no
+LIMIT $2::int
+FOR NO KEY UPDATE OF i SKIP LOCKED
+`
+
+type LockLostAttemptsParams struct {
+	Worker    uuid.UUID
+	BatchSize int32
+}
+
+type LockLostAttemptsRow struct {
+	RunID        uuid.UUID
+	ItemNo       int32
+	AttemptID    uuid.UUID
+	Attempts     int32
+	LostAttempts int32
+	AttemptLimit int32
+	Solo         bool
+	Generation   int32
+	Queue        string
+}
+
+// LockLostAttempts locks (SKIP LOCKED, in key order) up to batch_size items whose claim belongs
+// to the given dead worker, with what the lost-attempt rule needs. Run it in a transaction with
+// CloseLostAttempts.
+func (q *Queries) LockLostAttempts(ctx context.Context, arg LockLostAttemptsParams) ([]LockLostAttemptsRow, error) {
+	rows, err := q.db.Query(ctx, lockLostAttempts, arg.Worker, arg.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LockLostAttemptsRow
+	for rows.Next() {
+		var i LockLostAttemptsRow
+		if err := rows.Scan(
+			&i.RunID,
+			&i.ItemNo,
+			&i.AttemptID,
+			&i.Attempts,
+			&i.LostAttempts,
+			&i.AttemptLimit,
+			&i.Solo,
+			&i.Generation,
+			&i.Queue,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const lockTimedOutClaims = `-- name: LockTimedOutClaims :many
+SELECT i.run_id, i.item_no, i.current_attempt_id::uuid AS attempt_id
+FROM dw_etl_run_items i
+JOIN dw_etl_runs r ON r.run_id = i.run_id
+WHERE i.run_id = $1 AND i.status = 'PENDING' AND i.current_attempt_id IS NOT NULL
+  AND r.deadline_at < now() - ($2::bigint) * interval '1 millisecond'
+ORDER BY i.run_id, i.item_no
+LIMIT $3::int
+FOR NO KEY UPDATE OF i SKIP LOCKED
+`
+
+type LockTimedOutClaimsParams struct {
+	RunID     uuid.UUID
+	GraceMs   int64
+	BatchSize int32
+}
+
+type LockTimedOutClaimsRow struct {
+	RunID     uuid.UUID
+	ItemNo    int32
+	AttemptID uuid.UUID
+}
+
+// LockTimedOutClaims locks (SKIP LOCKED) the claimed items of a timed-out run whose attempt
+// started more than grace before now: their worker had the deadline and its grace to record
+// them, so the reconciler closes them.
+func (q *Queries) LockTimedOutClaims(ctx context.Context, arg LockTimedOutClaimsParams) ([]LockTimedOutClaimsRow, error) {
+	rows, err := q.db.Query(ctx, lockTimedOutClaims, arg.RunID, arg.GraceMs, arg.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LockTimedOutClaimsRow
+	for rows.Next() {
+		var i LockTimedOutClaimsRow
+		if err := rows.Scan(&i.RunID, &i.ItemNo, &i.AttemptID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const nextItemGeneration = `-- name: NextItemGeneration :one
+UPDATE dw_etl_run_items SET generation = generation + 1
+WHERE run_id = $1 AND item_no = $2 AND status = 'PENDING' AND current_attempt_id IS NULL
+RETURNING generation, next_retry_at
+`
+
+type NextItemGenerationParams struct {
 	RunID  uuid.UUID
 	ItemNo int32
 }
 
-// RegenerateItemTask gives a PENDING item a new task id (next generation) when its task is
-// stuck active in Redis under a dead worker: the stuck task becomes stale and is ignored.
-func (q *Queries) RegenerateItemTask(ctx context.Context, arg RegenerateItemTaskParams) (string, error) {
-	row := q.db.QueryRow(ctx, regenerateItemTask, arg.RunID, arg.ItemNo)
-	var task_id string
-	err := row.Scan(&task_id)
-	return task_id, err
+type NextItemGenerationRow struct {
+	Generation  int32
+	NextRetryAt *time.Time
+}
+
+// NextItemGeneration moves a PENDING, unclaimed item to its next task generation (its task is
+// stuck, or was rebuilt) and returns it; no row when the item is claimed or settled meanwhile.
+func (q *Queries) NextItemGeneration(ctx context.Context, arg NextItemGenerationParams) (NextItemGenerationRow, error) {
+	row := q.db.QueryRow(ctx, nextItemGeneration, arg.RunID, arg.ItemNo)
+	var i NextItemGenerationRow
+	err := row.Scan(&i.Generation, &i.NextRetryAt)
+	return i, err
+}
+
+const nextRunDeadline = `-- name: NextRunDeadline :one
+SELECT deadline_at FROM dw_etl_runs
+WHERE status IN ('PENDING', 'RUNNING') AND deadline_at IS NOT NULL
+ORDER BY deadline_at
+LIMIT 1
+`
+
+// NextRunDeadline is the earliest deadline among open runs, so the leader wakes up for it.
+func (q *Queries) NextRunDeadline(ctx context.Context) (*time.Time, error) {
+	row := q.db.QueryRow(ctx, nextRunDeadline)
+	var deadline_at *time.Time
+	err := row.Scan(&deadline_at)
+	return deadline_at, err
+}
+
+const openRunCounts = `-- name: OpenRunCounts :many
+SELECT r.run_id, j.queue, r.item_count, r.deadline_at, r.cancel_requested_at,
+  coalesce(sum(p.succeeded + p.failed + p.cancelled + p.skipped), 0)::bigint AS terminal,
+  coalesce(sum(p.attempts_started - p.attempts_ended), 0)::bigint AS running
+FROM dw_etl_runs r
+JOIN dw_etl_jobs j ON j.job_id = r.job_id
+LEFT JOIN dw_etl_run_progress p ON p.run_id = r.run_id
+WHERE r.status IN ('PENDING', 'RUNNING') AND r.enqueued_at IS NOT NULL
+GROUP BY r.run_id, j.queue
+ORDER BY r.run_id
+`
+
+type OpenRunCountsRow struct {
+	RunID             uuid.UUID
+	Queue             string
+	ItemCount         int32
+	DeadlineAt        *time.Time
+	CancelRequestedAt *time.Time
+	Terminal          int64
+	Running           int64
+}
+
+// OpenRunCounts gives, per open enqueued run, its queue and counters: what Redis should hold for
+// it. At most ProgressShards counter rows per run are read, never items.
+func (q *Queries) OpenRunCounts(ctx context.Context) ([]OpenRunCountsRow, error) {
+	rows, err := q.db.Query(ctx, openRunCounts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []OpenRunCountsRow
+	for rows.Next() {
+		var i OpenRunCountsRow
+		if err := rows.Scan(
+			&i.RunID,
+			&i.Queue,
+			&i.ItemCount,
+			&i.DeadlineAt,
+			&i.CancelRequestedAt,
+			&i.Terminal,
+			&i.Running,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const releaseLease = `-- name: ReleaseLease :exec
+UPDATE dw_etl_leases SET lease_until = now() WHERE name = $1 AND holder = $2
+`
+
+type ReleaseLeaseParams struct {
+	Name   string
+	Holder uuid.UUID
+}
+
+func (q *Queries) ReleaseLease(ctx context.Context, arg ReleaseLeaseParams) error {
+	_, err := q.db.Exec(ctx, releaseLease, arg.Name, arg.Holder)
+	return err
 }
 
 const scheduledJobTicks = `-- name: ScheduledJobTicks :many
@@ -455,24 +706,58 @@ func (q *Queries) ScheduledJobTicks(ctx context.Context) ([]ScheduledJobTicksRow
 	return items, nil
 }
 
+const setRedisEpoch = `-- name: SetRedisEpoch :exec
+INSERT INTO dw_etl_redis_epochs (queue, epoch, set_at) VALUES ($1, $2, now())
+ON CONFLICT (queue) DO UPDATE SET epoch = excluded.epoch, set_at = now()
+`
+
+type SetRedisEpochParams struct {
+	Queue string
+	Epoch string
+}
+
+func (q *Queries) SetRedisEpoch(ctx context.Context, arg SetRedisEpochParams) error {
+	_, err := q.db.Exec(ctx, setRedisEpoch, arg.Queue, arg.Epoch)
+	return err
+}
+
+const takeFanout = `-- name: TakeFanout :one
+UPDATE dw_etl_runs SET fanout_until = now() + ($1::bigint) * interval '1 millisecond'
+WHERE run_id = $2 AND enqueued_at IS NULL AND status IN ('PENDING', 'RUNNING')
+  AND (fanout_until IS NULL OR fanout_until < now() OR $3::bool)
+RETURNING fanout_until
+`
+
+type TakeFanoutParams struct {
+	TtlMs int64
+	RunID uuid.UUID
+	Renew bool
+}
+
+// TakeFanout takes (or renews for holder) a run's fan-out lease; no row means someone else holds
+// it or the fan-out is done.
+func (q *Queries) TakeFanout(ctx context.Context, arg TakeFanoutParams) (*time.Time, error) {
+	row := q.db.QueryRow(ctx, takeFanout, arg.TtlMs, arg.RunID, arg.Renew)
+	var fanout_until *time.Time
+	err := row.Scan(&fanout_until)
+	return fanout_until, err
+}
+
 const timedOutRuns = `-- name: TimedOutRuns :many
-SELECT r.run_id, r.job_id, r.started_at, j.run_timeout_ms::bigint AS run_timeout_ms
-FROM dw_etl_runs r
-JOIN dw_etl_jobs j ON j.job_id = r.job_id
-WHERE r.status IN ('PENDING', 'RUNNING') AND j.run_timeout_ms IS NOT NULL
-  AND r.started_at + j.run_timeout_ms * interval '1 millisecond' < now()
-ORDER BY r.started_at
+SELECT run_id, job_id, started_at, deadline_at::timestamptz AS deadline_at FROM dw_etl_runs
+WHERE status IN ('PENDING', 'RUNNING') AND deadline_at < now()
+ORDER BY deadline_at
 LIMIT $1::int
 `
 
 type TimedOutRunsRow struct {
-	RunID        uuid.UUID
-	JobID        string
-	StartedAt    time.Time
-	RunTimeoutMs int64
+	RunID      uuid.UUID
+	JobID      string
+	StartedAt  time.Time
+	DeadlineAt time.Time
 }
 
-// TimedOutRuns lists open runs past their job's run_timeout_ms.
+// TimedOutRuns lists open runs past their deadline.
 func (q *Queries) TimedOutRuns(ctx context.Context, batchSize int32) ([]TimedOutRunsRow, error) {
 	rows, err := q.db.Query(ctx, timedOutRuns, batchSize)
 	if err != nil {
@@ -486,7 +771,7 @@ func (q *Queries) TimedOutRuns(ctx context.Context, batchSize int32) ([]TimedOut
 			&i.RunID,
 			&i.JobID,
 			&i.StartedAt,
-			&i.RunTimeoutMs,
+			&i.DeadlineAt,
 		); err != nil {
 			return nil, err
 		}
@@ -498,37 +783,18 @@ func (q *Queries) TimedOutRuns(ctx context.Context, batchSize int32) ([]TimedOut
 	return items, nil
 }
 
-const tryAdvisoryLock = `-- name: TryAdvisoryLock :one
-
-SELECT pg_try_advisory_lock(hashtext($1::text))::bool AS locked
-`
-
-// Reconciliation and scheduling: the statements the reconciler and the scheduler run to bring
-// Postgres (the record) and Redis (delivery) back in line, and the leadership lock they share.
-// Progress shards are computed as in Go's ShardOf: (item_no - 1) % least(greatest(item_count, 1), @shards).
-func (q *Queries) TryAdvisoryLock(ctx context.Context, name string) (bool, error) {
-	row := q.db.QueryRow(ctx, tryAdvisoryLock, name)
-	var locked bool
-	err := row.Scan(&locked)
-	return locked, err
-}
-
 const unenqueuedRuns = `-- name: UnenqueuedRuns :many
 SELECT run_id FROM dw_etl_runs
-WHERE status = 'PENDING' AND enqueued_at IS NULL
-  AND created_at < now() - make_interval(secs => $1::float8)
+WHERE status IN ('PENDING', 'RUNNING') AND enqueued_at IS NULL
+  AND (fanout_until IS NULL OR fanout_until < now())
 ORDER BY created_at
-LIMIT $2::int
+LIMIT $1::int
 `
 
-type UnenqueuedRunsParams struct {
-	GraceSeconds float64
-	BatchSize    int32
-}
-
-// UnenqueuedRuns lists runs recorded but never marked enqueued (their enqueuer died mid-fan-out).
-func (q *Queries) UnenqueuedRuns(ctx context.Context, arg UnenqueuedRunsParams) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, unenqueuedRuns, arg.GraceSeconds, arg.BatchSize)
+// UnenqueuedRuns lists open runs whose fan-out never finished and whose fan-out lease lapsed
+// (their enqueuer died, or a rerun's enqueue failed); a run still being fanned out is left alone.
+func (q *Queries) UnenqueuedRuns(ctx context.Context, batchSize int32) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, unenqueuedRuns, batchSize)
 	if err != nil {
 		return nil, err
 	}

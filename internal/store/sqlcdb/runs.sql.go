@@ -31,49 +31,32 @@ func (q *Queries) ActiveRun(ctx context.Context, jobID string) (ActiveRunRow, er
 	return i, err
 }
 
-const bumpProgress = `-- name: BumpProgress :exec
-UPDATE dw_etl_run_progress SET terminal = terminal + 1
-WHERE run_id = $1 AND shard = $2
+const advanceRunCursors = `-- name: AdvanceRunCursors :execrows
+INSERT INTO dw_etl_incremental_cursors AS c (job_id, param_hash, params, strategy, cursor_value, cursor_meta, last_run_id, updated_at)
+SELECT $1::text, i.param_hash, i.params, $2::text, i.cursor_end, coalesce(i.cursor_end_meta, '{}'::jsonb), i.run_id, now()
+FROM dw_etl_run_items i
+WHERE i.run_id = $3 AND i.status = 'SUCCESS' AND i.cursor_end IS NOT NULL
+ORDER BY i.param_hash
+ON CONFLICT (job_id, param_hash) DO UPDATE
+SET cursor_value = excluded.cursor_value, cursor_meta = excluded.cursor_meta, last_run_id = excluded.last_run_id,
+    updated_at = now(), strategy = excluded.strategy
+WHERE c.cursor_value IS NULL OR c.cursor_value < excluded.cursor_value
 `
 
-type BumpProgressParams struct {
-	RunID uuid.UUID
-	Shard int16
+type AdvanceRunCursorsParams struct {
+	JobID    string
+	Strategy string
+	RunID    uuid.UUID
 }
 
-func (q *Queries) BumpProgress(ctx context.Context, arg BumpProgressParams) error {
-	_, err := q.db.Exec(ctx, bumpProgress, arg.RunID, arg.Shard)
-	return err
-}
-
-const failedCategories = `-- name: FailedCategories :many
-SELECT error_category, count(*)::int AS n FROM dw_etl_run_items
-WHERE run_id = $1 AND status = 'FAILED' GROUP BY error_category
-`
-
-type FailedCategoriesRow struct {
-	ErrorCategory string
-	N             int32
-}
-
-func (q *Queries) FailedCategories(ctx context.Context, runID uuid.UUID) ([]FailedCategoriesRow, error) {
-	rows, err := q.db.Query(ctx, failedCategories, runID)
+// AdvanceRunCursors moves the cursor of every succeeded item of a run to the candidate its
+// finish stored (cursor_end), never backwards: the run-level cursor policy applied at once.
+func (q *Queries) AdvanceRunCursors(ctx context.Context, arg AdvanceRunCursorsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, advanceRunCursors, arg.JobID, arg.Strategy, arg.RunID)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	defer rows.Close()
-	var items []FailedCategoriesRow
-	for rows.Next() {
-		var i FailedCategoriesRow
-		if err := rows.Scan(&i.ErrorCategory, &i.N); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+	return result.RowsAffected(), nil
 }
 
 const finishRun = `-- name: FinishRun :exec
@@ -81,23 +64,26 @@ UPDATE dw_etl_runs SET status = $1, error_category = $2, error_message = $3,
   ended_at = now(), duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint,
   attempt_count = $4, items_succeeded = $5, items_failed = $6,
   items_skipped = $7, items_cancelled = $8, records_read = $9,
-  records_written = $10, page_count = $11, updated_at = now()
-WHERE run_id = $12
+  records_written = $10, records_discarded = $11, page_count = $12,
+  cursor_note = $13, fanout_until = NULL, updated_at = now()
+WHERE run_id = $14
 `
 
 type FinishRunParams struct {
-	Status         string
-	ErrorCategory  string
-	ErrorMessage   *string
-	AttemptCount   int32
-	ItemsSucceeded int32
-	ItemsFailed    int32
-	ItemsSkipped   int32
-	ItemsCancelled int32
-	RecordsRead    int64
-	RecordsWritten int64
-	PageCount      int64
-	RunID          uuid.UUID
+	Status           string
+	ErrorCategory    string
+	ErrorMessage     *string
+	AttemptCount     int32
+	ItemsSucceeded   int32
+	ItemsFailed      int32
+	ItemsSkipped     int32
+	ItemsCancelled   int32
+	RecordsRead      int64
+	RecordsWritten   int64
+	RecordsDiscarded int64
+	PageCount        int64
+	CursorNote       *string
+	RunID            uuid.UUID
 }
 
 func (q *Queries) FinishRun(ctx context.Context, arg FinishRunParams) error {
@@ -112,14 +98,16 @@ func (q *Queries) FinishRun(ctx context.Context, arg FinishRunParams) error {
 		arg.ItemsCancelled,
 		arg.RecordsRead,
 		arg.RecordsWritten,
+		arg.RecordsDiscarded,
 		arg.PageCount,
+		arg.CursorNote,
 		arg.RunID,
 	)
 	return err
 }
 
 const getRun = `-- name: GetRun :one
-SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at FROM dw_etl_runs WHERE run_id = $1
+SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at, deadline_at, fanout_until, records_discarded, cursor_note FROM dw_etl_runs WHERE run_id = $1
 `
 
 func (q *Queries) GetRun(ctx context.Context, runID uuid.UUID) (DwEtlRun, error) {
@@ -157,32 +145,23 @@ func (q *Queries) GetRun(ctx context.Context, runID uuid.UUID) (DwEtlRun, error)
 		&i.CancelledBy,
 		&i.CancelReason,
 		&i.UpdatedAt,
+		&i.DeadlineAt,
+		&i.FanoutUntil,
+		&i.RecordsDiscarded,
+		&i.CursorNote,
 	)
 	return i, err
 }
 
-const insertProgressShards = `-- name: InsertProgressShards :exec
-INSERT INTO dw_etl_run_progress (run_id, shard, items)
-SELECT $1::uuid, unnest($2::smallint[]), unnest($3::integer[])
-`
-
-type InsertProgressShardsParams struct {
-	RunID  uuid.UUID
-	Shards []int16
-	Items  []int32
-}
-
-func (q *Queries) InsertProgressShards(ctx context.Context, arg InsertProgressShardsParams) error {
-	_, err := q.db.Exec(ctx, insertProgressShards, arg.RunID, arg.Shards, arg.Items)
-	return err
-}
-
 const insertRun = `-- name: InsertRun :one
 INSERT INTO dw_etl_runs (run_id, job_id, status, dry_run, trigger, params, logical_start,
-  scheduled_for, exclusive, error_message)
-VALUES ($1, $2, $3, $4, $5, $6, $7,
-  $8, $9, $10)
-RETURNING run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at
+  scheduled_for, exclusive, error_message, deadline_at, fanout_until)
+SELECT $1, $2, $3, $4, $5, $6, $7,
+  $8, $9, $10,
+  now() + j.run_timeout_ms * interval '1 millisecond',
+  now() + ($11::bigint) * interval '1 millisecond'
+FROM dw_etl_jobs j WHERE j.job_id = $2
+RETURNING run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at, deadline_at, fanout_until, records_discarded, cursor_note
 `
 
 type InsertRunParams struct {
@@ -196,6 +175,7 @@ type InsertRunParams struct {
 	ScheduledFor *time.Time
 	Exclusive    bool
 	ErrorMessage *string
+	FanoutMs     int64
 }
 
 func (q *Queries) InsertRun(ctx context.Context, arg InsertRunParams) (DwEtlRun, error) {
@@ -210,6 +190,7 @@ func (q *Queries) InsertRun(ctx context.Context, arg InsertRunParams) (DwEtlRun,
 		arg.ScheduledFor,
 		arg.Exclusive,
 		arg.ErrorMessage,
+		arg.FanoutMs,
 	)
 	var i DwEtlRun
 	err := row.Scan(
@@ -244,60 +225,67 @@ func (q *Queries) InsertRun(ctx context.Context, arg InsertRunParams) (DwEtlRun,
 		&i.CancelledBy,
 		&i.CancelReason,
 		&i.UpdatedAt,
+		&i.DeadlineAt,
+		&i.FanoutUntil,
+		&i.RecordsDiscarded,
+		&i.CursorNote,
 	)
 	return i, err
 }
 
-const itemOutcomes = `-- name: ItemOutcomes :many
-SELECT item_no, param_hash, params, status, error_category, cursor_start, cursor_end
-FROM dw_etl_run_items WHERE run_id = $1 ORDER BY item_no
-`
-
-type ItemOutcomesRow struct {
-	ItemNo        int32
-	ParamHash     string
-	Params        json.RawMessage
-	Status        string
-	ErrorCategory string
-	CursorStart   *time.Time
-	CursorEnd     *time.Time
-}
-
-func (q *Queries) ItemOutcomes(ctx context.Context, runID uuid.UUID) ([]ItemOutcomesRow, error) {
-	rows, err := q.db.Query(ctx, itemOutcomes, runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []ItemOutcomesRow
-	for rows.Next() {
-		var i ItemOutcomesRow
-		if err := rows.Scan(
-			&i.ItemNo,
-			&i.ParamHash,
-			&i.Params,
-			&i.Status,
-			&i.ErrorCategory,
-			&i.CursorStart,
-			&i.CursorEnd,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const lockRunForFinalise = `-- name: LockRunForFinalise :one
-SELECT run_id, job_id, status, started_at, ended_at, error_message, error_category, dry_run, trigger, params, logical_start, scheduled_for, exclusive, created_at, enqueued_at, duration_ms, attempt_count, item_count, items_deduplicated, items_succeeded, items_failed, items_skipped, items_cancelled, records_read, records_written, page_count, metrics, cancel_requested_at, cancelled_by, cancel_reason, updated_at FROM dw_etl_runs WHERE run_id = $1 AND status IN ('PENDING', 'RUNNING') FOR UPDATE
+SELECT r.run_id, r.job_id, r.status, r.started_at, r.ended_at, r.error_message, r.error_category, r.dry_run, r.trigger, r.params, r.logical_start, r.scheduled_for, r.exclusive, r.created_at, r.enqueued_at, r.duration_ms, r.attempt_count, r.item_count, r.items_deduplicated, r.items_succeeded, r.items_failed, r.items_skipped, r.items_cancelled, r.records_read, r.records_written, r.page_count, r.metrics, r.cancel_requested_at, r.cancelled_by, r.cancel_reason, r.updated_at, r.deadline_at, r.fanout_until, r.records_discarded, r.cursor_note, j.strategy, j.cursor_policy, coalesce(r.deadline_at <= now(), false)::bool AS timed_out
+FROM dw_etl_runs r JOIN dw_etl_jobs j ON j.job_id = r.job_id
+WHERE r.run_id = $1 AND r.status IN ('PENDING', 'RUNNING')
+FOR NO KEY UPDATE OF r
 `
 
-func (q *Queries) LockRunForFinalise(ctx context.Context, runID uuid.UUID) (DwEtlRun, error) {
+type LockRunForFinaliseRow struct {
+	RunID             uuid.UUID
+	JobID             string
+	Status            string
+	StartedAt         time.Time
+	EndedAt           *time.Time
+	ErrorMessage      *string
+	ErrorCategory     string
+	DryRun            bool
+	Trigger           string
+	Params            json.RawMessage
+	LogicalStart      *time.Time
+	ScheduledFor      *time.Time
+	Exclusive         bool
+	CreatedAt         time.Time
+	EnqueuedAt        *time.Time
+	DurationMs        *int64
+	AttemptCount      int32
+	ItemCount         int32
+	ItemsDeduplicated int32
+	ItemsSucceeded    int32
+	ItemsFailed       int32
+	ItemsSkipped      int32
+	ItemsCancelled    int32
+	RecordsRead       int64
+	RecordsWritten    int64
+	PageCount         int64
+	Metrics           json.RawMessage
+	CancelRequestedAt *time.Time
+	CancelledBy       *string
+	CancelReason      *string
+	UpdatedAt         time.Time
+	DeadlineAt        *time.Time
+	FanoutUntil       *time.Time
+	RecordsDiscarded  int64
+	CursorNote        *string
+	Strategy          string
+	CursorPolicy      string
+	TimedOut          bool
+}
+
+// LockRunForFinalise locks an open run for its one finalisation. NO KEY UPDATE, not UPDATE: the
+// KEY SHARE locks that inserting log lines and attempts take on the run row must not wait.
+func (q *Queries) LockRunForFinalise(ctx context.Context, runID uuid.UUID) (LockRunForFinaliseRow, error) {
 	row := q.db.QueryRow(ctx, lockRunForFinalise, runID)
-	var i DwEtlRun
+	var i LockRunForFinaliseRow
 	err := row.Scan(
 		&i.RunID,
 		&i.JobID,
@@ -330,98 +318,95 @@ func (q *Queries) LockRunForFinalise(ctx context.Context, runID uuid.UUID) (DwEt
 		&i.CancelledBy,
 		&i.CancelReason,
 		&i.UpdatedAt,
+		&i.DeadlineAt,
+		&i.FanoutUntil,
+		&i.RecordsDiscarded,
+		&i.CursorNote,
+		&i.Strategy,
+		&i.CursorPolicy,
+		&i.TimedOut,
 	)
 	return i, err
 }
 
 const markRunEnqueued = `-- name: MarkRunEnqueued :exec
-UPDATE dw_etl_runs SET enqueued_at = coalesce(enqueued_at, now()),
+UPDATE dw_etl_runs SET enqueued_at = coalesce(enqueued_at, now()), fanout_until = NULL,
   status = CASE WHEN status = 'PENDING' THEN 'RUNNING' ELSE status END, updated_at = now()
 WHERE run_id = $1
 `
 
+// MarkRunEnqueued records that every task was handed to Redis: the fan-out lease ends and the
+// run is RUNNING.
 func (q *Queries) MarkRunEnqueued(ctx context.Context, runID uuid.UUID) error {
 	_, err := q.db.Exec(ctx, markRunEnqueued, runID)
 	return err
 }
 
-const runAttemptCount = `-- name: RunAttemptCount :one
-SELECT count(*)::int FROM dw_etl_run_attempts WHERE run_id = $1
-`
-
-func (q *Queries) RunAttemptCount(ctx context.Context, runID uuid.UUID) (int32, error) {
-	row := q.db.QueryRow(ctx, runAttemptCount, runID)
-	var column_1 int32
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
-const runFailedItems = `-- name: RunFailedItems :one
-SELECT count(*)::int FROM dw_etl_run_items WHERE run_id = $1 AND status = 'FAILED'
-`
-
-func (q *Queries) RunFailedItems(ctx context.Context, runID uuid.UUID) (int32, error) {
-	row := q.db.QueryRow(ctx, runFailedItems, runID)
-	var column_1 int32
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
-const runProgress = `-- name: RunProgress :one
-SELECT coalesce(sum(items), 0)::bigint AS items, coalesce(sum(terminal), 0)::bigint AS terminal
+const runCounters = `-- name: RunCounters :one
+SELECT coalesce(sum(attempts_started), 0)::bigint AS attempts_started,
+  coalesce(sum(attempts_ended), 0)::bigint AS attempts_ended,
+  coalesce(sum(attempts_lost), 0)::bigint AS attempts_lost,
+  coalesce(sum(retries), 0)::bigint AS retries,
+  coalesce(sum(backoff_ms), 0)::bigint AS backoff_ms,
+  coalesce(max(max_item_attempt), 0)::int AS max_item_attempt,
+  coalesce(sum(succeeded), 0)::bigint AS succeeded,
+  coalesce(sum(failed), 0)::bigint AS failed,
+  coalesce(sum(skipped), 0)::bigint AS skipped,
+  coalesce(sum(cancelled), 0)::bigint AS cancelled,
+  coalesce(sum(failed_api), 0)::bigint AS failed_api,
+  coalesce(sum(failed_db), 0)::bigint AS failed_db,
+  coalesce(sum(failed_data), 0)::bigint AS failed_data,
+  coalesce(sum(failed_system), 0)::bigint AS failed_system,
+  coalesce(sum(records_read), 0)::bigint AS records_read,
+  coalesce(sum(records_written), 0)::bigint AS records_written,
+  coalesce(sum(records_discarded), 0)::bigint AS records_discarded,
+  coalesce(sum(page_count), 0)::bigint AS page_count
 FROM dw_etl_run_progress WHERE run_id = $1
 `
 
-type RunProgressRow struct {
-	Items    int64
-	Terminal int64
+type RunCountersRow struct {
+	AttemptsStarted  int64
+	AttemptsEnded    int64
+	AttemptsLost     int64
+	Retries          int64
+	BackoffMs        int64
+	MaxItemAttempt   int32
+	Succeeded        int64
+	Failed           int64
+	Skipped          int64
+	Cancelled        int64
+	FailedApi        int64
+	FailedDb         int64
+	FailedData       int64
+	FailedSystem     int64
+	RecordsRead      int64
+	RecordsWritten   int64
+	RecordsDiscarded int64
+	PageCount        int64
 }
 
-func (q *Queries) RunProgress(ctx context.Context, runID uuid.UUID) (RunProgressRow, error) {
-	row := q.db.QueryRow(ctx, runProgress, runID)
-	var i RunProgressRow
-	err := row.Scan(&i.Items, &i.Terminal)
-	return i, err
-}
-
-const runTotals = `-- name: RunTotals :one
-SELECT
-  count(*) FILTER (WHERE status = 'SUCCESS')::int AS succeeded,
-  count(*) FILTER (WHERE status = 'FAILED')::int AS failed,
-  count(*) FILTER (WHERE status = 'SKIPPED')::int AS skipped,
-  count(*) FILTER (WHERE status = 'CANCELLED')::int AS cancelled,
-  count(*) FILTER (WHERE status = 'PENDING')::int AS pending,
-  count(*) FILTER (WHERE status = 'RUNNING')::int AS running,
-  coalesce(sum(records_read), 0)::bigint AS records_read,
-  coalesce(sum(records_written), 0)::bigint AS records_written,
-  coalesce(sum(page_count), 0)::bigint AS page_count
-FROM dw_etl_run_items WHERE run_id = $1
-`
-
-type RunTotalsRow struct {
-	Succeeded      int32
-	Failed         int32
-	Skipped        int32
-	Cancelled      int32
-	Pending        int32
-	Running        int32
-	RecordsRead    int64
-	RecordsWritten int64
-	PageCount      int64
-}
-
-func (q *Queries) RunTotals(ctx context.Context, runID uuid.UUID) (RunTotalsRow, error) {
-	row := q.db.QueryRow(ctx, runTotals, runID)
-	var i RunTotalsRow
+// RunCounters sums a run's progress shards (at most ProgressShards rows).
+func (q *Queries) RunCounters(ctx context.Context, runID uuid.UUID) (RunCountersRow, error) {
+	row := q.db.QueryRow(ctx, runCounters, runID)
+	var i RunCountersRow
 	err := row.Scan(
+		&i.AttemptsStarted,
+		&i.AttemptsEnded,
+		&i.AttemptsLost,
+		&i.Retries,
+		&i.BackoffMs,
+		&i.MaxItemAttempt,
 		&i.Succeeded,
 		&i.Failed,
 		&i.Skipped,
 		&i.Cancelled,
-		&i.Pending,
-		&i.Running,
+		&i.FailedApi,
+		&i.FailedDb,
+		&i.FailedData,
+		&i.FailedSystem,
 		&i.RecordsRead,
 		&i.RecordsWritten,
+		&i.RecordsDiscarded,
 		&i.PageCount,
 	)
 	return i, err
