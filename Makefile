@@ -11,6 +11,7 @@ SHELL := bash
 GO ?= go
 N ?= 20000
 SCALE ?= small
+ROWS ?= 200000
 NAME ?=
 
 # SERVICES brings the services up and exports DATABASE_URL and REDIS_URL into the recipe
@@ -21,7 +22,7 @@ SERVICES = exports="$$(scripts/services.sh up)" && eval "$$exports"
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: N=$(N) (bench-pipeline), SCALE=$(SCALE) (bench-queries), NAME (migrate-diff)"
+	@echo "Variables: N=$(N) (bench-pipeline), SCALE=$(SCALE) (bench-queries), ROWS=$(ROWS) (bench-kinds), NAME (migrate-diff)"
 
 .PHONY: services
 services: ## Make Postgres and Redis reachable and print their URLs as export lines
@@ -90,6 +91,10 @@ demo: ## Run the main job end to end: 2 workers, 50 params, resume from cursors,
 .PHONY: bench-pipeline
 bench-pipeline: ## Bare asynq vs etlexec worker processes (1, 2, 4) on private servers, N items: rates, per-item costs
 	$(GO) run ./cmd/bench pipeline -n $(N)
+
+.PHONY: bench-kinds
+bench-kinds: ## Benchmark sql_incremental and http_json loads against a COPY | COPY pipe (ROWS=200000)
+	@$(SERVICES) && $(GO) run ./cmd/bench kinds -rows $(ROWS)
 
 .PHONY: bench-queries
 bench-queries: ## Benchmark the history queries at SCALE (small|medium|full)

@@ -18,6 +18,7 @@ type HandlerFunc func(ctx context.Context, it *Item) error
 type Registry struct {
 	mu       sync.RWMutex
 	handlers map[string]HandlerFunc
+	configs  map[string]configSpec // kinds that declared their config (DeclareConfig)
 }
 
 // NewRegistry returns an empty registry.

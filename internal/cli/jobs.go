@@ -40,8 +40,7 @@ that still has runs fails the whole apply (nothing changes): delete it with
 			if err != nil {
 				return fmt.Errorf("--file: %w", err)
 			}
-			known := append(kinds.Builtin().Kinds(), extraKinds...)
-			defs, err := jobdef.Definitions(file, b, known)
+			defs, err := jobdef.Definitions(file, b, jobdef.Catalog{Registry: kinds.Builtin(), Extra: extraKinds})
 			if err != nil {
 				return err
 			}

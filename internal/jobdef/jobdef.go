@@ -16,6 +16,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"sigs.k8s.io/yaml"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/params"
 	"github.com/etlexec/etlexec/internal/store"
 )
@@ -81,11 +82,32 @@ var (
 // ErrInvalid wraps every validation error.
 var ErrInvalid = errors.New("invalid job definition")
 
+// Catalog is what Parse knows about kinds: the registry of the worker's kinds, whose declared
+// configs it checks, and the names of kinds registered elsewhere (a team's own worker binary),
+// whose configs it cannot check. The zero Catalog accepts any kind and any config object.
+type Catalog struct {
+	Registry *etl.Registry
+	Extra    []string
+}
+
+// kinds returns every known kind name, nil when the catalog is empty (anything goes).
+func (c Catalog) kinds() []string {
+	if c.Registry == nil && len(c.Extra) == 0 {
+		return nil
+	}
+	var ks []string
+	if c.Registry != nil {
+		ks = c.Registry.Kinds()
+	}
+	return append(ks, c.Extra...)
+}
+
 // Parse reads jobs.yaml strictly (unknown fields are errors) and validates every job against
-// the known kinds. All problems are reported together. It returns how each job runs; Definitions
-// adds each job's policy.
-func Parse(name string, b []byte, kinds []string) ([]store.UpsertJob, error) {
-	defs, err := Definitions(name, b, kinds)
+// the catalog: its kind must exist and its config must be what the kind declared (a typo is
+// refused naming the key and the closest known one). All problems are reported together. It
+// returns how each job runs; Definitions adds each job's policy.
+func Parse(name string, b []byte, cat Catalog) ([]store.UpsertJob, error) {
+	defs, err := Definitions(name, b, cat)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +119,7 @@ func Parse(name string, b []byte, kinds []string) ([]store.UpsertJob, error) {
 }
 
 // Definitions is Parse with each job's policy (retention, alerts, catch-up).
-func Definitions(name string, b []byte, kinds []string) ([]store.JobDefinition, error) {
+func Definitions(name string, b []byte, cat Catalog) ([]store.JobDefinition, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, fmt.Errorf("%w: %s is empty", ErrInvalid, name)
 	}
@@ -146,7 +168,7 @@ func Definitions(name string, b []byte, kinds []string) ([]store.JobDefinition, 
 		seen = map[string]int{}
 	)
 	for i, j := range f.Jobs {
-		row, jerrs := j.validate(kinds)
+		row, jerrs := j.validate(cat)
 		policy, perrs := j.policy()
 		jerrs = append(jerrs, perrs...)
 		where := fmt.Sprintf("job #%d", i+1)
@@ -202,7 +224,8 @@ func duration(field, v string, def time.Duration, allowZero bool) (time.Duration
 	return d, nil
 }
 
-func (j Job) validate(kinds []string) (store.UpsertJob, []error) {
+func (j Job) validate(cat Catalog) (store.UpsertJob, []error) {
+	kinds := cat.kinds()
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -278,6 +301,12 @@ func (j Job) validate(kinds []string) (store.UpsertJob, []error) {
 			row.Config = j.Config
 		}
 	}
+	if cat.Registry != nil && len(errs) == 0 {
+		// The kind's own rules run on an otherwise valid job: its strategy is then known.
+		if err := cat.Registry.ValidateConfig(j.Kind, row.Config, etl.Strategy(row.Strategy)); err != nil {
+			add(configError(err))
+		}
+	}
 	if len(j.ParamSource) > 0 && string(j.ParamSource) != "null" {
 		if !j.SupportsParams {
 			add(errors.New("param_source: given for a job with supports_params: false"))
@@ -294,6 +323,19 @@ func (j Job) validate(kinds []string) (store.UpsertJob, []error) {
 		row.Schedule = &s
 	}
 	return row, errs
+}
+
+// configError words a kind's config error for people editing YAML: the key path leads.
+func configError(err error) error {
+	var uk *etl.UnknownKeyError
+	if errors.As(err, &uk) {
+		msg := fmt.Sprintf("config.%s: unknown key (a typo?)", uk.Key)
+		if uk.Closest != "" {
+			msg = fmt.Sprintf("config.%s: unknown key; did you mean %q?", uk.Key, uk.Closest)
+		}
+		return errors.New(msg)
+	}
+	return fmt.Errorf("config: %w", err)
 }
 
 func isObject(b json.RawMessage) bool {

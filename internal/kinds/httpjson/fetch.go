@@ -84,6 +84,35 @@ type response struct {
 	body   []byte
 }
 
+// head asks u for its headers only: the API's clock before the first page. The status does
+// not matter (a 405 still carries a Date); transport failures are API errors.
+func (f *fetcher) head(ctx context.Context, u *url.URL) (http.Header, error) {
+	if f.limiter != nil {
+		if err := f.limiter.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("HEAD %s: wait for the rate limit: %w", u.Redacted(), err)
+		}
+	}
+	reqCtx, cancel := context.WithTimeout(ctx, f.cfg.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodHead, u.String(), nil)
+	if err != nil {
+		return nil, etl.Permanent(etl.DataError(fmt.Errorf("HEAD %s: %w", u.Redacted(), err)))
+	}
+	req.Header.Set("User-Agent", "etlexec-"+Kind)
+	if f.auth != "" {
+		req.Header.Set(f.cfg.AuthHeader, f.auth)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("HEAD %s: %w (%v)", u.Redacted(), ctxErr, f.redact(err.Error()))
+		}
+		return nil, etl.APIError(fmt.Errorf("HEAD %s: %s", u.Redacted(), f.redact(err.Error())))
+	}
+	resp.Body.Close()
+	return resp.Header, nil
+}
+
 // get fetches u. Failures are marked: a non-2xx status is an *etl.HTTPError carrying
 // Retry-After (API; permanent for 4xx other than 408 and 429), transport failures are
 // API errors, and when ctx is done the context's error is what the caller sees.

@@ -6,17 +6,33 @@
 // The request URL and query parameters are Go text/templates over
 //
 //	.params        the item's params (an object)
-//	.cursor_start  the window's start, RFC 3339 in UTC to the second, "" when open
-//	.cursor_end    the window's end, likewise
+//	.cursor_start  the window's start (the cursor − lookback) in time_format, "" when open
+//	.cursor_end    the window's end: upper for modified_date, the run's logical start for
+//	               last_run, "" when open
 //
 // for example "https://api.example.com/v1/{{.params.region | pathescape}}/orders" with
 // query {"updated_since": "{{.cursor_start}}"}. A query parameter that renders empty is
 // left out, so the first load sends no updated_since at all.
 //
-// Each HTTP page counts as one page; pagination follows the configured style (page
-// number, offset, cursor token from the body, or the Link header's rel="next"). For
-// the modified_date strategy the greatest modified_field value loaded is the item's
-// watermark.
+// For modified_date the window is [cursor − lookback, upper), fixed when the item starts:
+// upper is the API server's clock (the Date header) or the local one, less safety_lag, so
+// records changed while the item runs are left to the next run and the cursor never passes
+// upper. Every record is checked against the window: one outside it that the request's own
+// range filter should have excluded fails the item as DATA naming that filter (an API that
+// silently ignores its range operator would otherwise be re-read whole on every run).
+//
+// Pagination "keyset" pages by the watermark itself (since = the last record's time,
+// inclusive, the boundary's records deduplicated by key; with after_param a compound
+// (time, key) keyset), bounded above by upper: records that move while the item pages are
+// read again later, never skipped. Page, offset, cursor-token and Link pagination count
+// positions, which shift when records move; they are for APIs that cannot filter by range.
+// With order desc a shift re-reads a record instead of skipping one; with order asc the kind
+// watches for a record it already read coming back newer (the sign of a shift) and fails the
+// item, to be retried, rather than lose the record it may have skipped. Deletions on the
+// source are not seen by any incremental load; tombstones (soft deletes) are records.
+//
+// Each HTTP page counts as one page. For the modified_date strategy the greatest
+// modified_field value loaded is the item's watermark.
 package httpjson
 
 import (
@@ -27,7 +43,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -36,6 +51,7 @@ import (
 	"time"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/kinds/incremental"
 	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
 )
 
@@ -51,6 +67,10 @@ const (
 	OffsetParamDefault = "offset"
 	CursorParamDefault = "cursor"
 	FirstPageDefault   = 1
+	// SafetyLagDefault leaves the API's most recent changes to the next run: writes that are
+	// not yet visible (an index that lags its database, a transaction committing) usually are
+	// within seconds.
+	SafetyLagDefault = 5 * time.Second
 
 	// MaxResponseBytes bounds one response body held in memory.
 	MaxResponseBytes = 64 << 20
@@ -66,10 +86,34 @@ const (
 	PaginationOffset = "offset"
 	PaginationCursor = "cursor"
 	PaginationLink   = "link"
+	PaginationKeyset = "keyset"
 )
 
-// Register adds the http_json kind to r.
-func Register(r *etl.Registry) { r.Register(Kind, Handler) }
+// Orders the API returns records in (Pagination.Order), by modified_field.
+const (
+	OrderAsc  = "asc"
+	OrderDesc = "desc"
+)
+
+// Clocks upper can come from (Config.Clock).
+const (
+	ClockServer = "server"
+	ClockLocal  = "local"
+)
+
+// Time formats for window times in requests (Config.TimeFormat).
+const (
+	TimeRFC3339     = "rfc3339"     // to the second, rounded down
+	TimeRFC3339Nano = "rfc3339nano" // as precise as the time
+	TimeUnix        = "unix"        // seconds since 1970, rounded down
+	TimeUnixMilli   = "unix_ms"     // milliseconds since 1970, rounded down
+)
+
+// Register adds the http_json kind to r and declares its config.
+func Register(r *etl.Registry) {
+	r.Register(Kind, Handler)
+	etl.DeclareConfig[Config](r, Kind)
+}
 
 // Config is the job's configuration (dw_etl_jobs.config).
 type Config struct {
@@ -98,10 +142,23 @@ type Config struct {
 	// Timeout is a Go duration bounding one request, body included. Defaults to
 	// TimeoutDefault.
 	Timeout string `json:"timeout"`
-	// ModifiedField is the dot path of each record's modification time (RFC 3339).
-	// Required for the modified_date strategy; a record without one is loaded but
-	// not observed.
+	// ModifiedField is the dot path of each record's modification time (RFC 3339, or a
+	// number with time_format unix or unix_ms). Required for modified_date and keyset
+	// pagination; a record without one is loaded but not observed.
 	ModifiedField string `json:"modified_field"`
+	// TimeFormat renders window times in requests (templates and keyset parameters):
+	// rfc3339 (the default), rfc3339nano, unix or unix_ms. Times are rounded down, so a
+	// request asks for a little more, never less.
+	TimeFormat string `json:"time_format"`
+	// Clock is where upper's clock comes from: ClockServer (the default: the Date header of
+	// the API's first response) or ClockLocal.
+	Clock string `json:"clock"`
+	// AllowOutOfWindow skips records outside the window instead of failing the item, for
+	// APIs that pad their answers with records the range filter should exclude.
+	AllowOutOfWindow bool `json:"allow_out_of_window"`
+	// Lookback (default 0) and SafetyLag (default SafetyLagDefault) shape the window; see
+	// incremental.WindowConfig.
+	incremental.WindowConfig
 	// TargetTable, KeyColumns and Columns (target column → record field dot path,
 	// required) say where records go; see sqlincremental.Target.
 	TargetTable string            `json:"target_table"`
@@ -111,11 +168,19 @@ type Config struct {
 	timeout  time.Duration
 	baseTmpl *template.Template
 	queryTmp map[string]*template.Template
+	// lowerParams and upperParams name the request parts whose templates carry the window's
+	// bounds: the API's range filters, which the records must respect.
+	lowerParams, upperParams []string
 }
 
 // Pagination configures how pages are requested and when to stop.
 type Pagination struct {
-	// Type is none, page, offset, cursor or link.
+	// Type is none, page, offset, cursor, link or keyset.
+	//   - keyset: since_param = the window's start, then the last record's modification time
+	//     (inclusive; the records seen again at it are skipped), with until_param = upper
+	//     when set and after_param = the last record's key when set; the API must return
+	//     records ascending by modified_field; stops at a page with fewer than limit records
+	//     or at a record at or past upper;
 	//   - page: page_param = first_page, first_page+1, …; stops at a page with fewer
 	//     than limit records;
 	//   - offset: offset_param = 0, then the records so far; stops likewise;
@@ -128,7 +193,7 @@ type Pagination struct {
 	PageParam string `json:"page_param"`
 	FirstPage *int   `json:"first_page"`
 	// LimitParam (default LimitParamDefault) carries Limit, the page size. Limit is
-	// required for page and offset, and sent with cursor and link when set.
+	// required for page, offset and keyset, and sent with cursor and link when set.
 	LimitParam string `json:"limit_param"`
 	Limit      int    `json:"limit"`
 	// OffsetParam defaults to OffsetParamDefault.
@@ -136,17 +201,29 @@ type Pagination struct {
 	// CursorParam defaults to CursorParamDefault; CursorPath is required for cursor.
 	CursorParam string `json:"cursor_param"`
 	CursorPath  string `json:"cursor_path"`
+	// SinceParam (required for keyset) carries the lower bound (>=), UntilParam (optional)
+	// the upper bound (<), AfterParam (optional, one key column only) the key of the last
+	// record, for APIs whose keyset is (time, key).
+	SinceParam string `json:"since_param"`
+	UntilParam string `json:"until_param"`
+	AfterParam string `json:"after_param"`
+	// Order is how page, offset, cursor and link pagination return records by
+	// modified_field: OrderDesc (newest first: a record moving while the item pages makes
+	// the next page repeat one, never skip one) or OrderAsc (a move can skip a record; the
+	// item then fails and is retried). Required for page, offset and link with strategy
+	// modified_date; keyset is ascending by definition.
+	Order string `json:"order"`
 }
 
 // funcs are the functions templates may call besides text/template's built-ins
 // (urlquery among them).
 var funcs = template.FuncMap{"pathescape": url.PathEscape, "queryescape": url.QueryEscape}
 
-// validate checks the config for strategy s, fills defaults and parses the templates.
-// Its errors are marked.
-func (c *Config) validate(s etl.Strategy) error {
+// Validate checks the config for strategy s, fills defaults and parses the templates; it runs
+// at jobs apply and at the start of every item.
+func (c *Config) Validate(s etl.Strategy) error {
 	bad := func(format string, args ...any) error {
-		return etl.Permanent(etl.DataError(fmt.Errorf("http_json config: "+format, args...)))
+		return fmt.Errorf("http_json config: "+format, args...)
 	}
 	if strings.TrimSpace(c.BaseURL) == "" {
 		return bad("base_url: required")
@@ -155,6 +232,8 @@ func (c *Config) validate(s etl.Strategy) error {
 	if c.baseTmpl, err = parseTemplate("base_url", c.BaseURL); err != nil {
 		return bad("%v", err)
 	}
+	c.lowerParams, c.upperParams = nil, nil
+	c.noteBounds("base_url", c.BaseURL)
 	c.queryTmp = make(map[string]*template.Template, len(c.Query))
 	for name, text := range c.Query {
 		if name == "" {
@@ -163,6 +242,7 @@ func (c *Config) validate(s etl.Strategy) error {
 		if c.queryTmp[name], err = parseTemplate("query."+name, text); err != nil {
 			return bad("%v", err)
 		}
+		c.noteBounds(name, text)
 	}
 	c.timeout = TimeoutDefault
 	if c.Timeout != "" {
@@ -181,8 +261,25 @@ func (c *Config) validate(s etl.Strategy) error {
 	if !validHeaderName(c.AuthHeader) {
 		return bad("auth_header %q: not a valid header name", c.AuthHeader)
 	}
-	if c.ModifiedField == "" && s == etl.StrategyModifiedDate {
-		return bad("modified_field: required for strategy %s", s)
+	switch c.TimeFormat {
+	case "":
+		c.TimeFormat = TimeRFC3339
+	case TimeRFC3339, TimeRFC3339Nano, TimeUnix, TimeUnixMilli:
+	default:
+		return bad("time_format %q: want %s, %s, %s or %s", c.TimeFormat, TimeRFC3339, TimeRFC3339Nano, TimeUnix, TimeUnixMilli)
+	}
+	switch c.Clock {
+	case "":
+		c.Clock = ClockServer
+	case ClockServer, ClockLocal:
+	default:
+		return bad("clock %q: want %s or %s", c.Clock, ClockServer, ClockLocal)
+	}
+	if err := c.WindowConfig.Validate(0, SafetyLagDefault); err != nil {
+		return bad("%v", err)
+	}
+	if c.ModifiedField == "" && (s == etl.StrategyModifiedDate || c.Pagination.Type == PaginationKeyset) {
+		return bad("modified_field: required for strategy %s and keyset pagination", etl.StrategyModifiedDate)
 	}
 	if len(c.Columns) == 0 {
 		return bad("columns: required (target column → record field)")
@@ -190,10 +287,20 @@ func (c *Config) validate(s etl.Strategy) error {
 	if err := c.target().Validate(); err != nil {
 		return fmt.Errorf("http_json config: %w", err)
 	}
-	return c.Pagination.validate(bad)
+	return c.Pagination.validate(s, len(c.KeyColumns), bad)
 }
 
-func (p *Pagination) validate(bad func(string, ...any) error) error {
+// noteBounds records a request part whose template uses a window bound.
+func (c *Config) noteBounds(name, text string) {
+	if strings.Contains(text, ".cursor_start") {
+		c.lowerParams = append(c.lowerParams, name)
+	}
+	if strings.Contains(text, ".cursor_end") {
+		c.upperParams = append(c.upperParams, name)
+	}
+}
+
+func (p *Pagination) validate(s etl.Strategy, keys int, bad func(string, ...any) error) error {
 	if p.Type == "" {
 		p.Type = PaginationNone
 	}
@@ -207,18 +314,41 @@ func (p *Pagination) validate(bad func(string, ...any) error) error {
 	if p.Limit < 0 {
 		return bad("pagination.limit %d: want >= 0", p.Limit)
 	}
+	switch p.Order {
+	case "", OrderAsc, OrderDesc:
+	default:
+		return bad("pagination.order %q: want %s or %s", p.Order, OrderAsc, OrderDesc)
+	}
+	if p.Type != PaginationKeyset && (p.SinceParam != "" || p.UntilParam != "" || p.AfterParam != "") {
+		return bad("pagination.since_param, until_param and after_param: for pagination type keyset only")
+	}
 	switch p.Type {
-	case PaginationNone, PaginationLink:
+	case PaginationNone, PaginationLink, PaginationCursor:
 	case PaginationPage, PaginationOffset:
 		if p.Limit == 0 {
 			return bad("pagination.limit: required for pagination type %s (a shorter page is the last)", p.Type)
 		}
-	case PaginationCursor:
-		if p.CursorPath == "" {
-			return bad("pagination.cursor_path: required for pagination type cursor")
+	case PaginationKeyset:
+		switch {
+		case p.Limit == 0:
+			return bad("pagination.limit: required for pagination type keyset (a shorter page is the last)")
+		case p.SinceParam == "":
+			return bad("pagination.since_param: required for pagination type keyset (the parameter taking the lower bound)")
+		case p.Order == OrderDesc:
+			return bad("pagination.order desc: keyset pages ascending by modified_field")
+		case p.AfterParam != "" && keys != 1:
+			return bad("pagination.after_param: needs exactly one key column, not %d", keys)
 		}
+		p.Order = OrderAsc
 	default:
-		return bad("pagination.type %q: want none, page, offset, cursor or link", p.Type)
+		return bad("pagination.type %q: want none, page, offset, cursor, link or keyset", p.Type)
+	}
+	if p.Type == PaginationCursor && p.CursorPath == "" {
+		return bad("pagination.cursor_path: required for pagination type cursor")
+	}
+	if s == etl.StrategyModifiedDate && p.Order == "" && (p.Type == PaginationPage || p.Type == PaginationOffset || p.Type == PaginationLink) {
+		return bad("pagination.order: required for pagination type %s with strategy %s: %s (safe when records move while paging) or %s (fails the item when it sees one move); keyset is exact where the API filters by range",
+			p.Type, s, OrderDesc, OrderAsc)
 	}
 	return nil
 }
@@ -260,11 +390,8 @@ func (c *Config) target() sqlincremental.Target {
 
 // Handler runs one attempt of one http_json item; see the package documentation.
 func Handler(ctx context.Context, it *etl.Item) error {
-	var cfg Config
-	if err := it.Config(&cfg); err != nil {
-		return etl.Permanent(err)
-	}
-	if err := cfg.validate(it.Strategy()); err != nil {
+	cfg, err := etl.LoadConfig[Config](it)
+	if err != nil {
 		return err
 	}
 	var params map[string]any
@@ -274,9 +401,13 @@ func Handler(ctx context.Context, it *etl.Item) error {
 	if params == nil {
 		params = map[string]any{}
 	}
-	start, err := cfg.startURL(params, it.Window())
-	if err != nil {
-		return err
+	w := incremental.NewWindow(it, cfg.LookbackDuration())
+	if w.Start != nil {
+		s := cfg.floor(*w.Start) // what the request can say: asking for a little more is harmless
+		w.Start = &s
+	}
+	if _, err := cfg.startURL(params, w); err != nil {
+		return err // a template that cannot render fails before anything else
 	}
 	if it.Target() == nil {
 		return etl.Permanent(etl.DataError(errors.New("http_json: the job has no target database")))
@@ -289,56 +420,19 @@ func Handler(ctx context.Context, it *etl.Item) error {
 		}
 		auth = v
 	}
-
 	fields := sourceFields(cfg.Columns)
-	// An empty page checks the target table and its columns before the first request.
-	if _, err := sqlincremental.LoadPage(ctx, it.Target(), cfg.target(), sqlincremental.Page{Fields: fields}); err != nil {
+	// The target table and its columns are checked before the first request.
+	loader, err := sqlincremental.NewPageLoader(ctx, it.Target(), cfg.target())
+	if err == nil {
+		_, err = loader.Load(ctx, sqlincremental.Page{Fields: fields})
+	}
+	if err != nil {
 		return fmt.Errorf("http_json: %w", err)
 	}
-
-	f := fetcher{cfg: &cfg, auth: auth, limiter: limiterFor(start.Host, cfg.RateLimit)}
-	pg := pager{p: &cfg.Pagination, seen: map[string]bool{}}
-	for n, u := 1, pg.first(start); u != nil; n++ {
-		resp, err := f.get(ctx, u)
-		if err != nil {
-			return fmt.Errorf("http_json: page %d: %w", n, err)
-		}
-		doc, err := decode(resp.body)
-		if err != nil {
-			return fmt.Errorf("http_json: page %d: %w", n, err)
-		}
-		records, err := recordsAt(doc, cfg.RecordsPath)
-		if err != nil {
-			return fmt.Errorf("http_json: page %d: %w", n, err)
-		}
-		it.AddPages(1)
-		it.AddRead(int64(len(records)))
-		it.Log().Debug().Int("page", n).Str("host", u.Host).Str("path", u.Path).
-			Int("records", len(records)).Msg("http_json page fetched")
-
-		page := sqlincremental.Page{Fields: fields, Rows: make([][]any, len(records))}
-		for i, rec := range records {
-			row := make([]any, len(fields))
-			for j, field := range fields {
-				row[j], _ = lookup(rec, field)
-			}
-			page.Rows[i] = row
-			if cfg.ModifiedField != "" {
-				if err := observe(it, rec, cfg.ModifiedField); err != nil {
-					return fmt.Errorf("http_json: page %d record %d: %w", n, i+1, err)
-				}
-			}
-		}
-		if len(records) > 0 {
-			written, err := sqlincremental.LoadPage(ctx, it.Target(), cfg.target(), page)
-			if err != nil {
-				return fmt.Errorf("http_json: page %d: %w", n, err)
-			}
-			it.AddWritten(written)
-		}
-		if u, err = pg.next(u, len(records), doc, resp.header); err != nil {
-			return fmt.Errorf("http_json: after page %d: %w", n, err)
-		}
+	r := newRun(it, cfg, w, params, fields, auth)
+	r.loader = loader
+	if err := r.load(ctx); err != nil {
+		return err
 	}
 	m := it.Metrics()
 	it.Log().Debug().Int64("records_read", m.RecordsRead).Int64("records_written", m.RecordsWritten).
@@ -346,12 +440,12 @@ func Handler(ctx context.Context, it *etl.Item) error {
 	return nil
 }
 
-// startURL renders the base URL and query for the item.
-func (c *Config) startURL(params map[string]any, w etl.Window) (*url.URL, error) {
+// startURL renders the base URL and query for the item's window.
+func (c *Config) startURL(params map[string]any, w *incremental.Window) (*url.URL, error) {
 	data := map[string]any{
 		"params":       params,
-		"cursor_start": formatCursor(w.Start),
-		"cursor_end":   formatCursor(w.End),
+		"cursor_start": c.format(w.Start),
+		"cursor_end":   c.format(w.Upper),
 	}
 	bad := func(err error) error { return etl.Permanent(etl.DataError(fmt.Errorf("http_json: %w", err))) }
 	render := func(t *template.Template) (string, error) {
@@ -386,11 +480,72 @@ func (c *Config) startURL(params map[string]any, w etl.Window) (*url.URL, error)
 	return u, nil
 }
 
-func formatCursor(t *time.Time) string {
+// format renders a window time for a request in TimeFormat, rounded down; "" when open.
+func (c *Config) format(t *time.Time) string {
 	if t == nil {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339) // to the second, rounded down: re-reads, never skips
+	u := t.UTC()
+	switch c.TimeFormat {
+	case TimeRFC3339Nano:
+		return u.Format(time.RFC3339Nano)
+	case TimeUnix:
+		return strconv.FormatInt(u.Unix(), 10)
+	case TimeUnixMilli:
+		return strconv.FormatInt(u.UnixMilli(), 10)
+	}
+	return u.Format(time.RFC3339) // truncates to the second
+}
+
+// floor rounds t down to what TimeFormat can say.
+func (c *Config) floor(t time.Time) time.Time {
+	switch c.TimeFormat {
+	case TimeRFC3339Nano:
+		return t.UTC()
+	case TimeUnixMilli:
+		return time.UnixMilli(t.UnixMilli()).UTC()
+	}
+	return time.Unix(t.Unix(), 0).UTC()
+}
+
+// ceil rounds t up to what TimeFormat can say.
+func (c *Config) ceil(t time.Time) time.Time {
+	if f := c.floor(t); f.Before(t) {
+		switch c.TimeFormat {
+		case TimeUnixMilli:
+			return f.Add(time.Millisecond)
+		case TimeRFC3339, TimeUnix:
+			return f.Add(time.Second)
+		}
+	}
+	return t.UTC()
+}
+
+// parseTime reads a record's modification time: an RFC 3339 string, or a number of seconds
+// or milliseconds with time_format unix or unix_ms.
+func (c *Config) parseTime(v any) (time.Time, error) {
+	switch v := v.(type) {
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return t.UTC(), nil
+	case json.Number:
+		switch c.TimeFormat {
+		case TimeUnix, TimeUnixMilli:
+			f, err := v.Float64()
+			if err != nil {
+				return time.Time{}, err
+			}
+			if c.TimeFormat == TimeUnixMilli {
+				f /= 1000
+			}
+			sec, frac := math.Modf(f)
+			return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s, want an RFC 3339 string (or a number with time_format unix or unix_ms)", jsonKind(v))
 }
 
 // sourceFields lists the record fields the columns read, once each.
@@ -404,26 +559,6 @@ func sourceFields(columns map[string]string) []string {
 		}
 	}
 	return fields
-}
-
-// observe reports the record's modification time, if it has one.
-func observe(it *etl.Item, rec map[string]any, field string) error {
-	v, ok := lookup(rec, field)
-	if !ok || v == nil {
-		return nil
-	}
-	s, ok := v.(string)
-	if !ok {
-		return etl.Permanent(etl.DataError(fmt.Errorf("modified_field %s: %T, want an RFC 3339 string", field, v)))
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return etl.Permanent(etl.DataError(fmt.Errorf("modified_field %s: %w", field, err)))
-	}
-	if it.Strategy() == etl.StrategyModifiedDate {
-		it.ObserveWatermark(t.UTC())
-	}
-	return nil
 }
 
 // decode parses a whole response body as one JSON value, numbers as json.Number.
@@ -515,98 +650,6 @@ func jsonKind(v any) string {
 		return "a boolean"
 	}
 	return fmt.Sprintf("%T", v)
-}
-
-// pager computes each page's URL.
-type pager struct {
-	p      *Pagination
-	page   int
-	offset int
-	seen   map[string]bool // cursor tokens and next links already followed
-}
-
-// first returns the first page's URL.
-func (pg *pager) first(base *url.URL) *url.URL {
-	u := *base
-	q := u.Query()
-	if pg.p.Limit > 0 {
-		q.Set(pg.p.LimitParam, strconv.Itoa(pg.p.Limit))
-	}
-	switch pg.p.Type {
-	case PaginationPage:
-		pg.page = *pg.p.FirstPage
-		q.Set(pg.p.PageParam, strconv.Itoa(pg.page))
-	case PaginationOffset:
-		q.Set(pg.p.OffsetParam, "0")
-	}
-	u.RawQuery = q.Encode()
-	pg.seen[u.String()] = true
-	return &u
-}
-
-// next returns the URL of the page after cur, which held n records, or nil when cur
-// was the last.
-func (pg *pager) next(cur *url.URL, n int, doc any, header http.Header) (*url.URL, error) {
-	with := func(param, value string) *url.URL {
-		u := *cur
-		q := u.Query()
-		q.Set(param, value)
-		u.RawQuery = q.Encode()
-		return &u
-	}
-	switch pg.p.Type {
-	case PaginationPage:
-		if n < pg.p.Limit {
-			return nil, nil
-		}
-		pg.page++
-		return with(pg.p.PageParam, strconv.Itoa(pg.page)), nil
-	case PaginationOffset:
-		if n < pg.p.Limit {
-			return nil, nil
-		}
-		pg.offset += n
-		return with(pg.p.OffsetParam, strconv.Itoa(pg.offset)), nil
-	case PaginationCursor:
-		v, _ := lookup(doc, pg.p.CursorPath)
-		var token string
-		switch v := v.(type) {
-		case nil:
-		case string:
-			token = v
-		case json.Number:
-			token = v.String()
-		default:
-			return nil, etl.Permanent(etl.DataError(fmt.Errorf("pagination.cursor_path %q: %s, want a string or number", pg.p.CursorPath, jsonKind(v))))
-		}
-		if token == "" {
-			return nil, nil
-		}
-		if pg.seen["cursor:"+token] {
-			return nil, etl.Permanent(etl.DataError(fmt.Errorf("pagination: the API returned cursor %q twice", token)))
-		}
-		pg.seen["cursor:"+token] = true
-		return with(pg.p.CursorParam, token), nil
-	case PaginationLink:
-		ref := nextLink(header.Values("Link"))
-		if ref == "" {
-			return nil, nil
-		}
-		u, err := cur.Parse(ref)
-		if err != nil {
-			return nil, etl.Permanent(etl.APIError(fmt.Errorf("pagination: Link rel=next %q: %w", ref, err)))
-		}
-		if u.Host != cur.Host || u.Scheme != cur.Scheme {
-			// The credential must not follow a link to another server.
-			return nil, etl.Permanent(etl.APIError(fmt.Errorf("pagination: Link rel=next leads to %s://%s, not %s://%s", u.Scheme, u.Host, cur.Scheme, cur.Host)))
-		}
-		if pg.seen[u.String()] {
-			return nil, etl.Permanent(etl.APIError(fmt.Errorf("pagination: Link rel=next returns to %s", u.Redacted())))
-		}
-		pg.seen[u.String()] = true
-		return u, nil
-	}
-	return nil, nil
 }
 
 // nextLink returns the target of the rel="next" link in Link header values (RFC

@@ -5,12 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,97 +22,21 @@ import (
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/kinds/httpjson"
+	"github.com/etlexec/etlexec/internal/kinds/kindtest"
 )
 
-var base = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+// base is two days ago on the hour: the records' times, below any upper.
+var base = time.Now().UTC().Truncate(time.Hour).Add(-48 * time.Hour)
 
 func at(i int) time.Time { return base.Add(time.Duration(i) * time.Minute) }
 
-// records returns n API records with ids 1..n, updated a minute apart.
-func records(n int) []map[string]any {
-	recs := make([]map[string]any, n)
-	for i := range recs {
-		id := i + 1
-		recs[i] = map[string]any{
-			"id":         id,
-			"name":       fmt.Sprintf("record %d", id),
-			"updated_at": at(id).Format(time.RFC3339),
-			"nested":     map[string]any{"score": float64(id) * 1.5},
-		}
+// staticSource holds records 1..n updated a minute apart, with the real clock.
+func staticSource(n int) *fakeSource {
+	s := newFakeSource(time.Now())
+	for id := 1; id <= n; id++ {
+		s.put(id, at(id), time.Time{}, false)
 	}
-	return recs
-}
-
-// fakeAPI serves records in every pagination style:
-//
-//	/none    the whole array
-//	/page    ?page=1..&limit=n under {"data":{"items":[…]}}
-//	/offset  ?offset=&limit=n, likewise
-//	/cursor  ?cursor=<index>&limit=n with the next index at meta.next (null at the end)
-//	/link    ?page=&limit=n with a relative Link rel="next" until the last page
-//
-// It records every request.
-type fakeAPI struct {
-	recs []map[string]any
-
-	mu       sync.Mutex
-	requests []*http.Request
-}
-
-func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.mu.Lock()
-	a.requests = append(a.requests, r.Clone(context.Background()))
-	a.mu.Unlock()
-
-	q := r.URL.Query()
-	limit, _ := strconv.Atoi(q.Get("limit"))
-	slice := func(from int) []map[string]any {
-		from = min(from, len(a.recs))
-		return a.recs[from:min(from+limit, len(a.recs))]
-	}
-	w.Header().Set("Content-Type", "application/json")
-	var body any
-	switch r.URL.Path {
-	case "/none":
-		body = a.recs
-	case "/page":
-		page, _ := strconv.Atoi(q.Get("page"))
-		body = map[string]any{"data": map[string]any{"items": slice((page - 1) * limit)}}
-	case "/offset":
-		offset, _ := strconv.Atoi(q.Get("offset"))
-		body = map[string]any{"data": map[string]any{"items": slice(offset)}}
-	case "/cursor":
-		from, _ := strconv.Atoi(q.Get("cursor"))
-		var next any
-		if from+limit < len(a.recs) {
-			next = strconv.Itoa(from + limit)
-		}
-		body = map[string]any{"data": map[string]any{"items": slice(from)}, "meta": map[string]any{"next": next}}
-	case "/link":
-		page := max(1, atoi(q.Get("page")))
-		if page*limit < len(a.recs) {
-			w.Header().Add("Link", fmt.Sprintf(`</link?page=%d&limit=%d>; rel="next", </link?page=1&limit=%d>; rel="first"`, page+1, limit, limit))
-		}
-		body = map[string]any{"data": map[string]any{"items": slice((page - 1) * limit)}}
-	default:
-		http.NotFound(w, r)
-		return
-	}
-	_ = json.NewEncoder(w).Encode(body)
-}
-
-func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
-
-func (a *fakeAPI) requestCount() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.requests)
-}
-
-func (a *fakeAPI) request(i int) *http.Request {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.requests[i]
+	return s
 }
 
 type testBundle struct {
@@ -126,6 +49,8 @@ func setup(t *testing.T) *testBundle {
 	_, err := pool.Exec(t.Context(), `CREATE TABLE api_items (
 		id int PRIMARY KEY,
 		name text,
+		ver int,
+		deleted boolean,
 		updated_at timestamptz,
 		score numeric,
 		loaded_at timestamptz NOT NULL DEFAULT now()
@@ -142,7 +67,7 @@ func serve(t *testing.T, h http.Handler) *httptest.Server {
 	return srv
 }
 
-// config is a job config loading srv's path into api_items, with overrides; a nil
+// config is a job config loading the fake's /items into api_items, with overrides; a nil
 // override removes the field.
 func config(t *testing.T, baseURL string, overrides map[string]any) json.RawMessage {
 	t.Helper()
@@ -152,8 +77,9 @@ func config(t *testing.T, baseURL string, overrides map[string]any) json.RawMess
 		"modified_field": "updated_at",
 		"target_table":   "api_items",
 		"key_columns":    []string{"id"},
-		"columns":        map[string]string{"id": "id", "name": "name", "updated_at": "updated_at", "score": "nested.score"},
-		"timeout":        "10s",
+		"columns": map[string]string{"id": "id", "name": "name", "ver": "ver", "deleted": "deleted",
+			"updated_at": "updated_at", "score": "nested.score"},
+		"timeout": "10s",
 	}
 	for k, v := range overrides {
 		if v == nil {
@@ -165,6 +91,12 @@ func config(t *testing.T, baseURL string, overrides map[string]any) json.RawMess
 	raw, err := json.Marshal(c)
 	require.NoError(t, err)
 	return raw
+}
+
+func (b *testBundle) job(t *testing.T, baseURL string, overrides map[string]any) kindtest.Job {
+	t.Helper()
+	return kindtest.Job{Kind: httpjson.Kind, Handler: httpjson.Handler, Strategy: etl.StrategyModifiedDate,
+		Config: config(t, baseURL, overrides), Target: b.target}
 }
 
 func newItem(tx pgx.Tx, spec etl.ItemSpec) *etl.Item {
@@ -205,6 +137,18 @@ func (b *testBundle) count(t *testing.T) int {
 	return n
 }
 
+// versions returns the target's id → ver.
+func (b *testBundle) versions(t *testing.T) map[int]int {
+	t.Helper()
+	rows, err := b.target.Query(t.Context(), `SELECT id, ver FROM api_items`)
+	require.NoError(t, err)
+	out := map[int]int{}
+	var id, ver int
+	_, err = pgx.ForEachRow(rows, []any{&id, &ver}, func() error { out[id] = ver; return nil })
+	require.NoError(t, err)
+	return out
+}
+
 // setEnv sets a variable of a unique name (t.Setenv forbids parallel tests) and
 // returns the name.
 func setEnv(t *testing.T, value string) string {
@@ -224,41 +168,43 @@ func requireClass(t *testing.T, err error, category etl.Category, permanent bool
 	require.Equal(t, permanent, etl.IsPermanent(err), "permanent: %v", err)
 }
 
+// paginations are the styles the fake serves, each in an order safe under change where the
+// style allows one.
+var paginations = []struct {
+	name       string
+	query      map[string]string
+	pagination map[string]any
+}{
+	{"none", nil, map[string]any{"type": "none"}},
+	{"page", map[string]string{"order": "desc"}, map[string]any{"type": "page", "limit": 10, "order": "desc"}},
+	{"offset", map[string]string{"order": "desc"}, map[string]any{"type": "offset", "limit": 10, "order": "desc"}},
+	{"cursor", map[string]string{"order": "desc"}, map[string]any{"type": "cursor", "limit": 10, "cursor_path": "meta.next", "order": "desc"}},
+	{"link", map[string]string{"order": "desc"}, map[string]any{"type": "link", "limit": 10, "order": "desc"}},
+	{"keyset", nil, map[string]any{"type": "keyset", "limit": 10, "since_param": "since", "until_param": "until"}},
+	{"keyset_after", nil, map[string]any{"type": "keyset", "limit": 10, "since_param": "since", "after_param": "after"}},
+}
+
 func TestHandler(t *testing.T) {
 	t.Parallel()
 
 	t.Run("Paginations", func(t *testing.T) {
 		t.Parallel()
-		for _, tc := range []struct {
-			path       string
-			pagination map[string]any
-			pages      int64
-		}{
-			{"/none", map[string]any{"type": "none"}, 1},
-			{"/page", map[string]any{"type": "page", "limit": 10}, 3},
-			{"/offset", map[string]any{"type": "offset", "limit": 10}, 3},
-			{"/cursor", map[string]any{"type": "cursor", "limit": 10, "cursor_path": "meta.next"}, 3},
-			{"/link", map[string]any{"type": "link", "limit": 10}, 3},
-		} {
-			t.Run(strings.TrimPrefix(tc.path, "/"), func(t *testing.T) {
+		for _, tc := range paginations {
+			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				b := setup(t)
-				api := &fakeAPI{recs: records(23)}
-				srv := serve(t, api)
-				overrides := map[string]any{"pagination": tc.pagination}
-				if tc.path == "/none" {
-					overrides["records_path"] = ""
-				}
-				it, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL+tc.path, overrides)})
-				require.NoError(t, err)
-				m := it.Metrics()
+				src := staticSource(23)
+				u := src.serve(t)
+				r := kindtest.Run(t.Context(), b.job(t, u+"/items", map[string]any{"pagination": tc.pagination, "query": tc.query}),
+					&kindtest.Cursor{}, kindtest.Options{})
+				require.NoError(t, r.Err)
+				m := r.Metrics
 				require.Equal(t, int64(23), m.RecordsRead)
 				require.Equal(t, int64(23), m.RecordsWritten)
-				require.Equal(t, tc.pages, m.Pages)
-				require.Equal(t, int(tc.pages), api.requestCount())
 				require.NotNil(t, m.Watermark)
 				require.True(t, at(23).Equal(*m.Watermark), "watermark %s", m.Watermark)
 				require.Equal(t, 23, b.count(t))
+				require.Contains(t, m.Note, "first load: read 23 rows, wrote 23 in")
 
 				var (
 					score   string
@@ -272,40 +218,181 @@ func TestHandler(t *testing.T) {
 		}
 	})
 
-	t.Run("PageEndsExactlyOnLimit", func(t *testing.T) {
+	t.Run("KeysetDeduplicatesTheBoundary", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		api := &fakeAPI{recs: records(20)}
-		srv := serve(t, api)
-		it, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL+"/page", map[string]any{
-			"pagination": map[string]any{"type": "page", "limit": 10},
-		})})
-		require.NoError(t, err)
-		require.Equal(t, int64(3), it.Metrics().Pages, "an empty third page ends it")
-		require.Equal(t, int64(20), it.Metrics().RecordsRead)
+		src := newFakeSource(time.Now())
+		for id := 1; id <= 30; id++ {
+			src.put(id, at(id/3), time.Time{}, false) // three records a minute
+		}
+		keyset := map[string]any{"type": "keyset", "limit": 10, "since_param": "since"}
+		r := kindtest.Run(t.Context(), b.job(t, src.serve(t)+"/items", map[string]any{"pagination": keyset}), &kindtest.Cursor{}, kindtest.Options{})
+		require.NoError(t, r.Err)
+		require.Equal(t, int64(30), r.Metrics.RecordsRead)
+		require.Equal(t, 30, b.count(t))
+		require.Contains(t, r.Metrics.Note, "repeated at page boundaries skipped")
+	})
+
+	t.Run("KeysetRefusesAPageItCannotLeave", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		src := newFakeSource(time.Now())
+		for id := 1; id <= 25; id++ {
+			src.put(id, at(1), time.Time{}, false)
+		}
+		u := src.serve(t) + "/items"
+		keyset := map[string]any{"type": "keyset", "limit": 10, "since_param": "since"}
+		r := kindtest.Run(t.Context(), b.job(t, u, map[string]any{"pagination": keyset}), &kindtest.Cursor{}, kindtest.Options{})
+		requireClass(t, r.Err, etl.CategoryData, true)
+		require.ErrorContains(t, r.Err, "a whole page of 10 records shares updated_at")
+
+		keyset["after_param"] = "after"
+		r = kindtest.Run(t.Context(), b.job(t, u, map[string]any{"pagination": keyset}), &kindtest.Cursor{}, kindtest.Options{})
+		require.NoError(t, r.Err, "the compound keyset gets past the tie")
+		require.Equal(t, 25, b.count(t))
+	})
+
+	// Measured on main: records ascending, 50 a page; after page 4 an early record moved to a
+	// new time, every later record shifted a slot, one was never fetched, the run succeeded and
+	// the cursor jumped past the lost record. Now ascending paging notices the move and the
+	// item fails, to be retried; descending and keyset paging lose nothing.
+	t.Run("RecordMovedWhilePaging", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			name       string
+			pagination map[string]any
+			query      map[string]string
+			retried    bool
+		}{
+			{"page_asc", map[string]any{"type": "page", "limit": 50, "order": "asc"}, nil, true},
+			{"offset_asc", map[string]any{"type": "offset", "limit": 50, "order": "asc"}, nil, true},
+			{"link_asc", map[string]any{"type": "link", "limit": 50, "order": "asc"}, nil, true},
+			{"page_desc", map[string]any{"type": "page", "limit": 50, "order": "desc"}, map[string]string{"order": "desc"}, false},
+			{"offset_desc", map[string]any{"type": "offset", "limit": 50, "order": "desc"}, map[string]string{"order": "desc"}, false},
+			{"link_desc", map[string]any{"type": "link", "limit": 50, "order": "desc"}, map[string]string{"order": "desc"}, false},
+			{"keyset", map[string]any{"type": "keyset", "limit": 50, "since_param": "since", "until_param": "until"}, nil, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				src := staticSource(300)
+				src.onRequest = func(r *http.Request, n int) {
+					if n == 5 { // after page 4 (keyset: after its 4th page)
+						src.tick(time.Second)
+						src.put(3, src.now(), time.Time{}, false)
+					}
+				}
+				job := b.job(t, src.serve(t)+"/items", map[string]any{"pagination": tc.pagination, "query": tc.query})
+				var cur kindtest.Cursor
+				r := kindtest.Run(t.Context(), job, &cur, kindtest.Options{})
+				if tc.retried {
+					requireClass(t, r.Err, etl.CategoryAPI, false)
+					require.ErrorContains(t, r.Err, "record 3 came back modified")
+					require.Nil(t, cur.Value, "a failed item moves no cursor")
+					src.onRequest = nil
+					r = kindtest.Run(t.Context(), job, &cur, kindtest.Options{Attempt: 2})
+				}
+				require.NoError(t, r.Err)
+				got := b.versions(t)
+				for id := 1; id <= 300; id++ {
+					if id != 3 { // its only version now is newer than upper: the next run's
+						require.Contains(t, got, id, "record %d lost", id)
+					}
+				}
+				require.Less(t, *cur.Value, src.now().Add(-httpjson.SafetyLagDefault+time.Second), "the cursor stays below upper")
+				// The moved record's new version is newer than upper: the next run reads it.
+				src.tick(10 * time.Second)
+				r = kindtest.Run(t.Context(), job, &cur, kindtest.Options{})
+				require.NoError(t, r.Err)
+				require.Equal(t, 2, b.versions(t)[3])
+			})
+		}
+	})
+
+	// Measured on main: an API that silently ignored its range operator was re-read whole on
+	// every run, and the run said "no new rows".
+	t.Run("IgnoredRangeFilterFailsTheItem", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		src := staticSource(20)
+		src.ignoreRange = true
+		u := src.serve(t) + "/items"
+		cursor := at(15)
+		for _, tc := range []struct {
+			overrides map[string]any
+			filter    string
+		}{
+			{map[string]any{"query": map[string]string{"since": "{{.cursor_start}}", "order": "desc"},
+				"pagination": map[string]any{"type": "page", "limit": 5, "order": "desc"}}, "range filter since"},
+			{map[string]any{"pagination": map[string]any{"type": "keyset", "limit": 5, "since_param": "since"}}, "range filter since"},
+		} {
+			r := kindtest.Run(t.Context(), b.job(t, u, tc.overrides), &kindtest.Cursor{Value: &cursor}, kindtest.Options{})
+			requireClass(t, r.Err, etl.CategoryData, true)
+			require.ErrorContains(t, r.Err, tc.filter)
+			require.ErrorContains(t, r.Err, "before")
+
+		}
+		// An API that pads its pages may be allowed to: the records outside the window are
+		// skipped, and paging newest first stops at the window's start.
+		cur := kindtest.Cursor{Value: &cursor}
+		r := kindtest.Run(t.Context(), b.job(t, u, map[string]any{"allow_out_of_window": true,
+			"query":      map[string]string{"since": "{{.cursor_start}}", "order": "desc"},
+			"pagination": map[string]any{"type": "page", "limit": 5, "order": "desc"}}), &cur, kindtest.Options{})
+		require.NoError(t, r.Err)
+		require.Equal(t, int64(6), r.Metrics.RecordsRead, "records 15..20 only")
+		require.Equal(t, int64(2), r.Metrics.Pages, "it stops at the first record before the window")
+		require.Contains(t, r.Metrics.Note, "1 outside the window skipped")
+	})
+
+	t.Run("UpperFromTheAPIsClock", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		src := newFakeSource(at(100))
+		src.put(1, at(50), time.Time{}, false)
+		src.put(2, at(100).Add(-3*time.Second), time.Time{}, false) // within the 5s safety lag
+		job := b.job(t, src.serve(t)+"/items", nil)
+		var cur kindtest.Cursor
+		r := kindtest.Run(t.Context(), job, &cur, kindtest.Options{})
+		require.NoError(t, r.Err)
+		require.Equal(t, int64(1), r.Metrics.RecordsRead)
+		require.Contains(t, r.Metrics.Note, "upper "+at(100).Add(-5*time.Second).Format(time.RFC3339Nano)+" (the API's Date header − 5s safety lag)")
+
+		src.tick(time.Minute)
+		r = kindtest.Run(t.Context(), job, &cur, kindtest.Options{})
+		require.NoError(t, r.Err)
+		require.Equal(t, 2, b.count(t))
 	})
 
 	t.Run("TemplatesRenderParamsAndWindow", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		api := &fakeAPI{recs: records(2)}
+		src := staticSource(2)
+		var (
+			mu   sync.Mutex
+			reqs []*http.Request
+		)
 		mux := http.NewServeMux()
 		mux.HandleFunc("/v1/{region}/orders", func(w http.ResponseWriter, r *http.Request) {
-			api.mu.Lock()
-			api.requests = append(api.requests, r.Clone(context.Background()))
-			api.mu.Unlock()
-			_ = json.NewEncoder(w).Encode(api.recs)
+			mu.Lock()
+			reqs = append(reqs, r.Clone(context.Background()))
+			mu.Unlock()
+			r.URL.Path = "/items"
+			src.ServeHTTP(w, r)
 		})
+		request := func(i int) *http.Request {
+			mu.Lock()
+			defer mu.Unlock()
+			return reqs[i]
+		}
 		srv := serve(t, mux)
 		cfg := config(t, srv.URL+`/v1/{{.params.region | pathescape}}/orders?fixed=1`, map[string]any{
-			"records_path": "",
 			"query": map[string]string{
 				"since":  "{{.cursor_start}}",
 				"until":  "{{.cursor_end}}",
 				"region": "{{.params.region}}",
 			},
 		})
-		start, end := time.Date(2026, 3, 1, 10, 0, 0, 0, time.FixedZone("CET", 3600)), at(90)
+		start, end := time.Date(2026, 3, 1, 10, 0, 0, 0, time.FixedZone("CET", 3600)), at(90).Add(300*time.Millisecond)
 		_, err := b.run(t, etl.ItemSpec{
 			Config:      cfg,
 			Params:      json.RawMessage(`{"region":"eu west"}`),
@@ -314,19 +401,23 @@ func TestHandler(t *testing.T) {
 			Strategy:    etl.StrategyLastRun,
 		})
 		require.NoError(t, err)
-		r := api.request(0)
+		r := request(0)
 		require.Equal(t, "/v1/eu%20west/orders", r.URL.EscapedPath())
 		require.Equal(t, url.Values{
 			"fixed":  {"1"},
 			"since":  {"2026-03-01T09:00:00Z"},
-			"until":  {"2026-03-01T01:30:00Z"},
+			"until":  {end.Add(700 * time.Millisecond).UTC().Format(time.RFC3339)}, // rounded up: last_run's end is inclusive
 			"region": {"eu west"},
 		}, r.URL.Query())
 
-		// A first load has no window: the empty parameters are left out.
+		// A first load has no window start: the empty parameter is left out; the end is upper,
+		// so the API's clock is asked first.
+		n := src.requestCount()
 		_, err = b.run(t, etl.ItemSpec{Config: cfg, Params: json.RawMessage(`{"region":"eu"}`)})
 		require.NoError(t, err)
-		require.Equal(t, url.Values{"fixed": {"1"}, "region": {"eu"}}, api.request(1).URL.Query())
+		require.Equal(t, http.MethodHead, request(n).Method)
+		got := request(n + 1).URL.Query()
+		require.Equal(t, []string{"fixed", "region", "until"}, sortedKeys(got))
 
 		// A missing param is a DATA error naming it.
 		_, err = b.run(t, etl.ItemSpec{Config: cfg, Params: json.RawMessage(`{"country":"fr"}`)})
@@ -357,17 +448,16 @@ func TestHandler(t *testing.T) {
 	t.Run("ServerErrorIsRetried", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		api := &fakeAPI{recs: records(3)}
+		src := staticSource(3)
 		var calls sync.Map
 		srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if _, seen := calls.LoadOrStore("first", true); !seen {
 				http.Error(w, "boom", http.StatusInternalServerError)
 				return
 			}
-			r.URL.Path = "/none"
-			api.ServeHTTP(w, r)
+			src.ServeHTTP(w, r)
 		}))
-		cfg := config(t, srv.URL, map[string]any{"records_path": ""})
+		cfg := config(t, srv.URL+"/items", nil)
 		_, err := b.run(t, etl.ItemSpec{Config: cfg})
 		requireClass(t, err, etl.CategoryAPI, false)
 		require.ErrorContains(t, err, "http status 500: boom")
@@ -383,8 +473,8 @@ func TestHandler(t *testing.T) {
 	t.Run("NotFoundIsPermanent", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		srv := serve(t, &fakeAPI{})
-		_, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL+"/nowhere", nil)})
+		u := staticSource(0).serve(t)
+		_, err := b.run(t, etl.ItemSpec{Config: config(t, u+"/nowhere", nil)})
 		requireClass(t, err, etl.CategoryAPI, true)
 		require.ErrorContains(t, err, "404")
 	})
@@ -400,6 +490,7 @@ func TestHandler(t *testing.T) {
 			`{"data": {"items": [1, 2]}}`:                                 "record 1 is a number",
 			`{"data": {"items": []}} {"x":1}`:                             "unexpected data",
 			`{"data": {"items": [{"id": 1, "updated_at": "yesterday"}]}}`: "modified_field updated_at",
+			`{"data": {"items": [{"id": 1, "updated_at": 5}]}}`:           "a number, want an RFC 3339 string",
 		} {
 			srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_, _ = w.Write([]byte(body))
@@ -410,6 +501,16 @@ func TestHandler(t *testing.T) {
 		}
 	})
 
+	t.Run("OrderIsChecked", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		u := staticSource(5).serve(t) + "/items"
+		r := kindtest.Run(t.Context(), b.job(t, u, map[string]any{"pagination": map[string]any{"type": "page", "limit": 2, "order": "desc"}}),
+			&kindtest.Cursor{}, kindtest.Options{})
+		requireClass(t, r.Err, etl.CategoryData, true)
+		require.ErrorContains(t, r.Err, "pagination.order desc")
+	})
+
 	t.Run("NullRecordsIsAnEmptyPage", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
@@ -418,7 +519,10 @@ func TestHandler(t *testing.T) {
 		}))
 		it, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL, nil)})
 		require.NoError(t, err)
-		require.Equal(t, etl.Metrics{Pages: 1}, it.Metrics())
+		m := it.Metrics()
+		require.Equal(t, int64(1), m.Pages)
+		require.Zero(t, m.RecordsRead)
+		require.Nil(t, m.Watermark)
 	})
 
 	t.Run("AuthHeader", func(t *testing.T) {
@@ -426,27 +530,24 @@ func TestHandler(t *testing.T) {
 		b := setup(t)
 		const secret = "Bearer s3cr3t-t0ken-value"
 		env := setEnv(t, secret)
-		api := &fakeAPI{recs: records(1)}
+		src := staticSource(1)
 		srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/echo" {
 				// A careless server echoing the credential in its error.
 				http.Error(w, "bad token "+r.Header.Get("X-Api-Key")+" / "+strings.TrimPrefix(r.Header.Get("X-Api-Key"), "Bearer "), http.StatusUnauthorized)
 				return
 			}
-			r.URL.Path = "/none"
-			api.ServeHTTP(w, r)
+			src.ServeHTTP(w, r)
 		}))
 
-		_, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL, map[string]any{"records_path": "", "auth_env": env})})
+		_, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL+"/items", map[string]any{"auth_env": env})})
 		require.NoError(t, err)
-		require.Equal(t, secret, api.request(0).Header.Get("Authorization"))
+		require.Equal(t, secret, src.request(0).Header.Get("Authorization"))
 
-		_, err = b.run(t, etl.ItemSpec{Config: config(t, srv.URL, map[string]any{
-			"records_path": "", "auth_env": env, "auth_header": "X-Api-Key",
-		})})
+		_, err = b.run(t, etl.ItemSpec{Config: config(t, srv.URL+"/items", map[string]any{"auth_env": env, "auth_header": "X-Api-Key"})})
 		require.NoError(t, err)
-		require.Equal(t, secret, api.request(1).Header.Get("X-Api-Key"))
-		require.Empty(t, api.request(1).Header.Get("Authorization"))
+		require.Equal(t, secret, src.request(1).Header.Get("X-Api-Key"))
+		require.Empty(t, src.request(1).Header.Get("Authorization"))
 
 		_, err = b.run(t, etl.ItemSpec{Config: config(t, srv.URL+"/echo", map[string]any{"auth_env": env, "auth_header": "X-Api-Key"})})
 		requireClass(t, err, etl.CategoryAPI, true)
@@ -460,11 +561,10 @@ func TestHandler(t *testing.T) {
 	t.Run("RateLimit", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		api := &fakeAPI{recs: records(5)}
-		srv := serve(t, api)
-		cfg := config(t, srv.URL+"/page", map[string]any{
+		src := staticSource(5)
+		cfg := config(t, src.serve(t)+"/items", map[string]any{
 			"rate_limit": 5,
-			"pagination": map[string]any{"type": "page", "limit": 1},
+			"pagination": map[string]any{"type": "page", "limit": 1, "order": "asc"},
 		})
 		begin := time.Now()
 		it, err := b.run(t, etl.ItemSpec{Config: cfg})
@@ -483,7 +583,7 @@ func TestHandler(t *testing.T) {
 			w.Header().Set("Link", `<http://elsewhere.example/next>; rel="next"`)
 			_, _ = w.Write([]byte(`{"data": {"items": []}}`))
 		}))
-		_, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL, map[string]any{"pagination": map[string]any{"type": "link"}})})
+		_, err := b.run(t, etl.ItemSpec{Config: config(t, srv.URL, map[string]any{"pagination": map[string]any{"type": "link", "order": "desc"}})})
 		requireClass(t, err, etl.CategoryAPI, true)
 		require.ErrorContains(t, err, "elsewhere.example")
 	})
@@ -530,13 +630,13 @@ func TestHandler(t *testing.T) {
 	t.Run("CancelledContext", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		srv := serve(t, &fakeAPI{recs: records(1)})
+		u := staticSource(1).serve(t)
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		tx, err := b.target.Begin(t.Context())
 		require.NoError(t, err)
 		defer tx.Rollback(context.Background()) //nolint:errcheck
-		err = httpjson.Handler(ctx, newItem(tx, etl.ItemSpec{Config: config(t, srv.URL+"/none", map[string]any{"records_path": ""})}))
+		err = httpjson.Handler(ctx, newItem(tx, etl.ItemSpec{Config: config(t, u+"/items", nil)}))
 		require.ErrorIs(t, err, context.Canceled)
 		require.Equal(t, etl.CategorySystem, etl.Classify(err))
 	})
@@ -544,7 +644,7 @@ func TestHandler(t *testing.T) {
 	t.Run("BadConfig", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		srv := serve(t, &fakeAPI{recs: records(1)})
+		u := staticSource(1).serve(t)
 		for want, override := range map[string]map[string]any{
 			"base_url: required":               {"base_url": nil},
 			"want an http or https URL":        {"base_url": "ftp://example.com/x"},
@@ -557,25 +657,43 @@ func TestHandler(t *testing.T) {
 			"columns: required":                {"columns": nil},
 			"key_columns":                      {"key_columns": nil},
 			"target_table":                     {"target_table": "a.b.c"},
-			`target table "nowhere"`:           {"target_table": "nowhere", "base_url": srv.URL + "/none", "records_path": ""},
+			`target table "nowhere"`:           {"target_table": "nowhere", "base_url": u + "/items"},
 			"pagination.type":                  {"pagination": map[string]any{"type": "scroll"}},
 			"pagination.limit: required":       {"pagination": map[string]any{"type": "page"}},
 			"pagination.cursor_path: required": {"pagination": map[string]any{"type": "cursor"}},
-			`unknown field "url"`:              {"url": "http://x"},
+			"pagination.order: required":       {"pagination": map[string]any{"type": "offset", "limit": 5}},
+			`pagination.order "sideways"`:      {"pagination": map[string]any{"type": "offset", "limit": 5, "order": "sideways"}},
+			"pagination.since_param: required": {"pagination": map[string]any{"type": "keyset", "limit": 5}},
+			"keyset pages ascending":           {"pagination": map[string]any{"type": "keyset", "limit": 5, "since_param": "s", "order": "desc"}},
+			"for pagination type keyset only":  {"pagination": map[string]any{"type": "page", "limit": 5, "order": "asc", "since_param": "s"}},
+			`time_format "iso"`:                {"time_format": "iso"},
+			`clock "atomic"`:                   {"clock": "atomic"},
+			"lookback":                         {"lookback": "a while"},
+			`unknown key "url"`:                {"url": "http://x"},
+			`did you mean "pagination"`:        {"pagniation": map[string]any{}},
+			`"pagination.limt"`:                {"pagination": map[string]any{"limt": 5}},
 		} {
-			cfgURL := srv.URL
+			cfgURL := u
 			if _, ok := override["base_url"]; ok {
 				cfgURL = ""
 			}
-			cfg := config(t, cfgURL, override)
-			_, err := b.run(t, etl.ItemSpec{Config: cfg})
+			_, err := b.run(t, etl.ItemSpec{Config: config(t, cfgURL, override)})
 			requireClass(t, err, etl.CategoryData, true)
 			require.ErrorContains(t, err, want)
 		}
-		err := httpjson.Handler(t.Context(), newItem(nil, etl.ItemSpec{Config: config(t, srv.URL, nil)}))
+		err := httpjson.Handler(t.Context(), newItem(nil, etl.ItemSpec{Config: config(t, u, nil)}))
 		requireClass(t, err, etl.CategoryData, true)
 		require.ErrorContains(t, err, "no target database")
 	})
+}
+
+func sortedKeys(v url.Values) []string {
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func TestRegister(t *testing.T) {
@@ -585,5 +703,6 @@ func TestRegister(t *testing.T) {
 	h, ok := r.Lookup(httpjson.Kind)
 	require.True(t, ok)
 	require.NotNil(t, h)
+	require.Error(t, r.ValidateConfig(httpjson.Kind, json.RawMessage(`{"pagniation":{}}`), etl.StrategyNone), "the config is declared")
 	require.Panics(t, func() { httpjson.Register(r) }, "registering twice is a start-up bug")
 }

@@ -1,6 +1,7 @@
 package sqlincremental
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,10 +24,6 @@ import (
 
 // maxIdentLen is Postgres's NAMEDATALEN-1: a longer name would be silently truncated.
 const maxIdentLen = 63
-
-// stageOrdColumn numbers the rows of a page in the staging table, so the last of
-// several rows with one key wins.
-const stageOrdColumn = "etl_stage_ord"
 
 // Target says where [LoadPage] writes: a table, the columns of its unique key and which
 // source field feeds each of its columns. The field names in error messages
@@ -117,9 +114,6 @@ func (t Target) check() (pgx.Identifier, error) {
 		if err := checkIdent(col); err != nil {
 			return nil, bad(fmt.Errorf("columns: target column %q: %w", col, err))
 		}
-		if col == stageOrdColumn {
-			return nil, bad(fmt.Errorf("columns: target column %q is reserved", col))
-		}
 		if field == "" {
 			return nil, bad(fmt.Errorf("columns: target column %q: empty source field", col))
 		}
@@ -140,10 +134,11 @@ type plan struct {
 	table  pgx.Identifier
 	cols   []string // target columns, sorted
 	fields []string // fields[i] feeds cols[i]
+	keys   []string // the target's key columns
 }
 
 func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
-	pl := plan{table: table}
+	pl := plan{table: table, keys: t.KeyColumns}
 	if len(t.Columns) == 0 {
 		if len(p.Records) > 0 {
 			return pl, etl.Permanent(etl.DataError(errors.New("columns: required when rows are records")))
@@ -154,9 +149,6 @@ func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
 			}
 		}
 		pl.cols = slices.Sorted(slices.Values(p.Fields))
-		if i := slices.Index(pl.cols, stageOrdColumn); i >= 0 {
-			return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: target column %q is reserved", stageOrdColumn)))
-		}
 		for i := 1; i < len(pl.cols); i++ {
 			if pl.cols[i] == pl.cols[i-1] {
 				return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q appears twice; map the columns explicitly", pl.cols[i])))
@@ -178,161 +170,316 @@ func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
 	return pl, nil
 }
 
-// stageName is the staging table of one target and column set. Temporary tables are
-// private to the session and this one is dropped at commit, so the name only has to
-// tell apart the targets one transaction loads.
-func (pl plan) stageName() pgx.Identifier {
-	h := sha256.New()
-	h.Write([]byte(pl.table.Sanitize()))
-	for _, c := range pl.cols {
-		h.Write([]byte{0})
-		h.Write([]byte(c))
+// LoadPage upserts one page of rows into the target inside tx and returns the number
+// of target rows inserted or changed; see [PageLoader.Load], which loads many pages into one
+// target more cheaply.
+func LoadPage(ctx context.Context, tx pgx.Tx, t Target, p Page) (int64, error) {
+	l, err := NewPageLoader(ctx, tx, t)
+	if err != nil {
+		return 0, err
 	}
-	return pgx.Identifier{"pg_temp", "etl_stage_" + hex.EncodeToString(h.Sum(nil)[:8])}
+	return l.Load(ctx, p)
 }
 
-// LoadPage upserts one page of rows into the target inside tx and returns the number
-// of target rows inserted or updated. Identifiers are quoted, values travel only
-// through COPY. The rows are copied into a temporary staging table (dropped at
-// commit) holding just the loaded columns, then inserted ON CONFLICT (key columns)
-// DO UPDATE the other columns; when several rows of a page share a key, the last one
-// wins. Target columns not loaded keep their defaults on insert and their values on
-// update.
-//
-// Errors are marked: names, a missing table or column and values that do not fit
-// their column are permanent DATA errors; other database failures are DB errors; when
-// ctx is done the context's error is what the caller sees.
-func LoadPage(ctx context.Context, tx pgx.Tx, t Target, p Page) (int64, error) {
+// PageLoader upserts pages of rows into one target inside one transaction. It looks the target
+// up once, so an item paging through an API pays for that once.
+type PageLoader struct {
+	tx    pgx.Tx
+	t     Target
+	table pgx.Identifier
+	info  targetInfo
+	// plans by the page's fields (they matter only with the identity mapping).
+	plans map[string]*pagePlan
+}
+
+type pagePlan struct {
+	pl     plan
+	st     stagingTable
+	staged bool
+}
+
+// NewPageLoader checks the target's names and looks the table up.
+func NewPageLoader(ctx context.Context, tx pgx.Tx, t Target) (*PageLoader, error) {
 	table, err := t.check()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if tx == nil {
-		return 0, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", table.Sanitize())))
+		return nil, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", table.Sanitize())))
 	}
-	pl, err := t.plan(table, p)
+	info, err := describeTarget(ctx, tx, table, t.KeyColumns)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	name := table.Sanitize()
-	types, err := targetColumns(ctx, tx, table)
-	if err != nil {
-		return 0, err
+	return &PageLoader{tx: tx, t: t, table: table, info: info, plans: map[string]*pagePlan{}}, nil
+}
+
+// Load upserts one page and returns the number of target rows inserted or changed.
+// Identifiers are quoted, values travel only through COPY (as text, which the target parses
+// for each column's type). The rows are copied into a temporary staging table (dropped at
+// commit) holding just the loaded columns, then inserted ON CONFLICT (key columns) DO UPDATE
+// the other columns where they differ; when several rows of a page share a key, the last one
+// wins. Target columns not loaded keep their defaults on insert and their values on update.
+//
+// Errors are marked: names, a missing table or column and values that do not fit their
+// column are permanent DATA errors; other database failures are DB errors; when ctx is done
+// the context's error is what the caller sees.
+func (l *PageLoader) Load(ctx context.Context, p Page) (int64, error) {
+	key := ""
+	if len(l.t.Columns) == 0 {
+		key = strings.Join(p.Fields, "\x00")
 	}
-	for _, c := range pl.cols {
-		if _, ok := types[c]; !ok {
-			return 0, etl.Permanent(etl.DataError(fmt.Errorf("target table %s has no column %q", name, c)))
+	pp, ok := l.plans[key]
+	if !ok {
+		pl, err := l.t.plan(l.table, p)
+		if err != nil {
+			return 0, err
 		}
+		if err := pl.checkColumns(l.info.cols); err != nil {
+			return 0, err
+		}
+		pp = &pagePlan{pl: pl}
+		l.plans[key] = pp
 	}
 	if p.Len() == 0 {
 		return 0, nil
 	}
-	rows, err := pl.rows(p, types)
+	data, err := pp.pl.text(p, l.info.cols)
 	if err != nil {
 		return 0, err
 	}
+	if !pp.staged {
+		if pp.st, err = pp.pl.stage(ctx, l.tx, l.info.cols, nil); err != nil {
+			return 0, err
+		}
+		pp.staged = true
+	} else if _, err := l.tx.Exec(ctx, `TRUNCATE `+pp.st.name.Sanitize()); err != nil {
+		return 0, targetError(ctx, "truncate staging table for "+l.table.Sanitize(), err)
+	}
+	conn, err := pgConnOf(l.tx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := conn.CopyFrom(ctx, bytes.NewReader(data),
+		`COPY `+pp.st.name.Sanitize()+` (`+strings.Join(pp.pl.quotedCols(), ", ")+`) FROM STDIN`); err != nil {
+		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", p.Len(), l.table.Sanitize()), err)
+	}
+	return pp.pl.merge(ctx, l.tx, pp.st, l.info.cols, true)
+}
 
-	stage := pl.stageName()
+// checkColumns refuses a plan naming a column the target lacks.
+func (pl plan) checkColumns(cols map[string]column) error {
+	for _, c := range pl.cols {
+		if _, ok := cols[c]; !ok {
+			return etl.Permanent(etl.DataError(fmt.Errorf("target table %s has no column %q", pl.table.Sanitize(), c)))
+		}
+	}
+	return nil
+}
+
+// stagingTable is a temporary table (private to the session, dropped at commit) holding one
+// load's rows before the upsert.
+type stagingTable struct {
+	name pgx.Identifier
+	// types[i] is the SQL type of plan column i in the staging table, "" when it is the
+	// target's own (no cast on the way in).
+	types []string
+}
+
+// stage creates (or empties) the staging table for the plan's columns. With types nil the
+// columns take the target's types; otherwise types[i] (the source's) and the upsert casts.
+func (pl plan) stage(ctx context.Context, tx pgx.Tx, cols map[string]column, types []string) (stagingTable, error) {
+	h := sha256.New()
+	h.Write([]byte(pl.table.Sanitize()))
+	for i, c := range pl.cols {
+		h.Write([]byte{0})
+		h.Write([]byte(c))
+		if types != nil {
+			h.Write([]byte{1})
+			h.Write([]byte(types[i]))
+		}
+	}
+	st := stagingTable{name: pgx.Identifier{"pg_temp", "etl_stage_" + hex.EncodeToString(h.Sum(nil)[:8])}}
+	quoted := pl.quotedCols()
+	var ddl string
+	if types == nil {
+		st.types = make([]string, len(pl.cols))
+		ddl = `CREATE TEMP TABLE IF NOT EXISTS ` + st.name.Sanitize() + ` ON COMMIT DROP AS SELECT ` +
+			strings.Join(quoted, ", ") + ` FROM ` + pl.table.Sanitize() + ` WITH NO DATA`
+	} else {
+		st.types = make([]string, len(pl.cols))
+		defs := make([]string, len(pl.cols))
+		for i, c := range pl.cols {
+			defs[i] = quoted[i] + " " + types[i]
+			if types[i] != cols[c].sqlType {
+				st.types[i] = types[i]
+			}
+		}
+		ddl = `CREATE TEMP TABLE IF NOT EXISTS ` + st.name.Sanitize() + ` (` + strings.Join(defs, ", ") + `) ON COMMIT DROP`
+	}
+	name := pl.table.Sanitize()
+	if _, err := tx.Exec(ctx, ddl); err != nil {
+		return st, targetError(ctx, "create staging table for "+name, err)
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE `+st.name.Sanitize()); err != nil {
+		return st, targetError(ctx, "truncate staging table for "+name, err)
+	}
+	return st, nil
+}
+
+func (pl plan) quotedCols() []string {
 	quoted := make([]string, len(pl.cols))
 	for i, c := range pl.cols {
 		quoted[i] = pgx.Identifier{c}.Sanitize()
 	}
-	colList := strings.Join(quoted, ", ")
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stage.Sanitize()+` ON COMMIT DROP AS SELECT `+
-		colList+`, NULL::bigint AS `+stageOrdColumn+` FROM `+name+` WITH NO DATA`); err != nil {
-		return 0, targetError(ctx, "create staging table for "+name, err)
-	}
-	if _, err := tx.Exec(ctx, `TRUNCATE `+stage.Sanitize()); err != nil {
-		return 0, targetError(ctx, "truncate staging table for "+name, err)
-	}
-	if _, err := tx.CopyFrom(ctx, stage, append(slices.Clone(pl.cols), stageOrdColumn), pgx.CopyFromRows(rows)); err != nil {
-		return 0, targetError(ctx, fmt.Sprintf("copy %d rows for %s", len(rows), name), err)
-	}
+	return quoted
+}
 
-	keys := make([]string, len(t.KeyColumns))
-	for i, k := range t.KeyColumns {
+// merge upserts the staging table into the target and returns the rows inserted or changed.
+// Rows equal to the target's are left alone (no new row version, no WAL), so re-reading a
+// boundary costs reads only. With distinct, rows sharing a key keep the last one staged (the
+// staging table is filled by appending, so ctid follows the order of the rows); without it,
+// such rows make Postgres refuse the statement (cardinality_violation).
+func (pl plan) merge(ctx context.Context, tx pgx.Tx, st stagingTable, cols map[string]column, distinct bool) (int64, error) {
+	quoted := pl.quotedCols()
+	keys := make([]string, len(pl.keys))
+	for i, k := range pl.keys {
 		keys[i] = pgx.Identifier{k}.Sanitize()
 	}
 	keyList := strings.Join(keys, ", ")
-	var set []string
+	exprs := make([]string, len(pl.cols))
+	var set, mine, theirs []string
 	for i, c := range pl.cols {
-		if !slices.Contains(t.KeyColumns, c) {
+		exprs[i] = "s." + quoted[i]
+		if st.types[i] != "" {
+			exprs[i] = "CAST(s." + quoted[i] + " AS " + cols[c].sqlType + ")"
+		}
+		if !slices.Contains(pl.keys, c) {
 			set = append(set, quoted[i]+" = excluded."+quoted[i])
+			asText := ""
+			if !cols[c].equality {
+				asText = "::text"
+			}
+			mine = append(mine, "etl_t."+quoted[i]+asText)
+			theirs = append(theirs, "excluded."+quoted[i]+asText)
 		}
 	}
 	action := "DO NOTHING"
 	if len(set) > 0 {
-		action = "DO UPDATE SET " + strings.Join(set, ", ")
+		action = "DO UPDATE SET " + strings.Join(set, ", ") + " WHERE ROW(" + strings.Join(mine, ", ") +
+			") IS DISTINCT FROM ROW(" + strings.Join(theirs, ", ") + ")"
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO `+name+` (`+colList+`)
-		SELECT DISTINCT ON (`+keyList+`) `+colList+` FROM `+stage.Sanitize()+`
-		ORDER BY `+keyList+`, `+stageOrdColumn+` DESC
-		ON CONFLICT (`+keyList+`) `+action)
+	sel := "SELECT " + strings.Join(exprs, ", ") + " FROM " + st.name.Sanitize() + " s"
+	if distinct {
+		sk := make([]string, len(keys))
+		for i, k := range keys {
+			sk[i] = "s." + k
+		}
+		sel = "SELECT DISTINCT ON (" + strings.Join(sk, ", ") + ") " + strings.Join(exprs, ", ") + " FROM " +
+			st.name.Sanitize() + " s ORDER BY " + strings.Join(sk, ", ") + ", s.ctid DESC"
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO `+pl.table.Sanitize()+` AS etl_t (`+strings.Join(quoted, ", ")+`) `+sel+
+		` ON CONFLICT (`+keyList+`) `+action)
 	if err != nil {
-		return 0, targetError(ctx, fmt.Sprintf("upsert %d rows into %s", len(rows), name), err)
+		return 0, targetError(ctx, "upsert into "+pl.table.Sanitize(), err)
 	}
 	return tag.RowsAffected(), nil
 }
 
-// targetColumns returns the type of each column of the target table (the base type
-// for a domain); a missing table is a permanent DATA error.
-func targetColumns(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (map[string]uint32, error) {
-	name := table.Sanitize()
-	var oid *uint32
-	if err := tx.QueryRow(ctx, `SELECT to_regclass($1)::oid`, name).Scan(&oid); err != nil {
-		return nil, targetError(ctx, "look up target table "+name, err)
-	}
-	if oid == nil {
-		return nil, etl.Permanent(etl.DataError(fmt.Errorf("target table %s does not exist", name)))
-	}
-	rows, err := tx.Query(ctx, `SELECT a.attname::text,
-			CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, *oid)
-	if err != nil {
-		return nil, targetError(ctx, "look up columns of "+name, err)
-	}
-	types := make(map[string]uint32)
-	var (
-		col string
-		typ uint32
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&col, &typ}, func() error {
-		types[col] = typ
-		return nil
-	}); err != nil {
-		return nil, targetError(ctx, "look up columns of "+name, err)
-	}
-	return types, nil
+// column is a target column's type: the base type's OID (for a domain) and the column's SQL
+// type as Postgres prints it (typmod included).
+type column struct {
+	oid     uint32
+	sqlType string
+	// array: the column is an array (its values render as array literals).
+	array bool
+	// equality: the type has a default btree equality, so the upsert compares values as they
+	// are; others (json, xml, geometric types, composites) compare by their text.
+	equality bool
 }
 
-// rows builds the COPY rows: the values of the plan's fields, converted for their
-// column types, and the row's ordinal.
-func (pl plan) rows(p Page, types map[string]uint32) ([][]any, error) {
-	out := make([][]any, 0, p.Len())
-	conv := func(row []any) error {
-		for i, c := range pl.cols {
-			v, err := convert(row[i], types[c])
-			if err != nil {
-				return etl.Permanent(etl.DataError(fmt.Errorf("row %d, column %q: %w", len(out)+1, c, err)))
-			}
-			row[i] = v
+// targetInfo is what a load needs to know of its target table.
+type targetInfo struct {
+	cols map[string]column
+	// uniqueKeys: an immediate, non-partial unique index covers exactly the key columns, so a
+	// COPY straight into the table fails on an existing key instead of doubling a row.
+	uniqueKeys bool
+}
+
+// describeTarget looks up the target table's columns and whether its key columns carry a
+// unique index, in one round trip; a missing table is a permanent DATA error.
+func describeTarget(ctx context.Context, tx pgx.Tx, table pgx.Identifier, keys []string) (targetInfo, error) {
+	name := table.Sanitize()
+	rows, err := tx.Query(ctx, `SELECT t.oid IS NOT NULL,
+			EXISTS (SELECT FROM pg_index i
+				WHERE i.indrelid = t.oid AND i.indisunique AND i.indimmediate AND i.indpred IS NULL
+				  AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($2::text[])
+				  AND (SELECT array_agg(k.attname::text ORDER BY k.attname::text) FROM pg_attribute k
+				       WHERE k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])) = $2::text[]),
+			a.attname::text, bt.oid, format_type(a.atttypid, a.atttypmod), bt.typcategory = 'A',
+			bt.typtype IN ('e', 'r', 'm') OR EXISTS (SELECT FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+				WHERE am.amname = 'btree' AND oc.opcdefault
+				  AND oc.opcintype = CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE bt.oid END)
+		FROM (SELECT to_regclass($1)::oid AS oid) t
+		LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+		LEFT JOIN pg_type ty ON ty.oid = a.atttypid
+		LEFT JOIN pg_type bt ON bt.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END`,
+		name, slices.Sorted(slices.Values(keys)))
+	if err != nil {
+		return targetInfo{}, targetError(ctx, "look up target table "+name, err)
+	}
+	info := targetInfo{cols: make(map[string]column)}
+	var (
+		exists   bool
+		col      *string
+		oid      *uint32
+		sqlType  *string
+		array    *bool
+		equality *bool
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&exists, &info.uniqueKeys, &col, &oid, &sqlType, &array, &equality}, func() error {
+		if col != nil {
+			info.cols[*col] = column{oid: *oid, sqlType: *sqlType, array: *array, equality: *equality}
 		}
-		row[len(pl.cols)] = int64(len(out))
-		out = append(out, row)
+		return nil
+	}); err != nil {
+		return targetInfo{}, targetError(ctx, "look up target table "+name, err)
+	}
+	if !exists {
+		return targetInfo{}, etl.Permanent(etl.DataError(fmt.Errorf("target table %s does not exist", name)))
+	}
+	return info, nil
+}
+
+// text renders the page as COPY text data: the values of the plan's fields, converted for
+// their column types.
+func (pl plan) text(p Page, cols map[string]column) ([]byte, error) {
+	var b []byte
+	n := 0
+	row := func(value func(i int) any) error {
+		n++
+		for i, c := range pl.cols {
+			if i > 0 {
+				b = append(b, '\t')
+			}
+			v, err := convert(value(i), cols[c].oid)
+			if err == nil {
+				b, err = appendTyped(b, v, cols[c])
+			}
+			if err != nil {
+				return etl.Permanent(etl.DataError(fmt.Errorf("row %d, column %q: %w", n, c, err)))
+			}
+		}
+		b = append(b, '\n')
 		return nil
 	}
 	if len(p.Records) > 0 {
 		for _, rec := range p.Records {
-			row := make([]any, len(pl.cols)+1)
-			for i, f := range pl.fields {
-				row[i] = rec[f]
-			}
-			if err := conv(row); err != nil {
+			if err := row(func(i int) any { return rec[pl.fields[i]] }); err != nil {
 				return nil, err
 			}
 		}
-		return out, nil
+		return b, nil
 	}
 	idx := make([]int, len(pl.fields))
 	for i, f := range pl.fields {
@@ -341,19 +488,15 @@ func (pl plan) rows(p Page, types map[string]uint32) ([][]any, error) {
 			return nil, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q (for target column %q) is not in the source rows", f, pl.cols[i])))
 		}
 	}
-	for n, src := range p.Rows {
+	for j, src := range p.Rows {
 		if len(src) != len(p.Fields) {
-			return nil, etl.Permanent(etl.DataError(fmt.Errorf("row %d has %d values for %d fields", n+1, len(src), len(p.Fields))))
+			return nil, etl.Permanent(etl.DataError(fmt.Errorf("row %d has %d values for %d fields", j+1, len(src), len(p.Fields))))
 		}
-		row := make([]any, len(pl.cols)+1)
-		for i, j := range idx {
-			row[i] = src[j]
-		}
-		if err := conv(row); err != nil {
+		if err := row(func(i int) any { return src[idx[i]] }); err != nil {
 			return nil, err
 		}
 	}
-	return out, nil
+	return b, nil
 }
 
 // convert adapts a source value to the column type where pgx's binary COPY would

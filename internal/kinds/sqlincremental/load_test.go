@@ -90,13 +90,43 @@ func TestLoadPage(t *testing.T) {
 		require.Nil(t, doc2, "missing fields load as NULL")
 		require.Equal(t, "false", note)
 
-		// Loading again updates in place; a second page reuses the staging table.
+		// Loading again leaves an unchanged row alone and updates a changed one in place; a
+		// second page reuses the staging table.
+		n, err = sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs[:1]})
+		require.NoError(t, err)
+		require.Zero(t, n, "unchanged")
+		recs[0]["title"] = "bigger"
 		n, err = sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs[:1]})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), n)
 		var rows int
 		require.NoError(t, b.tx.QueryRow(t.Context(), `SELECT count(*) FROM items`).Scan(&rows))
 		require.Equal(t, 2, rows)
+	})
+
+	t.Run("ChangedRowsOnlyEvenWithoutEquality", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		_, err := b.tx.Exec(t.Context(), `CREATE TABLE docs (id int PRIMARY KEY, j json, p point, tags text[])`)
+		require.NoError(t, err)
+		tgt := sqlincremental.Target{Table: "docs", KeyColumns: []string{"id"}}
+		page := func(j, p string, tags []string) sqlincremental.Page {
+			return sqlincremental.Page{Fields: []string{"id", "j", "p", "tags"}, Rows: [][]any{{1, json.RawMessage(j), p, tags}}}
+		}
+		for _, tc := range []struct {
+			page sqlincremental.Page
+			want int64
+		}{
+			{page(`{"a": 1}`, "(1,2)", []string{"x"}), 1},
+			{page(`{"a": 1}`, "(1,2)", []string{"x"}), 0},
+			{page(`{"a": 2}`, "(1,2)", []string{"x"}), 1},
+			{page(`{"a": 2}`, "(1,3)", []string{"x"}), 1},
+			{page(`{"a": 2}`, "(1,3)", []string{"x", "y"}), 1},
+		} {
+			n, err := sqlincremental.LoadPage(t.Context(), b.tx, tgt, tc.page)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, n, "%v", tc.page.Rows)
+		}
 	})
 
 	t.Run("RowsWithIdentityMapping", func(t *testing.T) {

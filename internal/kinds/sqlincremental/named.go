@@ -7,25 +7,43 @@ import (
 	"strings"
 )
 
-// namedQuery is a query whose :name parameters were rewritten to $1..$n.
+// Dialects of source databases (Config.Dialect).
+const (
+	DialectPostgres = "postgres"
+	// DialectMySQL covers MySQL and MariaDB.
+	DialectMySQL = "mysql"
+)
+
+// namedQuery is a query whose :name parameters were rewritten to the dialect's placeholders.
 type namedQuery struct {
 	// SQL is the rewritten query, without a trailing semicolon.
 	SQL string
-	// Names holds the parameter names in order: Names[i] is bound to $i+1. A name used
-	// several times is bound once.
+	// Names holds the parameter names in binding order. Postgres numbers them ($1..$n), so a
+	// name used several times is bound once; MySQL's ? placeholders are positional, so Names
+	// has one entry per occurrence.
 	Names []string
+	// Uses lists every occurrence of a parameter with the comparison operator before it ("" when
+	// none), so a comparison that skips rows can be refused.
+	Uses []paramUse
 }
 
-// parseNamed rewrites the :name parameters of one SQL statement to $n. It knows
-// enough of Postgres's lexical rules to leave alone what only looks like a
-// parameter: string constants ('…', E'…' with backslash escapes, $tag$…$tag$),
-// quoted identifiers, -- and nested /* */ comments, and :: casts. A name starts with
-// a letter or underscore and continues with letters, digits and underscores.
+// paramUse is one occurrence of a named parameter.
+type paramUse struct {
+	Name string
+	// Op is the comparison operator just before the parameter (">", ">=", "<", …), or "".
+	Op string
+}
+
+// parseNamed rewrites the :name parameters of one SQL statement. It knows enough of the
+// dialect's lexical rules to leave alone what only looks like a parameter: string constants,
+// quoted identifiers, comments and (postgres) :: casts and dollar quoting. A name starts with a
+// letter or underscore and continues with letters, digits and underscores.
 //
-// Positional $1 parameters are refused (they would collide with the rewritten ones),
-// and so is a second statement; a trailing semicolon is dropped so the query can be
-// wrapped as a subquery. Errors are not yet marked.
-func parseNamed(query string) (namedQuery, error) {
+// The dialect's own positional parameters ($1, ?) are refused (they would collide with the
+// rewritten ones), and so is a second statement; a trailing semicolon is dropped so the query
+// can be wrapped as a subquery. Errors are not yet marked.
+func parseNamed(query, dialect string) (namedQuery, error) {
+	mysql := dialect == DialectMySQL
 	var (
 		b       strings.Builder
 		nq      namedQuery
@@ -34,27 +52,33 @@ func parseNamed(query string) (namedQuery, error) {
 	)
 	q := query
 	b.Grow(len(q))
+	isComment := func(i int) bool {
+		if strings.HasPrefix(q[i:], "/*") || (mysql && q[i] == '#') {
+			return true
+		}
+		return strings.HasPrefix(q[i:], "--") && (!mysql || i+2 >= len(q) || isSpace(q[i+2]))
+	}
 	for i := 0; i < len(q); {
 		c := q[i]
-		if ended && !isSpace(c) && !strings.HasPrefix(q[i:], "--") && !strings.HasPrefix(q[i:], "/*") {
+		if ended && !isSpace(c) && !isComment(i) {
 			return namedQuery{}, errors.New("query: want a single statement, found text after ';'")
 		}
 		switch {
-		case c == '\'':
-			j, err := skipQuoted(q, i, '\'', false)
+		case c == '\'' || (mysql && c == '"'):
+			j, err := skipQuoted(q, i, c, mysql)
 			if err != nil {
 				return namedQuery{}, err
 			}
 			b.WriteString(q[i:j])
 			i = j
-		case c == '"':
-			j, err := skipQuoted(q, i, '"', false)
+		case c == '"' || (mysql && c == '`'):
+			j, err := skipQuoted(q, i, c, false)
 			if err != nil {
 				return namedQuery{}, err
 			}
 			b.WriteString(q[i:j])
 			i = j
-		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+		case isComment(i) && c != '/':
 			j := strings.IndexByte(q[i:], '\n')
 			if j < 0 {
 				j = len(q) - i
@@ -62,13 +86,13 @@ func parseNamed(query string) (namedQuery, error) {
 			b.WriteString(q[i : i+j])
 			i += j
 		case c == '/' && i+1 < len(q) && q[i+1] == '*':
-			j, err := skipBlockComment(q, i)
+			j, err := skipBlockComment(q, i, !mysql)
 			if err != nil {
 				return namedQuery{}, err
 			}
 			b.WriteString(q[i:j])
 			i = j
-		case c == '$':
+		case c == '$' && !mysql:
 			if i+1 < len(q) && isDigit(q[i+1]) {
 				return namedQuery{}, fmt.Errorf("query: positional parameter at offset %d: use :name parameters", i)
 			}
@@ -78,8 +102,10 @@ func parseNamed(query string) (namedQuery, error) {
 			}
 			b.WriteString(q[i:j])
 			i = j
+		case c == '?' && mysql:
+			return namedQuery{}, fmt.Errorf("query: positional parameter at offset %d: use :name parameters", i)
 		case c == ':':
-			if i+1 < len(q) && q[i+1] == ':' { // a cast: the type name follows
+			if i+1 < len(q) && q[i+1] == ':' && !mysql { // a cast: the type name follows
 				b.WriteString("::")
 				i += 2
 				continue
@@ -90,13 +116,19 @@ func parseNamed(query string) (namedQuery, error) {
 					j++
 				}
 				name := q[i+1 : j]
-				n, ok := numbers[name]
-				if !ok {
+				nq.Uses = append(nq.Uses, paramUse{Name: name, Op: trailingOperator(b.String())})
+				if mysql {
 					nq.Names = append(nq.Names, name)
-					n = len(nq.Names)
-					numbers[name] = n
+					b.WriteByte('?')
+				} else {
+					n, ok := numbers[name]
+					if !ok {
+						nq.Names = append(nq.Names, name)
+						n = len(nq.Names)
+						numbers[name] = n
+					}
+					b.WriteString("$" + strconv.Itoa(n))
 				}
-				b.WriteString("$" + strconv.Itoa(n))
 				i = j
 				continue
 			}
@@ -111,7 +143,7 @@ func parseNamed(query string) (namedQuery, error) {
 				j++
 			}
 			b.WriteString(q[i:j])
-			if j-i == 1 && (c == 'E' || c == 'e') && j < len(q) && q[j] == '\'' {
+			if !mysql && j-i == 1 && (c == 'E' || c == 'e') && j < len(q) && q[j] == '\'' {
 				k, err := skipQuoted(q, j, '\'', true)
 				if err != nil {
 					return namedQuery{}, err
@@ -130,6 +162,16 @@ func parseNamed(query string) (namedQuery, error) {
 		return namedQuery{}, errors.New("query: empty")
 	}
 	return nq, nil
+}
+
+// trailingOperator returns the comparison operator that ends s, ignoring white space.
+func trailingOperator(s string) string {
+	s = strings.TrimRight(s, " \t\r\n\f\v")
+	i := len(s)
+	for i > 0 && strings.IndexByte("<>=!", s[i-1]) >= 0 {
+		i--
+	}
+	return s[i:]
 }
 
 // skipQuoted returns the offset just past the quoted text starting at q[i] == quote.
@@ -151,20 +193,22 @@ func skipQuoted(q string, i int, quote byte, backslashes bool) (int, error) {
 		}
 	}
 	what := "string constant"
-	if quote == '"' {
+	if quote == '`' || quote == '"' && !backslashes {
 		what = "quoted identifier"
 	}
 	return 0, fmt.Errorf("query: unterminated %s at offset %d", what, i)
 }
 
 // skipBlockComment returns the offset just past the comment starting at q[i:i+2] ==
-// "/*". Postgres block comments nest.
-func skipBlockComment(q string, i int) (int, error) {
+// "/*". Postgres block comments nest; MySQL's do not.
+func skipBlockComment(q string, i int, nest bool) (int, error) {
 	depth := 0
 	for j := i; j+1 < len(q); {
 		switch q[j : j+2] {
 		case "/*":
-			depth++
+			if depth == 0 || nest {
+				depth++
+			}
 			j += 2
 		case "*/":
 			depth--

@@ -70,8 +70,12 @@ const hangIgnoringContext = time.Hour
 // RFC 3339's four-digit years, safely inside Postgres's timestamptz range.
 var lastRow = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
-// Register adds the synthetic kind to r.
-func Register(r *etl.Registry) { r.Register(Kind, Handler) }
+// Register adds the synthetic kind to r and declares its config, so jobs apply refuses an
+// unknown key.
+func Register(r *etl.Registry) {
+	r.Register(Kind, Handler)
+	etl.DeclareConfig[config](r, Kind)
+}
 
 // params are the item's params; fields absent from the JSON keep the defaults set by
 // defaultParams.

@@ -1,0 +1,4 @@
+package sqlincremental
+
+// WithTestHook exposes the test hook points to the package's external tests.
+var WithTestHook = withTestHook
