@@ -17,12 +17,14 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/kinds/synthetic"
 	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
 )
@@ -190,6 +192,10 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 		require.NoError(t, err)
 		t.Cleanup(e.target.Close)
 	}
+	// The target exists before the run, as a deployed pipeline's does: items that create it
+	// serialise on the kind's advisory lock for as long as the first creator's item runs.
+	_, err = e.target.Exec(ctx, synthetic.TargetDDL(pgx.Identifier{e.targetTable}.Sanitize(), o.appendRows))
+	require.NoError(t, err)
 	e.queue = "fq_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	e.enq, err = enqueue.New(enqueue.Config{Store: st, Redis: e.redisOpt(), Logger: zerolog.Nop()})
 	require.NoError(t, err)

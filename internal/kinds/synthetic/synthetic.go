@@ -395,6 +395,31 @@ func (l *loader) wait(ctx context.Context) error {
 	}
 }
 
+// TargetDDL creates the kind's target table name (quoted) if it is missing: keyed on (key, seq)
+// for upserts, or, with appendRows, on a bigserial id alone so duplicates are kept. Items create
+// it themselves; a deployment (or a test) that creates it first spares them the serialising
+// advisory lock.
+func TargetDDL(name string, appendRows bool) string {
+	if appendRows {
+		return `CREATE TABLE IF NOT EXISTS ` + name + ` (
+			id bigserial PRIMARY KEY,
+			key text,
+			seq int,
+			modified_at timestamptz,
+			payload text,
+			loaded_at timestamptz DEFAULT now()
+		)`
+	}
+	return `CREATE TABLE IF NOT EXISTS ` + name + ` (
+			key text,
+			seq int,
+			modified_at timestamptz,
+			payload text,
+			loaded_at timestamptz DEFAULT now(),
+			PRIMARY KEY (key, seq)
+		)`
+}
+
 // prepare creates the target table unless it already exists: keyed on (key, seq) for upserts,
 // or, with append, on a bigserial id alone so duplicates are kept. Concurrent transactions
 // creating the same table collide on pg_type's unique index, so creators serialise on
@@ -413,24 +438,7 @@ func (l *loader) prepare(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, name); err != nil {
 			return err
 		}
-		ddl := `CREATE TABLE IF NOT EXISTS ` + name + ` (
-			key text,
-			seq int,
-			modified_at timestamptz,
-			payload text,
-			loaded_at timestamptz DEFAULT now(),
-			PRIMARY KEY (key, seq)
-		)`
-		if l.p.Append {
-			ddl = `CREATE TABLE IF NOT EXISTS ` + name + ` (
-			id bigserial PRIMARY KEY,
-			key text,
-			seq int,
-			modified_at timestamptz,
-			payload text,
-			loaded_at timestamptz DEFAULT now()
-		)`
-		}
+		ddl := TargetDDL(name, l.p.Append)
 		if _, err := tx.Exec(ctx, ddl); err != nil {
 			return err
 		}
