@@ -25,6 +25,8 @@ const (
 	CursorNoteDryRun         = "dry run: cursor held"
 	CursorNoteItemFailed     = "item failed: cursor held"
 	CursorNoteNoNewRows      = "no new rows: cursor held"
+	// CursorNoteHeld follows a handler's own note when the cursor stays.
+	CursorNoteHeld = "cursor held"
 )
 
 // ItemCursorInput is what the cursor rule knows about one item that ended.
@@ -65,8 +67,8 @@ type ItemCursorOutcome struct {
 //  2. a dry run never moves a cursor;
 //  3. a failed item never moves its cursor;
 //  4. the candidate — the watermark for modified_date, the run's logical start for
-//     last_run — is nil or not after the current cursor: the cursor stays (and the note
-//     says whether rows at or before the cursor were re-read);
+//     last_run — is nil or not after the current cursor: the cursor stays (without a note of
+//     the handler's, the note says whether rows at or before the cursor were re-read);
 //  5. policy item: the cursor moves to the candidate now;
 //  6. policy run (or unknown, the stricter reading): it moves there if the run succeeds.
 //
@@ -96,6 +98,10 @@ func itemCursor(in ItemCursorInput) ItemCursorOutcome {
 	case !in.Succeeded:
 		return ItemCursorOutcome{Note: CursorNoteItemFailed}
 	case candidate == nil || (in.Current != nil && !candidate.After(*in.Current)):
+		if in.HandlerNote != "" {
+			// The handler said what it read (rows at the cursor's own time may be new ones).
+			return ItemCursorOutcome{Note: CursorNoteHeld}
+		}
 		if in.RecordsRead > 0 {
 			return ItemCursorOutcome{Note: fmt.Sprintf("%d rows re-read at or before the cursor: cursor held", in.RecordsRead)}
 		}

@@ -60,6 +60,10 @@ func TestItemCursor(t *testing.T) {
 			in.Watermark, in.HandlerNote = at(2), "3 rows at the boundary re-read"
 		}),
 			runstate.ItemCursorOutcome{Candidate: at(2), Note: "3 rows at the boundary re-read; advances to " + stamp(2) + " if the run succeeds"}},
+		// The handler's note says what it read: new rows at the cursor's own time are not "re-read".
+		{"HandlerNoteWhenHeld", with(md, func(in *runstate.ItemCursorInput) {
+			in.Current, in.Watermark, in.RecordsRead, in.HandlerNote = at(2), at(2), 4, "4 rows written at the cursor"
+		}), runstate.ItemCursorOutcome{Note: "4 rows written at the cursor; cursor held"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package kindtest runs a kind's handler for tests and benchmarks exactly as the executor's
-// contract with kinds says, in one place, so it can later be switched to the real executor:
+// contract with kinds says, in one place, with the executor's own cursor rule
+// (runstate.ItemCursor); the executor itself is exercised end to end by the worker's tests:
 //
 //   - the item's window starts at the stored cursor (nil on a first load) and carries the
 //     stored cursor meta; for last_run it ends at the run's logical start;
@@ -23,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 )
 
 // Job is what the executor knows about a job and one of its items.
@@ -92,16 +94,13 @@ func Run(ctx context.Context, job Job, cur *Cursor, opt Options) Result {
 	if err := tx.Commit(ctx); err != nil {
 		return Result{Metrics: m, Err: etl.DBError(fmt.Errorf("kindtest: commit target: %w", err))}
 	}
+	// The executor's own rule (policy item: the cursor moves with the item's success).
+	out := runstate.ItemCursor(runstate.ItemCursorInput{Strategy: job.Strategy, Policy: runstate.CursorPolicyItem,
+		Succeeded: true, Current: cur.Value, Watermark: m.Watermark, LogicalStart: end, RecordsRead: m.RecordsRead,
+		HandlerNote: m.Note})
 	res := Result{Metrics: m}
-	var next *time.Time
-	switch job.Strategy {
-	case etl.StrategyModifiedDate:
-		next = m.Watermark
-	case etl.StrategyLastRun:
-		next = end
-	}
-	if next != nil && (cur.Value == nil || next.After(*cur.Value)) {
-		v := *next
+	if out.AdvanceNow && out.Candidate != nil {
+		v := *out.Candidate
 		cur.Value, res.Moved = &v, true
 		if m.CursorMeta != nil {
 			cur.Meta = m.CursorMeta
