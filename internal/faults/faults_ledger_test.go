@@ -246,10 +246,9 @@ func TestFaultFrozenWorker(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
 	e := newEnvWith(t, envOpts{timeout: 60 * time.Second, appendRows: true})
-	// One delivery claimed ahead each: B, up first, must leave A items to hold.
-	b := e.startWorker("B", shortLeaseEnv("ETL_PREFETCH=1")...)
+	b := e.startWorker("B", shortLeaseEnv()...)
 	e.waitLog(b, leaderMsg, 30*time.Second)
-	a := e.startWorker("A", shortLeaseEnv("ETL_SHUTDOWN_TIMEOUT=30s", "ETL_PREFETCH=1")...)
+	a := e.startWorker("A", shortLeaseEnv("ETL_SHUTDOWN_TIMEOUT=30s")...)
 	e.waitLog(a, workerStartingMsg, 30*time.Second)
 	// 16 items of 4 pages x 1 s over 16 slots.
 	runID := e.trigger(appending(slowItems("frozen", 16, 4, 1, 1000)), false)

@@ -259,6 +259,8 @@ func (e *env) startWorker(id string, extra ...string) *workerProc {
 	return e.startProc(id, workerBin, nil, append([]string{
 		"ETL_QUEUES=" + e.queue,
 		"ETL_CONCURRENCY=8",
+		// Two claimed ahead: the first worker up must not take every item of a small run.
+		"ETL_PREFETCH=2",
 		"ETL_SHUTDOWN_TIMEOUT=2s",
 		"ETL_LEASE=" + e.leaseOrDefault().String(),
 		"ETL_RECONCILE_INTERVAL=1s",
