@@ -22,7 +22,7 @@ SERVICES = exports="$$(scripts/services.sh up)" && eval "$$exports"
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: N=$(N) (bench-pipeline), SCALE=$(SCALE) (bench-queries), ROWS=$(ROWS) (bench-kinds), NAME (migrate-diff)"
+	@echo "Variables: N=$(N) (bench-pipeline, bench-scale), SCALE=$(SCALE) (bench-queries), ROWS=$(ROWS) (bench-kinds), NAME (migrate-diff)"
 
 .PHONY: services
 services: ## Make Postgres and Redis reachable and print their URLs as export lines
@@ -95,6 +95,10 @@ bench-pipeline: ## Bare asynq vs etlexec worker processes (1, 2, 4) on private s
 .PHONY: bench-kinds
 bench-kinds: ## Benchmark sql_incremental and http_json loads against a COPY | COPY pipe (ROWS=200000)
 	@$(SERVICES) && $(GO) run ./cmd/bench kinds -rows $(ROWS)
+
+.PHONY: bench-scale
+bench-scale: ## One run of N items end to end on private servers: trigger, fan-out, RSS, Redis, WAL, items/s, finalise, reconciler pass, runs show
+	$(GO) run ./cmd/bench scale -n $(N)
 
 .PHONY: bench-queries
 bench-queries: ## Benchmark the history queries at SCALE (small|medium|full)

@@ -4,6 +4,9 @@
 //	                                                database it creates on DATABASE_URL's server
 //	go run ./cmd/bench pipeline -n 20000            bare asynq vs etlexec worker processes on a
 //	                                                private Postgres and Redis: rates, per-item costs
+//	go run ./cmd/bench scale -n 1000000             one run of n items end to end on a private
+//	                                                Postgres and Redis: trigger, RSS, Redis bytes,
+//	                                                WAL, items/s, finalise, reconciler pass, runs show
 //	go run ./cmd/bench hog -n 2                     CPU hogs until SIGTERM (make test-faults-loaded)
 //
 // bare-server is the pipeline's baseline process (a bare asynq server with a no-op handler).

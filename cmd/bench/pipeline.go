@@ -162,7 +162,8 @@ func pipeline(ctx context.Context, args []string) error {
 }
 
 // workerSessions bounds the Postgres sessions of one worker process running concurrency items
-// (bookkeeping, target and liveness pools, with room to spare).
+// (its pool, shared by bookkeeping and target transactions, its liveness pool and its log sink,
+// with room to spare).
 func workerSessions(concurrency int) int { return 2*concurrency + 16 }
 
 // preparePipeline creates and migrates the template database and the harness role.
@@ -182,16 +183,21 @@ func preparePipeline(ctx context.Context, s *servertest.PostgresServer) error {
 
 // buildWorker builds ./cmd/worker of this module into dir.
 func buildWorker(ctx context.Context, dir string) (string, error) {
+	return buildCommand(ctx, dir, "worker")
+}
+
+// buildCommand builds ./cmd/name of this module into dir.
+func buildCommand(ctx context.Context, dir, name string) (string, error) {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
-	build := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/worker")
+	build := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/"+name)
 	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/worker: %w\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
 	}
-	return filepath.Join(dir, "worker"), nil
+	return filepath.Join(dir, name), nil
 }
 
 // bench holds what the phases share.
