@@ -49,6 +49,7 @@ type scaleConfig struct {
 // scaleResult is what the scale run prints.
 type scaleResult struct {
 	trigger, bareEnqueue           time.Duration
+	fanout                         time.Duration // the trigger's enqueue phase, as it reports it
 	bareTasks                      int
 	enqueuerRSS, workerRSS         int64 // peak resident set, bytes (largest worker)
 	redisPeak, redisPerTask        float64
@@ -167,9 +168,9 @@ func (b *bench) scaleRun(ctx context.Context, cfg scaleConfig, dir, workerBin, e
 	var runID uuid.UUID
 	if err := phase(fmt.Sprintf("trigger %d items (enqueuer process)", cfg.n), func() error {
 		began := time.Now()
-		var rss int64
-		runID, rss, err = b.triggerProcess(ctx, enqueuerBin, url, params)
-		res.trigger, res.enqueuerRSS = time.Since(began), rss
+		var tr triggered
+		tr, err = b.triggerProcess(ctx, enqueuerBin, url, params)
+		res.trigger, res.fanout, res.enqueuerRSS, runID = time.Since(began), tr.enqueue, tr.rss, tr.runID
 		return err
 	}); err != nil {
 		return res, err
@@ -293,27 +294,34 @@ func writeParams(path string, n int) error {
 	return f.Close()
 }
 
-// triggerProcess runs `enqueuer trigger` with the params file, as an operator would, and returns
-// the run and the process's peak resident set.
-func (b *bench) triggerProcess(ctx context.Context, bin, url, params string) (uuid.UUID, int64, error) {
+// triggered is what one `enqueuer trigger` reported and cost.
+type triggered struct {
+	runID   uuid.UUID
+	enqueue time.Duration // its fan-out phase (tasks to Redis), from its --json output
+	rss     int64         // its peak resident set, bytes
+}
+
+// triggerProcess runs `enqueuer trigger` with the params file, as an operator would.
+func (b *bench) triggerProcess(ctx context.Context, bin, url, params string) (triggered, error) {
 	cmd := exec.CommandContext(ctx, bin, "trigger", pipelineJobID, "--params-file", params, "--json")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "REDIS_URL="+b.redis.URL(), "ETL_LOG_LEVEL=warn")
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
-		return uuid.Nil, 0, fmt.Errorf("enqueuer trigger: %w\n%s", err, servertest.Tail(errOut.String(), 20))
+		return triggered{}, fmt.Errorf("enqueuer trigger: %w\n%s", err, servertest.Tail(errOut.String(), 20))
 	}
 	var run struct {
-		RunID uuid.UUID `json:"run_id"`
+		RunID     uuid.UUID `json:"run_id"`
+		EnqueueMs int64     `json:"enqueue_ms"`
 	}
 	if err := json.Unmarshal([]byte(out.String()), &run); err != nil || run.RunID == uuid.Nil {
-		return uuid.Nil, 0, fmt.Errorf("enqueuer trigger printed no run: %q", servertest.Tail(out.String(), 5))
+		return triggered{}, fmt.Errorf("enqueuer trigger printed no run: %q", servertest.Tail(out.String(), 5))
 	}
-	var rss int64
+	tr := triggered{runID: run.RunID, enqueue: time.Duration(run.EnqueueMs) * time.Millisecond}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = ru.Maxrss * 1024
+		tr.rss = ru.Maxrss * 1024
 	}
-	return run.RunID, rss, nil
+	return tr, nil
 }
 
 func currentLSN(ctx context.Context, st *store.Store) (string, error) {
@@ -332,7 +340,10 @@ func printScale(cfg scaleConfig, r scaleResult) {
 	row("items", strconv.Itoa(cfg.n))
 	row("trigger (params file → COPY → Redis)", fmt.Sprintf("%s, %.0f items/s", r.trigger.Round(time.Millisecond), rate))
 	row("bare asynq enqueue ×16 goroutines", fmt.Sprintf("%.0f tasks/s (%d tasks)", bareRate, r.bareTasks))
-	row("fan-out ÷ bare enqueue", fmt.Sprintf("%.2f", rate/bareRate))
+	fanRate := float64(cfg.n) / r.fanout.Seconds()
+	row("fan-out phase (tasks → Redis)", fmt.Sprintf("%s, %.0f tasks/s", r.fanout.Round(time.Millisecond), fanRate))
+	row("fan-out ÷ bare enqueue", fmt.Sprintf("%.2f", fanRate/bareRate))
+	row("whole trigger ÷ bare enqueue", fmt.Sprintf("%.2f", rate/bareRate))
 	row("enqueuer peak RSS", mib(float64(r.enqueuerRSS)))
 	row("Redis bytes per pending task", fmt.Sprintf("%.0f", r.redisPerTask))
 	row("Redis peak memory", mib(r.redisPeak))

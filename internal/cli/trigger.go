@@ -129,7 +129,10 @@ run; the same key with other params or --dry-run is refused. A paused job is ref
 				}
 			}
 			if asJSON {
-				if err := json.NewEncoder(stdout(cmd)).Encode(runSummaryJSON(run)); err != nil {
+				doc := runSummaryJSON(run)
+				// What this trigger did, beside what the run is: the fan-out's own figures.
+				doc["tasks_enqueued"], doc["enqueue_ms"] = res.Enqueued, res.EnqueueMs
+				if err := json.NewEncoder(stdout(cmd)).Encode(doc); err != nil {
 					return err
 				}
 			} else if wait {

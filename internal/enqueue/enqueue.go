@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/params"
@@ -338,27 +339,44 @@ func (e *Enqueuer) fanout(ctx context.Context, job store.Job, runID uuid.UUID, n
 	if err := e.d.EnsureEpoch(ctx, e.cfg.Store, job.Queue); err != nil {
 		return 0, err
 	}
-	total := 0
-	for after := int32(0); ; {
-		page, err := next(after, fanoutPage)
-		if err != nil {
-			return total, err
-		}
-		if len(page) == 0 {
-			break
-		}
-		sent, err := e.d.Send(ctx, job, page)
-		total += sent.New + sent.Present
-		if err != nil {
-			return total, err
-		}
-		after = page[len(page)-1].ItemNo
-		if ok, err := e.cfg.Store.TakeFanout(ctx, runID, store.FanoutLeaseDefault, true); err != nil || !ok {
-			if err == nil {
-				err = errors.New("the run's fan-out lease was lost (the run ended or the reconciler took the fan-out over)")
+	// The next page is read from Postgres while the current one goes to Redis, so the
+	// senders never wait for the ledger between pages.
+	pages := make(chan []store.ItemTask, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(pages)
+		for after := int32(0); ; {
+			page, err := next(after, fanoutPage)
+			if err != nil || len(page) == 0 {
+				return err
 			}
-			return total, err
+			select {
+			case pages <- page:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			after = page[len(page)-1].ItemNo
 		}
+	})
+	total := 0
+	g.Go(func() error {
+		for page := range pages {
+			sent, err := e.d.Send(gctx, job, page)
+			total += sent.New + sent.Present
+			if err != nil {
+				return err
+			}
+			if ok, err := e.cfg.Store.TakeFanout(gctx, runID, store.FanoutLeaseDefault, true); err != nil || !ok {
+				if err == nil {
+					err = errors.New("the run's fan-out lease was lost (the run ended or the reconciler took the fan-out over)")
+				}
+				return err
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return total, err
 	}
 	if err := e.cfg.Store.MarkRunEnqueued(ctx, runID); err != nil {
 		return total, err

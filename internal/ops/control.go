@@ -81,6 +81,8 @@ type TriggerResult struct {
 	Deduplicated int          `json:"items_deduplicated"`
 	Skipped      bool         `json:"skipped"`
 	Enqueued     int          `json:"enqueued"`
+	// EnqueueMs is how long the fan-out (tasks to Redis) took, in milliseconds.
+	EnqueueMs int64 `json:"enqueue_ms"`
 	// Replayed is true when the idempotency key named an existing run: nothing new was created.
 	Replayed bool `json:"replayed"`
 }
@@ -117,7 +119,7 @@ func Trigger(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, req Tr
 		}
 	}
 	res := TriggerResult{Run: store.RunRowOf(er.Run), Items: er.Items, Deduplicated: er.Deduplicated, Skipped: er.Skipped,
-		Enqueued: er.Enqueued}
+		Enqueued: er.Enqueued, EnqueueMs: er.EnqueueTime.Milliseconds()}
 	if err != nil {
 		return res, err
 	}
