@@ -845,6 +845,15 @@ table "dw_etl_workers" {
     null    = true
     comment = "Set by the reconciler when it declared the worker dead and closed its attempts."
   }
+  column "held_run_ids" {
+    type    = sql("uuid[]")
+    default = sql("'{}'::uuid[]")
+    comment = "With held_item_nos, the items the worker's attempts held at its last heartbeat: how history finds a run's running items without an index on the items' claim (which would make every claim a non-HOT update)."
+  }
+  column "held_item_nos" {
+    type    = sql("integer[]")
+    default = sql("'{}'::integer[]")
+  }
   primary_key {
     columns = [column.worker_id]
   }

@@ -226,6 +226,29 @@ func printRunDetail(w io.Writer, d store.RunDetail) {
 		}
 	}
 	counts("ITEMS", d.Items)
+	printRunning(w, d, time.Now())
+}
+
+// printRunning prints the running items with what their workers last reported (at their
+// heartbeats): how long each attempt has run and how long ago its progress last changed.
+func printRunning(w io.Writer, d store.RunDetail, now time.Time) {
+	if len(d.Running) == 0 && d.RunningMore == 0 {
+		return
+	}
+	ago := func(t time.Time) string { return max(now.Sub(t), 0).Round(time.Second).String() }
+	fmt.Fprintf(w, "\nRUNNING\tITEM\tATTEMPT\tWORKER\tFOR\tRECORDS\tPAGES\tPROGRESS\tUPDATED\n")
+	for _, r := range d.Running {
+		updated := "-"
+		if r.ProgressAt != nil {
+			updated = ago(*r.ProgressAt) + " ago"
+		}
+		fmt.Fprintf(w, "\t%d\t%d\t%s\t%s\t%d read, %d written\t%d\t%s\t%s\n", r.ItemNo, r.ItemAttempt, cell(r.Worker),
+			ago(r.StartedAt), r.RecordsRead, r.RecordsWritten, r.PageCount, histStr(r.Progress), updated)
+	}
+	if d.RunningMore > 0 {
+		fmt.Fprintf(w, "\t(%d more running: past the first %d, or started since their worker's last heartbeat)\n",
+			d.RunningMore, store.RunningShownMax)
+	}
 }
 
 func historyItemsCmd(e *env) *cobra.Command {

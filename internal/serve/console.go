@@ -24,6 +24,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -249,13 +250,26 @@ func (c *console) job(w http.ResponseWriter, r *http.Request) {
 
 // ---- one run ----
 
+// terminalStatuses are the run statuses (space-separated) at which the run page stops polling
+// its running items and reloads once.
+var terminalStatuses = func() string {
+	var out []string
+	for _, s := range store.RunStatuses {
+		if runstate.Status(s).Terminal() {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, " ")
+}()
+
 type runPage struct {
 	base
 	D           store.RunDetail
 	Queue       string
 	AsynqmonURL string
-	Active      bool // PENDING or RUNNING: cancel is offered
-	Rerunnable  bool // ended with items: rerun is offered
+	Active      bool   // PENDING or RUNNING: cancel is offered, the running items refresh
+	Terminal    string // the terminal statuses, space-separated: the running items' poll stops at one
+	Rerunnable  bool   // ended with items: rerun is offered
 	Metrics     []kv
 	ItemLegend  []legendEntry
 	ItemHist    histogram
@@ -307,7 +321,8 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := runPage{base: c.base(r, "Run "+runID.String()), D: d, Metrics: metricsKV(d.Run.Metrics)}
-	p.Active = d.Run.Status == "PENDING" || d.Run.Status == "RUNNING"
+	p.Active = !runstate.Status(d.Run.Status).Terminal()
+	p.Terminal = terminalStatuses
 	p.Rerunnable = !p.Active && d.Run.Status != "SKIPPED"
 	if job, err := st.GetJob(ctx, d.Run.JobID); err == nil {
 		p.Queue = job.Queue

@@ -30,6 +30,20 @@ var funcs = template.FuncMap{
 	"itemTitle":   itemTitle,
 	"f":           func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	"catShown":    func(c string) bool { return c != "" && c != "NONE" },
+	"since":       since,
+}
+
+// since is how long ago t was (on this server's clock), as fmtDuration prints it.
+func since(v any) string {
+	switch t := v.(type) {
+	case time.Time:
+		return fmtDuration(max(time.Since(t), 0).Milliseconds())
+	case *time.Time:
+		if t != nil {
+			return fmtDuration(max(time.Since(*t), 0).Milliseconds())
+		}
+	}
+	return "—"
 }
 
 // statusClass is the CSS class of a status badge or mark: SUCCESS → st-success.

@@ -198,12 +198,38 @@ type AttemptSummary struct {
 	LastEndedAt *time.Time `json:"last_ended_at"`
 }
 
+// RunningShownMax is how many of a run's running items RunDetail lists.
+const RunningShownMax = 20
+
+// RunningItem is a running item with what its worker last reported (at its heartbeat).
+type RunningItem struct {
+	ItemNo    int32  `json:"item_no"`
+	ParamHash string `json:"param_hash"`
+	// ItemAttempt is the running attempt's number within the item (1..n); AttemptNo is its
+	// attempt_no within the run.
+	ItemAttempt    int32      `json:"item_attempt"`
+	AttemptNo      int64      `json:"attempt_no"`
+	StartedAt      time.Time  `json:"started_at"`
+	Worker         string     `json:"worker"`
+	RecordsRead    int64      `json:"records_read"`
+	RecordsWritten int64      `json:"records_written"`
+	PageCount      int64      `json:"page_count"`
+	Progress       *string    `json:"progress"`
+	ProgressAt     *time.Time `json:"progress_at"`
+}
+
 // RunDetail is one run with its items and attempts rolled up. Everything in it comes from the
-// run row and its counters (at most ProgressShards rows): O(1) in the run's items.
+// run row and its counters (at most ProgressShards rows) and, while items run, from the live
+// workers' held items: O(1) in the run's items.
 type RunDetail struct {
 	Run      RunRow          `json:"run"`
 	Items    []CountByStatus `json:"items"`
 	Attempts AttemptSummary  `json:"attempts"`
+	// Running lists up to RunningShownMax running items, oldest attempt first.
+	Running []RunningItem `json:"running"`
+	// RunningMore counts running items not listed: past RunningShownMax, or claimed since their
+	// worker's last heartbeat (they show from the next one).
+	RunningMore int `json:"running_more"`
 }
 
 const lastEndedSQL = `SELECT max(last_ended_at) FROM public.dw_etl_run_progress WHERE run_id = $1`
@@ -239,7 +265,30 @@ func (s *Store) HistoryRun(ctx context.Context, runID uuid.UUID) (RunDetail, err
 	if err := s.pool.QueryRow(ctx, lastEndedSQL, runID).Scan(&a.LastEndedAt); err != nil {
 		return RunDetail{}, fmt.Errorf("summarise attempts of run %s: %w", runID, err)
 	}
+	if d.Running, err = s.runningItems(ctx, runID, a.Running); err != nil {
+		return RunDetail{}, err
+	}
+	d.RunningMore = max(0, a.Running-len(d.Running))
 	return d, nil
+}
+
+// runningItems lists up to RunningShownMax of the run's running items; running is how many
+// its counters say run (none: no query).
+func (s *Store) runningItems(ctx context.Context, runID uuid.UUID, running int) ([]RunningItem, error) {
+	out := []RunningItem{}
+	if running <= 0 {
+		return out, nil
+	}
+	rows, err := s.q.HistoryRunRunning(ctx, sqlcdb.HistoryRunRunningParams{RunID: runID, RowLimit: RunningShownMax})
+	if err != nil {
+		return nil, fmt.Errorf("list running items of run %s: %w", runID, err)
+	}
+	for _, r := range rows {
+		out = append(out, RunningItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, ItemAttempt: r.ItemAttempt,
+			AttemptNo: r.AttemptNo, StartedAt: r.StartedAt, Worker: r.WorkerName, RecordsRead: r.RecordsRead,
+			RecordsWritten: r.RecordsWritten, PageCount: r.PageCount, Progress: r.Progress, ProgressAt: r.ProgressAt})
+	}
+	return out, nil
 }
 
 // ItemRow is an item as history shows it.

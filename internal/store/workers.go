@@ -62,17 +62,26 @@ type Beat struct {
 	CancelledRuns []uuid.UUID
 }
 
-// Heartbeat renews the worker's lease (on the database clock, on the liveness pool) and
-// reports which of runs were cancelled. It returns ErrWorkerDead once the worker was declared
-// dead. Transient errors are retried briefly: a heartbeat is only useful within its lease.
-func (s *Store) Heartbeat(ctx context.Context, workerID uuid.UUID, runs []uuid.UUID) (Beat, error) {
-	if runs == nil {
-		runs = []uuid.UUID{}
+// HeldItem is an item one of a worker's running attempts holds.
+type HeldItem struct {
+	RunID  uuid.UUID
+	ItemNo int32
+}
+
+// Heartbeat renews the worker's lease (on the database clock, on the liveness pool), records
+// the items its attempts hold (history lists a run's running items from them) and reports which
+// of their runs were cancelled. It returns ErrWorkerDead once the worker was declared dead.
+// Transient errors are retried briefly: a heartbeat is only useful within its lease.
+func (s *Store) Heartbeat(ctx context.Context, workerID uuid.UUID, held []HeldItem) (Beat, error) {
+	p := sqlcdb.WorkerHeartbeatParams{WorkerID: workerID, HeldRunIds: make([]uuid.UUID, len(held)),
+		HeldItemNos: make([]int32, len(held))}
+	for i, h := range held {
+		p.HeldRunIds[i], p.HeldItemNos[i] = h.RunID, h.ItemNo
 	}
 	var row sqlcdb.WorkerHeartbeatRow
 	err := Retry(ctx, RetryQuick, func(ctx context.Context) error {
 		var err error
-		row, err = s.livenessQueries().WorkerHeartbeat(ctx, sqlcdb.WorkerHeartbeatParams{WorkerID: workerID, RunIds: runs})
+		row, err = s.livenessQueries().WorkerHeartbeat(ctx, p)
 		return err
 	})
 	if errors.Is(err, pgx.ErrNoRows) {

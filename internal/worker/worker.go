@@ -422,7 +422,7 @@ func (w *Worker) livenessLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		beat, err := w.cfg.Store.Heartbeat(ctx, w.ID(), w.liveRuns())
+		beat, err := w.cfg.Store.Heartbeat(ctx, w.ID(), w.liveItems())
 		switch {
 		case errors.Is(err, store.ErrWorkerDead):
 			w.reincarnate(ctx)
@@ -466,16 +466,18 @@ func (w *Worker) reincarnate(ctx context.Context) {
 		Msg("this worker was declared dead (frozen or cut off past its lease); its attempts were closed; registered again")
 }
 
-func (w *Worker) liveRuns() []uuid.UUID {
+// liveItems lists the items the running attempts hold: the heartbeat records them (history
+// shows a run's running items from them) and learns which of their runs were cancelled.
+func (w *Worker) liveItems() []store.HeldItem {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	seen := map[uuid.UUID]bool{}
-	out := make([]uuid.UUID, 0, len(w.live))
+	out := make([]store.HeldItem, 0, len(w.live))
 	for _, a := range w.live {
-		if !seen[a.runID] {
-			seen[a.runID] = true
-			out = append(out, a.runID)
+		h := store.HeldItem{RunID: a.runID} // item_no 0 matches no item; the run still learns of a cancel
+		if a.item != nil {
+			h.ItemNo = int32(a.item.ItemNo())
 		}
+		out = append(out, h)
 	}
 	return out
 }

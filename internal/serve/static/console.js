@@ -92,6 +92,65 @@
     if (!isNaN(d)) { t.title = d.toLocaleString(); }
   });
 
+  // fmtDuration prints milliseconds as the server's templates do: 850ms, 12.4s, 3m04s, 2h05m.
+  function fmtDuration(ms) {
+    ms = Math.max(0, Math.round(ms));
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (ms < 1000) { return ms + "ms"; }
+    if (ms < 60000) { return (ms / 1000).toFixed(1) + "s"; }
+    if (ms < 3600000) { return Math.floor(ms / 60000) + "m" + two(Math.floor(ms / 1000) % 60) + "s"; }
+    return Math.floor(ms / 3600000) + "h" + two(Math.floor(ms / 60000) % 60) + "m";
+  }
+
+  function num(n) { return Number(n).toLocaleString("en-US"); }
+
+  // While the run is not terminal, its running items (and the counters beside them) are read
+  // from the JSON API every 5 s and redrawn in place, so a typed cancel reason survives; at a
+  // terminal status the page reloads once to show the outcome and the rerun form.
+  var running = document.getElementById("running");
+  if (running && running.dataset.poll === "1") {
+    var terminal = (running.dataset.terminal || "").split(" ");
+    var setText = function (id, v) {
+      var el = document.getElementById(id);
+      if (el) { el.textContent = v; }
+    };
+    var draw = function (d, now) {
+      var rows = (d.running || []).map(function (r) {
+        var updated = r.progress_at ? fmtDuration(now - Date.parse(r.progress_at)) + " ago" : "—";
+        return '<tr data-item="' + r.item_no + '"><td><a href="?item=' + r.item_no + '#logs">' + r.item_no + "</a></td><td>" +
+          r.item_attempt + "</td><td>" + esc(r.worker) + '</td><td title="started ' + esc(r.started_at) + '">' +
+          fmtDuration(now - Date.parse(r.started_at)) + '</td><td class="num">' + num(r.records_read) + '</td><td class="num">' +
+          num(r.records_written) + '</td><td class="num">' + num(r.page_count) + '</td><td class="msg">' + esc(r.progress) +
+          "</td><td>" + updated + "</td></tr>";
+      }).join("");
+      var table = document.getElementById("running-items");
+      table.querySelector("tbody").innerHTML = rows;
+      table.hidden = rows === "";
+      document.getElementById("running-empty").hidden = rows !== "";
+      setText("running-count", num(d.attempts.running) + " running" +
+        (d.running_more ? " · " + num(d.running_more) + " not listed" : "") + " · refreshes every 5 s");
+      var run = d.run;
+      setText("run-status", run.status);
+      setText("count-succeeded", num(run.items_succeeded));
+      setText("count-failed", num(run.items_failed));
+      setText("count-attempts", num(run.attempt_count));
+      setText("count-written", num(run.records_written));
+    };
+    var poll = function () {
+      fetch(running.dataset.api, { credentials: "same-origin", headers: { "Accept": "application/json" } }).then(function (res) {
+        if (!res.ok) { throw new Error(res.status); }
+        // Ages are measured on the server's clock (its Date header), not the browser's.
+        var now = Date.parse(res.headers.get("Date") || "");
+        return res.json().then(function (j) { return { d: j, now: isNaN(now) ? Date.now() : now }; });
+      }).then(function (r) {
+        if (terminal.indexOf(r.d.run.status) >= 0) { location.reload(); return; }
+        draw(r.d, r.now);
+        setTimeout(poll, 5000);
+      }).catch(function () { setTimeout(poll, 5000); });
+    };
+    setTimeout(poll, 5000);
+  }
+
   // Auto-refresh an active run every 5 s while the box is ticked (remembered per tab).
   var box = document.getElementById("auto-refresh");
   if (box) {

@@ -118,6 +118,22 @@ LEFT JOIN dw_etl_workers w ON w.worker_id = i.claim_worker
 WHERE i.run_id = @run_id AND i.item_no = @item_no AND i.current_attempt_id IS NOT NULL
   AND i.current_attempt_no > @after_attempt_no::bigint;
 
+-- HistoryRunRunning lists up to row_limit running items of a run, oldest attempt first, with
+-- what their workers last reported. It never reads the run's items to find them (no index
+-- leads to an item's claim, so that claims stay HOT updates): the live workers
+-- (dw_etl_workers_live_idx) say at each heartbeat which items they hold, and only those are
+-- read, on the primary key, kept while that worker's attempt still holds them. An item claimed
+-- since its worker's last heartbeat shows from the next one.
+-- name: HistoryRunRunning :many
+SELECT i.item_no, i.param_hash, i.attempts AS item_attempt, i.current_attempt_no::bigint AS attempt_no,
+  i.current_started_at::timestamptz AS started_at, w.name AS worker_name, i.records_read, i.records_written,
+  i.page_count, i.current_progress AS progress, i.current_progress_at AS progress_at
+FROM dw_etl_workers w
+JOIN dw_etl_run_items i ON i.run_id = @run_id AND i.item_no = ANY(w.held_item_nos) AND i.claim_worker = w.worker_id
+WHERE w.dead_at IS NULL AND @run_id = ANY(w.held_run_ids) AND i.current_attempt_id IS NOT NULL
+ORDER BY i.current_started_at, i.item_no
+LIMIT @row_limit;
+
 -- HistoryCursors pages a job's cursors in param_hash order on the primary key.
 -- name: HistoryCursors :many
 SELECT * FROM dw_etl_incremental_cursors

@@ -259,18 +259,20 @@ INSERT INTO dw_etl_workers (worker_id, name, host, pid, app_name, queues, concur
 VALUES (@worker_id, @name, @host, @pid, @app_name, @queues, @concurrency, @lease_ms::bigint, now() + (@lease_ms::bigint) * interval '1 millisecond')
 RETURNING lease_until;
 
--- WorkerHeartbeat renews the worker's own lease on the database clock. It returns no row once
--- the reconciler declared the worker dead (its attempts are closed and its identity is spent);
--- lapsed says the lease had run out before this renewal, and cancelled_runs lists which of the
--- given runs an operator asked to cancel.
+-- WorkerHeartbeat renews the worker's own lease on the database clock and records the items
+-- its attempts hold (held_run_ids/held_item_nos, pairwise), which history reads to list a run's
+-- running items. It returns no row once the reconciler declared the worker dead (its attempts
+-- are closed and its identity is spent); lapsed says the lease had run out before this renewal,
+-- and cancelled_runs lists which of the held items' runs an operator asked to cancel.
 -- name: WorkerHeartbeat :one
 UPDATE dw_etl_workers w
-SET heartbeat_at = now(), lease_until = now() + w.lease_ms * interval '1 millisecond'
+SET heartbeat_at = now(), lease_until = now() + w.lease_ms * interval '1 millisecond',
+    held_run_ids = @held_run_ids::uuid[], held_item_nos = @held_item_nos::int[]
 WHERE w.worker_id = @worker_id AND w.dead_at IS NULL
 RETURNING w.lease_until,
   ((SELECT o.lease_until FROM dw_etl_workers o WHERE o.worker_id = @worker_id) < now())::bool AS lapsed,
   coalesce((SELECT array_agg(r.run_id) FROM dw_etl_runs r
-    WHERE r.run_id = ANY(@run_ids::uuid[]) AND r.cancel_requested_at IS NOT NULL), '{}')::uuid[] AS cancelled_runs;
+    WHERE r.run_id = ANY(@held_run_ids::uuid[]) AND r.cancel_requested_at IS NOT NULL), '{}')::uuid[] AS cancelled_runs;
 
 -- ReportProgress writes the live counters and message of running attempts onto their items. It
 -- takes only rows it can lock at once, in key order, so it never waits on (or deadlocks with) a
@@ -293,7 +295,8 @@ WHERE i.run_id = l.run_id AND i.item_no = l.item_no AND i.current_attempt_id = l
 -- StopWorker ends a worker that shut down cleanly: its lease ends now, so the reconciler closes
 -- anything it left running at once.
 -- name: StopWorker :exec
-UPDATE dw_etl_workers SET stopped_at = now(), lease_until = least(lease_until, now())
+UPDATE dw_etl_workers SET stopped_at = now(), lease_until = least(lease_until, now()),
+  held_run_ids = '{}', held_item_nos = '{}'
 WHERE worker_id = @worker_id;
 
 -- name: GetJobIfChanged :one

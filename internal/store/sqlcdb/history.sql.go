@@ -655,3 +655,71 @@ func (q *Queries) HistoryRunExists(ctx context.Context, runID uuid.UUID) (bool, 
 	err := row.Scan(&exists)
 	return exists, err
 }
+
+const historyRunRunning = `-- name: HistoryRunRunning :many
+SELECT i.item_no, i.param_hash, i.attempts AS item_attempt, i.current_attempt_no::bigint AS attempt_no,
+  i.current_started_at::timestamptz AS started_at, w.name AS worker_name, i.records_read, i.records_written,
+  i.page_count, i.current_progress AS progress, i.current_progress_at AS progress_at
+FROM dw_etl_workers w
+JOIN dw_etl_run_items i ON i.run_id = $1 AND i.item_no = ANY(w.held_item_nos) AND i.claim_worker = w.worker_id
+WHERE w.dead_at IS NULL AND $1 = ANY(w.held_run_ids) AND i.current_attempt_id IS NOT NULL
+ORDER BY i.current_started_at, i.item_no
+LIMIT $2
+`
+
+type HistoryRunRunningParams struct {
+	RunID    uuid.UUID
+	RowLimit int32
+}
+
+type HistoryRunRunningRow struct {
+	ItemNo         int32
+	ParamHash      string
+	ItemAttempt    int32
+	AttemptNo      int64
+	StartedAt      time.Time
+	WorkerName     string
+	RecordsRead    int64
+	RecordsWritten int64
+	PageCount      int64
+	Progress       *string
+	ProgressAt     *time.Time
+}
+
+// HistoryRunRunning lists up to row_limit running items of a run, oldest attempt first, with
+// what their workers last reported. It never reads the run's items to find them (no index
+// leads to an item's claim, so that claims stay HOT updates): the live workers
+// (dw_etl_workers_live_idx) say at each heartbeat which items they hold, and only those are
+// read, on the primary key, kept while that worker's attempt still holds them. An item claimed
+// since its worker's last heartbeat shows from the next one.
+func (q *Queries) HistoryRunRunning(ctx context.Context, arg HistoryRunRunningParams) ([]HistoryRunRunningRow, error) {
+	rows, err := q.db.Query(ctx, historyRunRunning, arg.RunID, arg.RowLimit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []HistoryRunRunningRow
+	for rows.Next() {
+		var i HistoryRunRunningRow
+		if err := rows.Scan(
+			&i.ItemNo,
+			&i.ParamHash,
+			&i.ItemAttempt,
+			&i.AttemptNo,
+			&i.StartedAt,
+			&i.WorkerName,
+			&i.RecordsRead,
+			&i.RecordsWritten,
+			&i.PageCount,
+			&i.Progress,
+			&i.ProgressAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

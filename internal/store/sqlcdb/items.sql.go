@@ -628,7 +628,8 @@ func (q *Queries) SettleItems(ctx context.Context, arg SettleItemsParams) ([]Set
 }
 
 const stopWorker = `-- name: StopWorker :exec
-UPDATE dw_etl_workers SET stopped_at = now(), lease_until = least(lease_until, now())
+UPDATE dw_etl_workers SET stopped_at = now(), lease_until = least(lease_until, now()),
+  held_run_ids = '{}', held_item_nos = '{}'
 WHERE worker_id = $1
 `
 
@@ -641,17 +642,19 @@ func (q *Queries) StopWorker(ctx context.Context, workerID uuid.UUID) error {
 
 const workerHeartbeat = `-- name: WorkerHeartbeat :one
 UPDATE dw_etl_workers w
-SET heartbeat_at = now(), lease_until = now() + w.lease_ms * interval '1 millisecond'
-WHERE w.worker_id = $1 AND w.dead_at IS NULL
+SET heartbeat_at = now(), lease_until = now() + w.lease_ms * interval '1 millisecond',
+    held_run_ids = $1::uuid[], held_item_nos = $2::int[]
+WHERE w.worker_id = $3 AND w.dead_at IS NULL
 RETURNING w.lease_until,
-  ((SELECT o.lease_until FROM dw_etl_workers o WHERE o.worker_id = $1) < now())::bool AS lapsed,
+  ((SELECT o.lease_until FROM dw_etl_workers o WHERE o.worker_id = $3) < now())::bool AS lapsed,
   coalesce((SELECT array_agg(r.run_id) FROM dw_etl_runs r
-    WHERE r.run_id = ANY($2::uuid[]) AND r.cancel_requested_at IS NOT NULL), '{}')::uuid[] AS cancelled_runs
+    WHERE r.run_id = ANY($1::uuid[]) AND r.cancel_requested_at IS NOT NULL), '{}')::uuid[] AS cancelled_runs
 `
 
 type WorkerHeartbeatParams struct {
-	WorkerID uuid.UUID
-	RunIds   []uuid.UUID
+	HeldRunIds  []uuid.UUID
+	HeldItemNos []int32
+	WorkerID    uuid.UUID
 }
 
 type WorkerHeartbeatRow struct {
@@ -660,12 +663,13 @@ type WorkerHeartbeatRow struct {
 	CancelledRuns []uuid.UUID
 }
 
-// WorkerHeartbeat renews the worker's own lease on the database clock. It returns no row once
-// the reconciler declared the worker dead (its attempts are closed and its identity is spent);
-// lapsed says the lease had run out before this renewal, and cancelled_runs lists which of the
-// given runs an operator asked to cancel.
+// WorkerHeartbeat renews the worker's own lease on the database clock and records the items
+// its attempts hold (held_run_ids/held_item_nos, pairwise), which history reads to list a run's
+// running items. It returns no row once the reconciler declared the worker dead (its attempts
+// are closed and its identity is spent); lapsed says the lease had run out before this renewal,
+// and cancelled_runs lists which of the held items' runs an operator asked to cancel.
 func (q *Queries) WorkerHeartbeat(ctx context.Context, arg WorkerHeartbeatParams) (WorkerHeartbeatRow, error) {
-	row := q.db.QueryRow(ctx, workerHeartbeat, arg.WorkerID, arg.RunIds)
+	row := q.db.QueryRow(ctx, workerHeartbeat, arg.HeldRunIds, arg.HeldItemNos, arg.WorkerID)
 	var i WorkerHeartbeatRow
 	err := row.Scan(&i.LeaseUntil, &i.Lapsed, &i.CancelledRuns)
 	return i, err

@@ -352,4 +352,7 @@ type DwEtlWorker struct {
 	StoppedAt *time.Time
 	// Set by the reconciler when it declared the worker dead and closed its attempts.
 	DeadAt *time.Time
+	// With held_item_nos, the items the worker's attempts held at its last heartbeat: how history finds a run's running items without an index on the items' claim (which would make every claim a non-HOT update).
+	HeldRunIds  []uuid.UUID
+	HeldItemNos []int32
 }
