@@ -123,6 +123,11 @@ table "dw_etl_jobs" {
     type    = integer
     default = 10
   }
+  column "max_running_items" {
+    type    = integer
+    default = 0
+    comment = "The most items of the job running at once across the fleet (a Redis semaphore); 0 means no limit."
+  }
   column "created_at" {
     type    = timestamptz
     default = sql("now()")
@@ -163,6 +168,49 @@ table "dw_etl_jobs" {
   }
   check "dw_etl_jobs_queue_check" {
     expr = "queue <> '' AND strpos(queue, '{') = 0 AND strpos(queue, '}') = 0"
+  }
+  check "dw_etl_jobs_max_running_items_check" {
+    expr = "max_running_items >= 0"
+  }
+}
+
+table "dw_etl_sources" {
+  schema  = schema.public
+  comment = "Named sources (jobs.yaml sources:): one request rate shared by every worker and job naming the source in its config."
+  column "source" {
+    type = text
+  }
+  column "rate" {
+    type    = integer
+    comment = "Requests allowed per period_ms, steadily (GCRA in Redis)."
+  }
+  column "burst" {
+    type    = integer
+    comment = "Requests allowed at once (the bucket's size); the steady rate refills it."
+  }
+  column "period_ms" {
+    type    = bigint
+    default = 1000
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "updated_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.source]
+  }
+  check "dw_etl_sources_rate_check" {
+    expr = "rate >= 1"
+  }
+  check "dw_etl_sources_burst_check" {
+    expr = "burst >= 1"
+  }
+  check "dw_etl_sources_period_ms_check" {
+    expr = "period_ms >= 1"
   }
 }
 

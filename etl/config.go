@@ -10,9 +10,14 @@ import (
 // URL of the job's target database; without it the target is etlexec's own database.
 const TargetURLEnvKey = "target_url_env"
 
+// SourceKey is the job config key naming the job's source in the jobs file's `sources:`
+// (`source: crm_api`): every item of every job naming it shares that source's request rate
+// across the fleet, through [Item.Wait].
+const SourceKey = "source"
+
 // ExecutorConfigKeys are the job config keys that the executor reads itself rather than
 // the kind: [Item.Config] and config validation leave them out.
-var ExecutorConfigKeys = []string{TargetURLEnvKey}
+var ExecutorConfigKeys = []string{TargetURLEnvKey, SourceKey}
 
 // KindConfig returns a job's config object without the [ExecutorConfigKeys]: what the
 // kind itself must understand. Empty config is {}. Config that is not a JSON object is a

@@ -148,7 +148,7 @@ func checkKeys(doc any, typ reflect.Type, prefix string) error {
 					known = append(known, name)
 				}
 				e := &UnknownKeyError{Key: prefix + k}
-				if c := closest(k, known); c != "" {
+				if c := Closest(k, known); c != "" {
 					e.Closest = prefix + c
 				}
 				return e
@@ -210,9 +210,10 @@ func jsonFields(typ reflect.Type) map[string]reflect.Type {
 	return fields
 }
 
-// closest returns the candidate with the smallest edit distance to s (ties: the first in
-// sorted order), "" when there are none.
-func closest(s string, candidates []string) string {
+// Closest returns the candidate with the smallest edit distance to s (ties: the first in
+// sorted order), "" when there are none: the "did you mean" of an error naming a bad key or
+// name. It sorts candidates in place.
+func Closest(s string, candidates []string) string {
 	slices.Sort(candidates)
 	best, bestD := "", -1
 	for _, c := range candidates {

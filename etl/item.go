@@ -2,6 +2,7 @@ package etl
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,7 +97,24 @@ type ItemSpec struct {
 	// Target is the transaction on the job's target database, nil when the job has no
 	// target.
 	Target pgx.Tx
+	// Limiter paces requests to the job's named source ([SourceKey]), shared by every worker
+	// and job naming it; nil when the job names none ([Item.Wait] then returns at once).
+	Limiter Limiter
 }
+
+// Limiter paces requests to a shared source. The executor's limiter is one GCRA bucket per
+// named source in Redis, so every worker process and every job naming the source draw from
+// the same rate.
+type Limiter interface {
+	// Wait blocks until one request may go to the source, or ctx ends (its error is then
+	// returned, wrapping ctx's).
+	Wait(ctx context.Context) error
+}
+
+// unlimited is the limiter of an item whose job names no source.
+type unlimited struct{}
+
+func (unlimited) Wait(ctx context.Context) error { return ctx.Err() }
 
 // Item is one attempt of one item as its handler sees it. The executor's values are
 // reachable only through methods so a handler cannot change them; the recorders
@@ -171,6 +189,19 @@ func (it *Item) Log() *zerolog.Logger { return &it.spec.Logger }
 // Target is the transaction on the job's target database, nil when the job has none.
 // Do not commit or roll it back: the executor does, together with the item's result.
 func (it *Item) Target() pgx.Tx { return it.spec.Target }
+
+// Limiter is the rate limiter of the job's named source (config key [SourceKey]); a job
+// naming no source gets one that never waits. Call Wait before every request to the source.
+func (it *Item) Limiter() Limiter {
+	if it.spec.Limiter == nil {
+		return unlimited{}
+	}
+	return it.spec.Limiter
+}
+
+// Wait blocks until the job's named source allows one more request (see [Item.Limiter]), or
+// ctx ends.
+func (it *Item) Wait(ctx context.Context) error { return it.Limiter().Wait(ctx) }
 
 // RawParams returns a copy of the item's canonical params, nil for a job without
 // params.

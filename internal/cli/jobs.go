@@ -40,12 +40,12 @@ that still has runs fails the whole apply (nothing changes): delete it with
 			if err != nil {
 				return fmt.Errorf("--file: %w", err)
 			}
-			defs, err := jobdef.Definitions(file, b, jobdef.Catalog{Registry: kinds.Builtin(), Extra: extraKinds})
+			defs, err := jobdef.Load(file, b, jobdef.Catalog{Registry: kinds.Builtin(), Extra: extraKinds})
 			if err != nil {
 				return err
 			}
 			return e.withStore(cmd.Context(), func(st *store.Store) error {
-				rep, err := st.ApplyJobs(cmd.Context(), defs, prune)
+				rep, err := st.ApplyDefinitions(cmd.Context(), defs, prune)
 				if err != nil {
 					return err
 				}
@@ -58,6 +58,12 @@ that still has runs fails the whole apply (nothing changes): delete it with
 				}
 				for _, id := range rep.Pruned {
 					fmt.Fprintf(stdout(cmd), "deleted job %s (not in %s)\n", id, file)
+				}
+				for _, name := range rep.Sources {
+					fmt.Fprintf(stdout(cmd), "applied source %s\n", name)
+				}
+				for _, name := range rep.PrunedSources {
+					fmt.Fprintf(stdout(cmd), "deleted source %s (not in %s)\n", name, file)
 				}
 				return nil
 			})

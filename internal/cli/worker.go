@@ -107,8 +107,13 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 	insp := asynq.NewInspector(redis)
 	defer insp.Close()
 	met := telemetry.NewMetrics(insp)
+	queues, weights, err := cfg.QueueWeights()
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
 	w, err := worker.New(worker.Config{
-		Store: st, Redis: redis, Registry: reg, Queues: cfg.Queues, Concurrency: cfg.Concurrency, Prefetch: cfg.Prefetch,
+		Store: st, Redis: redis, Registry: reg, Queues: queues, Weights: weights, StrictPriority: cfg.StrictPriority,
+		Concurrency: cfg.Concurrency, Prefetch: cfg.Prefetch,
 		ShutdownTimeout: cfg.ShutdownTimeout, Lease: cfg.Lease, ID: id, Name: cfg.WorkerID, Linger: cfg.Linger,
 		Logger: log, OnSecrets: logs.addSecrets, Metrics: met,
 	})
@@ -138,7 +143,7 @@ func runWorker(ctx context.Context, cmd *cobra.Command, cfg config.Worker, reg *
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	log.Info().Str("worker_id", w.ID().String()).Str("worker", cfg.WorkerID).Strs("queues", cfg.Queues).
+	log.Info().Str("worker_id", w.ID().String()).Str("worker", cfg.WorkerID).Strs("queues", cfg.Queues).Bool("strict_priority", cfg.StrictPriority).
 		Int("concurrency", cfg.Concurrency).Dur("lease", cfg.Lease).Strs("kinds", reg.Kinds()).
 		Str("database_url", config.Redact(cfg.DatabaseURL)).Msg("worker starting")
 	return w.Run(ctx)

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -160,8 +162,13 @@ func Redact(raw string) string {
 // Worker configures cmd/worker.
 type Worker struct {
 	Common
-	// Queues the worker consumes, comma-separated. Env ETL_QUEUES. Default QueuesDefault.
+	// Queues the worker consumes, comma-separated, each with an optional weight: `etl=6,backfill=1`
+	// serves etl about six times as often as backfill while both have tasks; a plain name has
+	// weight 1. Env ETL_QUEUES. Default QueuesDefault.
 	Queues []string `env:"ETL_QUEUES" envSeparator:","`
+	// StrictPriority serves a queue only while every queue of higher weight is empty (asynq's
+	// StrictPriority). Env ETL_STRICT_PRIORITY.
+	StrictPriority bool `env:"ETL_STRICT_PRIORITY"`
 	// Concurrency is how many items run at once in this process. Env ETL_CONCURRENCY.
 	Concurrency int `env:"ETL_CONCURRENCY"`
 	// Prefetch is how many more deliveries the process takes from Redis and claims while every
@@ -216,13 +223,51 @@ func (w *Worker) WithDefaults() {
 	}
 }
 
+// QueueWeightMax bounds a queue's weight in ETL_QUEUES.
+const QueueWeightMax = 1000
+
+// queuePattern is the queue names jobs.yaml accepts (internal/jobdef).
+var queuePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// QueueWeights splits ETL_QUEUES into the queue names, in order, and their weights.
+func (w *Worker) QueueWeights() ([]string, map[string]int, error) {
+	var (
+		names   []string
+		weights = map[string]int{}
+		errs    []error
+	)
+	for _, entry := range w.Queues {
+		entry = strings.TrimSpace(entry)
+		name, weight, hasWeight := strings.Cut(entry, "=")
+		name = strings.TrimSpace(name)
+		if !queuePattern.MatchString(name) {
+			errs = append(errs, fmt.Errorf("ETL_QUEUES: queue name %q must be 1-64 of letters, digits, '_', '.', ':', '-' (as a job's queue in jobs.yaml), in %q", name, entry))
+			continue
+		}
+		n := 1
+		if hasWeight {
+			var err error
+			n, err = strconv.Atoi(strings.TrimSpace(weight))
+			if err != nil || n < 1 || n > QueueWeightMax {
+				errs = append(errs, fmt.Errorf("ETL_QUEUES: weight %q of queue %s must be a whole number between 1 and %d (like etl=6,backfill=1)", weight, name, QueueWeightMax))
+				continue
+			}
+		}
+		if _, dup := weights[name]; dup {
+			errs = append(errs, fmt.Errorf("ETL_QUEUES: queue %s is listed twice", name))
+			continue
+		}
+		names = append(names, name)
+		weights[name] = n
+	}
+	return names, weights, errors.Join(errs...)
+}
+
 // Validate names the first field that is wrong.
 func (w *Worker) Validate() error {
 	errs := []error{w.Common.Validate()}
-	for _, q := range w.Queues {
-		if q == "" || strings.ContainsAny(q, "{}") {
-			errs = append(errs, fmt.Errorf("ETL_QUEUES: queue name %q must be non-empty and contain no braces", q))
-		}
+	if _, _, err := w.QueueWeights(); err != nil {
+		errs = append(errs, err)
 	}
 	if w.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("ETL_CONCURRENCY: want >= 1, got %d", w.Concurrency))
@@ -248,7 +293,8 @@ func (w *Worker) Validate() error {
 // BindWorker registers the worker's flags.
 func BindWorker(fs *pflag.FlagSet, w *Worker) {
 	BindCommon(fs, &w.Common)
-	fs.StringSliceVar(&w.Queues, "queues", w.Queues, "queues to consume (env ETL_QUEUES)")
+	fs.StringSliceVar(&w.Queues, "queues", w.Queues, "queues to consume, with optional weights: etl=6,backfill=1 (env ETL_QUEUES)")
+	fs.BoolVar(&w.StrictPriority, "strict-priority", w.StrictPriority, "serve a queue only while queues of higher weight are empty (env ETL_STRICT_PRIORITY)")
 	fs.IntVar(&w.Concurrency, "concurrency", w.Concurrency, "items run at once (env ETL_CONCURRENCY)")
 	fs.IntVar(&w.Prefetch, "prefetch", w.Prefetch, "deliveries claimed ahead while every handler is busy; 0: the concurrency (env ETL_PREFETCH)")
 	fs.DurationVar(&w.ShutdownTimeout, "shutdown-timeout", w.ShutdownTimeout, "grace for in-flight items on SIGTERM (env ETL_SHUTDOWN_TIMEOUT)")

@@ -24,6 +24,19 @@ import (
 // File is the top level of jobs.yaml.
 type File struct {
 	Jobs []Job `json:"jobs"`
+	// Sources are named sources: one request rate shared by every worker and every job whose
+	// config names the source (`source: crm_api`).
+	Sources map[string]Source `json:"sources"`
+}
+
+// Source is one named source of the jobs file.
+type Source struct {
+	// Rate is how many requests go to the source per Per, steadily. Required, >= 1.
+	Rate *int32 `json:"rate"`
+	// Burst is how many requests may go at once (the bucket's size); default 1: evenly spaced.
+	Burst *int32 `json:"burst"`
+	// Per is what Rate counts over, a duration; default 1s.
+	Per string `json:"per"`
 }
 
 // Job is one job definition. Durations are Go duration strings ("10m", "1h30m").
@@ -57,6 +70,9 @@ type Job struct {
 	// latest fires) or each (every one, oldest first, at most CatchupLimit).
 	Catchup      string `json:"catchup"`
 	CatchupLimit *int32 `json:"catchup_limit"`
+	// MaxRunningItems is the most items of the job running at once across the whole fleet;
+	// absent or 0 means no limit.
+	MaxRunningItems *int32 `json:"max_running_items"`
 }
 
 // Defaults applied to fields a definition leaves out.
@@ -70,11 +86,19 @@ const (
 	// RetentionDefault keeps no completed task in Redis: Postgres is the record, and a
 	// retained task costs ~0.7 KB of Redis memory per item for the whole retention.
 	RetentionDefault = 0
+	// SourceBurstDefault spaces a source's requests evenly.
+	SourceBurstDefault = 1
+	// SourcePerDefault is the period a source's rate counts over.
+	SourcePerDefault = time.Second
+	// MaxRunningItemsMax bounds max_running_items (a Redis set of that many holders at most).
+	MaxRunningItemsMax = 100000
 )
 
 var (
 	jobIDPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
-	queuePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+	// sourcePattern is jobIDPattern: source names end up in Redis keys and log fields.
+	sourcePattern = jobIDPattern
+	queuePattern  = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 	// CronParser accepts standard 5-field specs and descriptors like @hourly.
 	CronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 )
@@ -120,25 +144,45 @@ func Parse(name string, b []byte, cat Catalog) ([]store.UpsertJob, error) {
 
 // Definitions is Parse with each job's policy (retention, alerts, catch-up).
 func Definitions(name string, b []byte, cat Catalog) ([]store.JobDefinition, error) {
+	file, err := Load(name, b, cat)
+	if err != nil {
+		return nil, err
+	}
+	return file.Jobs, nil
+}
+
+// Load is Definitions with the file's named sources: the whole file, as `jobs apply` writes
+// it. A job's config `source` must name a source of the same file.
+func Load(name string, b []byte, cat Catalog) (store.Definitions, error) {
+	var none store.Definitions
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, fmt.Errorf("%w: %s is empty", ErrInvalid, name)
+		return none, fmt.Errorf("%w: %s is empty", ErrInvalid, name)
 	}
 	js, err := yaml.YAMLToJSON(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: not valid YAML: %v", ErrInvalid, name, err)
+		return none, fmt.Errorf("%w: %s: not valid YAML: %v", ErrInvalid, name, err)
 	}
 	var top struct {
-		Jobs []json.RawMessage `json:"jobs"`
+		Jobs    []json.RawMessage          `json:"jobs"`
+		Sources map[string]json.RawMessage `json:"sources"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&top); err != nil {
-		return nil, fmt.Errorf("%w: %s: top level: %v (want only a `jobs:` list)", ErrInvalid, name, fieldError(err))
+		return none, fmt.Errorf("%w: %s: top level: %v (want a `jobs:` list and optionally a `sources:` mapping)", ErrInvalid, name, fieldError(err))
 	}
 	var (
 		f       File
 		decErrs []error
 	)
+	sources, srcErrs := parseSources(top.Sources)
+	for _, e := range srcErrs {
+		decErrs = append(decErrs, fmt.Errorf("%s: %w", name, e))
+	}
+	declared := make(map[string]bool, len(sources))
+	for _, src := range sources {
+		declared[src.Name] = true
+	}
 	for i, raw := range top.Jobs {
 		var j Job
 		d := json.NewDecoder(bytes.NewReader(raw))
@@ -157,10 +201,10 @@ func Definitions(name string, b []byte, cat Catalog) ([]store.JobDefinition, err
 		f.Jobs = append(f.Jobs, j)
 	}
 	if len(decErrs) > 0 {
-		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(decErrs...))
+		return none, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(decErrs...))
 	}
 	if len(f.Jobs) == 0 {
-		return nil, fmt.Errorf("%w: %s: no jobs (want a top-level `jobs:` list)", ErrInvalid, name)
+		return none, fmt.Errorf("%w: %s: no jobs (want a top-level `jobs:` list)", ErrInvalid, name)
 	}
 	var (
 		errs []error
@@ -169,6 +213,7 @@ func Definitions(name string, b []byte, cat Catalog) ([]store.JobDefinition, err
 	)
 	for i, j := range f.Jobs {
 		row, jerrs := j.validate(cat)
+		jerrs = append(jerrs, j.limits(&row, declared)...)
 		policy, perrs := j.policy()
 		jerrs = append(jerrs, perrs...)
 		where := fmt.Sprintf("job #%d", i+1)
@@ -185,9 +230,103 @@ func Definitions(name string, b []byte, cat Catalog) ([]store.JobDefinition, err
 		out = append(out, store.JobDefinition{Job: row, Policy: policy})
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+		return none, fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
-	return out, nil
+	return store.Definitions{Jobs: out, Sources: sources}, nil
+}
+
+// parseSources validates the file's `sources:` mapping, in name order.
+func parseSources(raw map[string]json.RawMessage) ([]store.Source, []error) {
+	names := make([]string, 0, len(raw))
+	for n := range raw {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var (
+		out  []store.Source
+		errs []error
+	)
+	for _, n := range names {
+		where := fmt.Sprintf("sources.%s", n)
+		if !sourcePattern.MatchString(n) {
+			errs = append(errs, fmt.Errorf("%s: the name must be a slug of lowercase letters, digits, '_', '-', '.' starting with a letter (max 63)", where))
+			continue
+		}
+		var src Source
+		d := json.NewDecoder(bytes.NewReader(raw[n]))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&src); err != nil {
+			msg := fieldError(err)
+			if f, ok := strings.CutPrefix(msg, "unknown field "); ok {
+				key := strings.Trim(strings.TrimSuffix(f, " (a typo?)"), `"`)
+				msg = fmt.Sprintf("unknown key %q; did you mean %q?", key, etl.Closest(key, []string{"rate", "burst", "per"}))
+			}
+			errs = append(errs, fmt.Errorf("%s: %s (want {rate: N, burst: N, per: 1s})", where, msg))
+			continue
+		}
+		s := store.Source{Name: n, Burst: SourceBurstDefault, Period: SourcePerDefault}
+		switch {
+		case src.Rate == nil:
+			errs = append(errs, fmt.Errorf("%s.rate: required (requests per %s)", where, SourcePerDefault))
+		case *src.Rate < 1:
+			errs = append(errs, fmt.Errorf("%s.rate: %d must be at least 1 (for slower sources raise per, e.g. rate: 1, per: 10s)", where, *src.Rate))
+		default:
+			s.Rate = *src.Rate
+		}
+		if src.Burst != nil {
+			if *src.Burst < 1 {
+				errs = append(errs, fmt.Errorf("%s.burst: %d must be at least 1", where, *src.Burst))
+			}
+			s.Burst = *src.Burst
+		}
+		if src.Per != "" {
+			d, err := duration(where+".per", src.Per, SourcePerDefault, false)
+			if err == nil && d < time.Millisecond {
+				err = fmt.Errorf("%s.per: %q must be at least 1ms", where, src.Per)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+			s.Period = d
+		}
+		out = append(out, s)
+	}
+	return out, errs
+}
+
+// limits validates the job's max_running_items and the source its config names.
+func (j Job) limits(row *store.UpsertJob, sources map[string]bool) []error {
+	var errs []error
+	if j.MaxRunningItems != nil {
+		row.MaxRunningItems = *j.MaxRunningItems
+		if *j.MaxRunningItems < 0 || *j.MaxRunningItems > MaxRunningItemsMax {
+			errs = append(errs, fmt.Errorf("max_running_items: %d must be between 0 (no limit) and %d", *j.MaxRunningItems, MaxRunningItemsMax))
+		}
+	}
+	var cfg map[string]json.RawMessage
+	if json.Unmarshal(row.Config, &cfg) != nil {
+		return errs
+	}
+	raw, ok := cfg[etl.SourceKey]
+	if !ok {
+		return errs
+	}
+	var name string
+	if err := json.Unmarshal(raw, &name); err != nil || name == "" {
+		return append(errs, fmt.Errorf("config.%s: want the name of a source under the top-level `sources:`, got %s", etl.SourceKey, raw))
+	}
+	if !sources[name] {
+		known := make([]string, 0, len(sources))
+		for n := range sources {
+			known = append(known, n)
+		}
+		msg := fmt.Sprintf("config.%s: %q is not a source of this file's top-level `sources:`", etl.SourceKey, name)
+		if c := etl.Closest(name, known); c != "" {
+			msg += fmt.Sprintf("; did you mean %q?", c)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errs
 }
 
 // fieldError rewords encoding/json's decode errors for people editing YAML.

@@ -4,11 +4,13 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/jobdef"
 	"github.com/etlexec/etlexec/internal/kinds"
+	"github.com/etlexec/etlexec/internal/store"
 )
 
 func builtin() jobdef.Catalog {
@@ -96,4 +98,101 @@ func indent(s, prefix string) string {
 		lines[i] = prefix + l
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+func TestParseLimits(t *testing.T) {
+	t.Parallel()
+	t.Run("Valid", func(t *testing.T) {
+		t.Parallel()
+		file, err := jobdef.Load("jobs.yaml", []byte(`sources:
+  crm_api: {rate: 20, burst: 5}
+  slow_api: {rate: 1, per: 10s}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+    max_running_items: 2
+    config: {source: crm_api, target_table: t}
+  - job_id: other
+    kind: synthetic
+`), builtin())
+		require.NoError(t, err)
+		require.Equal(t, []store.Source{
+			{Name: "crm_api", Rate: 20, Burst: 5, Period: time.Second},
+			{Name: "slow_api", Rate: 1, Burst: jobdef.SourceBurstDefault, Period: 10 * time.Second},
+		}, file.Sources)
+		require.EqualValues(t, 2, file.Jobs[0].Job.MaxRunningItems)
+		require.EqualValues(t, 0, file.Jobs[1].Job.MaxRunningItems, "absent means no limit")
+	})
+	for _, tc := range []struct {
+		name, file string
+		want       []string
+	}{
+		{name: "UnknownSource", file: `sources:
+  crm_api: {rate: 20}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+    config: {source: crm_apj}
+`, want: []string{`job "contacts"`, `config.source: "crm_apj" is not a source`, `did you mean "crm_api"?`}},
+		{name: "SourceNotAString", file: `jobs:
+  - job_id: contacts
+    kind: synthetic
+    config: {source: 5}
+`, want: []string{`config.source: want the name of a source`}},
+		{name: "SourceKeyTypo", file: `sources:
+  crm_api: {rate: 20, brust: 5}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+`, want: []string{`sources.crm_api: unknown key "brust"; did you mean "burst"?`}},
+		{name: "RateRequired", file: `sources:
+  crm_api: {burst: 5}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+`, want: []string{`sources.crm_api.rate: required`}},
+		{name: "RateZero", file: `sources:
+  crm_api: {rate: 0}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+`, want: []string{`sources.crm_api.rate: 0 must be at least 1`}},
+		{name: "BadPer", file: `sources:
+  crm_api: {rate: 2, per: soon}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+`, want: []string{`sources.crm_api.per: "soon" is not a duration`}},
+		{name: "BadSourceName", file: `sources:
+  CRM API: {rate: 2}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+`, want: []string{`sources.CRM API: the name must be a slug`}},
+		{name: "NegativeMaxRunning", file: `jobs:
+  - job_id: contacts
+    kind: synthetic
+    max_running_items: -1
+`, want: []string{`job "contacts"`, `max_running_items: -1 must be between 0 (no limit) and`}},
+		{name: "MaxRunningTypo", file: `jobs:
+  - job_id: contacts
+    kind: synthetic
+    max_runing_items: 2
+`, want: []string{`unknown field "max_runing_items"`}},
+		{name: "TopLevelTypo", file: `source:
+  crm_api: {rate: 2}
+jobs:
+  - job_id: contacts
+    kind: synthetic
+`, want: []string{`top level: unknown field "source"`, "optionally a `sources:` mapping"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := jobdef.Load("jobs.yaml", []byte(tc.file), builtin())
+			require.ErrorIs(t, err, jobdef.ErrInvalid)
+			for _, w := range tc.want {
+				require.ErrorContains(t, err, w)
+			}
+		})
+	}
 }

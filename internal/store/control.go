@@ -64,6 +64,15 @@ type AppliedJob struct {
 type ApplyReport struct {
 	Applied []AppliedJob `json:"applied"`
 	Pruned  []string     `json:"pruned"`
+	// Sources lists the named sources written; PrunedSources those removed with prune.
+	Sources       []string `json:"sources"`
+	PrunedSources []string `json:"pruned_sources"`
+}
+
+// Definitions is a whole jobs file: its jobs and its named sources.
+type Definitions struct {
+	Jobs    []JobDefinition
+	Sources []Source
 }
 
 // ErrPruneHasHistory is returned by ApplyJobs when a job that prune would remove still has
@@ -74,9 +83,24 @@ var ErrPruneHasHistory = errors.New("jobs missing from the file still have runs"
 // absent from defs are deleted in the same transaction. A job to prune that has runs fails the
 // whole apply (ErrPruneHasHistory): its history goes only through DeleteJob with history.
 func (s *Store) ApplyJobs(ctx context.Context, defs []JobDefinition, prune bool) (ApplyReport, error) {
+	return s.ApplyDefinitions(ctx, Definitions{Jobs: defs}, prune)
+}
+
+// ApplyDefinitions is ApplyJobs for a whole jobs file: its sources are written in the same
+// transaction as its jobs, and with prune the sources not in the file are removed too.
+func (s *Store) ApplyDefinitions(ctx context.Context, file Definitions, prune bool) (ApplyReport, error) {
 	var rep ApplyReport
 	err := s.InTx(ctx, func(tx *Tx) error {
-		rep = ApplyReport{Applied: []AppliedJob{}, Pruned: []string{}}
+		rep = ApplyReport{Applied: []AppliedJob{}, Pruned: []string{}, Sources: []string{}, PrunedSources: []string{}}
+		pruned, err := applySources(ctx, tx, file.Sources, prune)
+		if err != nil {
+			return err
+		}
+		rep.PrunedSources = append(rep.PrunedSources, pruned...)
+		for _, src := range file.Sources {
+			rep.Sources = append(rep.Sources, src.Name)
+		}
+		defs := file.Jobs
 		keep := make([]string, 0, len(defs))
 		for _, d := range defs {
 			ins, err := tx.q.UpsertJob(ctx, d.Job)

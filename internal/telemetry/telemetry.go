@@ -106,6 +106,9 @@ type Metrics struct {
 	AttemptDuration *prometheus.HistogramVec
 	Records         *prometheus.CounterVec
 	FinaliseLatency prometheus.Histogram
+	// AtLimit counts deliveries sent back to the queue because their job ran
+	// max_running_items items already.
+	AtLimit *prometheus.CounterVec
 }
 
 // NewMetrics registers etlexec's instruments, the Go/process collectors and, when insp is
@@ -127,8 +130,11 @@ func NewMetrics(insp *asynq.Inspector) *Metrics {
 			Name: "etlexec_run_finalise_seconds", Help: "Time to finalise a run once its last item ended.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}),
+		AtLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etlexec_deliveries_at_limit_total", Help: "Deliveries sent back to the queue, without an attempt, because their job ran max_running_items items already.",
+		}, []string{"job_id"}),
 	}
-	m.Registry.MustRegister(m.Attempts, m.AttemptDuration, m.Records, m.FinaliseLatency,
+	m.Registry.MustRegister(m.Attempts, m.AttemptDuration, m.Records, m.FinaliseLatency, m.AtLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if insp != nil {
 		m.Registry.MustRegister(metrics.NewQueueMetricsCollector(insp))
@@ -147,6 +153,14 @@ func (m *Metrics) ObserveAttempt(jobID, status, category string, d time.Duration
 		m.Records.WithLabelValues(jobID, "read").Add(float64(read))
 		m.Records.WithLabelValues(jobID, "written").Add(float64(written))
 	}
+}
+
+// ObserveAtLimit counts a delivery of the job sent back at its max_running_items.
+func (m *Metrics) ObserveAtLimit(jobID string) {
+	if m == nil {
+		return
+	}
+	m.AtLimit.WithLabelValues(jobID).Inc()
 }
 
 // ObserveFinalise records how long a finalisation took.

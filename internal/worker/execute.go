@@ -17,6 +17,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/failpoint"
+	"github.com/etlexec/etlexec/internal/limits"
 	"github.com/etlexec/etlexec/internal/logsink"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
@@ -52,8 +53,27 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		log = log.With().Str("trace_id", sc.TraceID().String()).Logger()
 	}
-	w.gate.RLock()
 	if w.base.Err() != nil { // shutting down: leave the task to another worker
+		return task.RetryIn(fmt.Errorf("%w: worker shutting down", errDuplicate), infraRetryDelay)
+	}
+	// The job's running slot comes before the claim and goes after the end is recorded, so
+	// the attempts Postgres shows running never outnumber max_running_items; without a free
+	// slot the delivery goes back to the queue, no attempt made.
+	slot, err := w.runningSlot(ctx, p)
+	if err != nil {
+		if errors.Is(err, errAtLimit) {
+			log.Debug().Err(err).Msg("job at max_running_items: delivery sent back to the queue")
+		}
+		return err
+	}
+	kept := false
+	defer func() {
+		if !kept {
+			w.releaseSlot(slot)
+		}
+	}()
+	w.gate.RLock()
+	if w.base.Err() != nil {
 		w.gate.RUnlock()
 		return task.RetryIn(fmt.Errorf("%w: worker shutting down", errDuplicate), infraRetryDelay)
 	}
@@ -93,7 +113,8 @@ func (w *Worker) HandleItem(ctx context.Context, t *asynq.Task) error {
 	if claim.Solo {
 		log.Warn().Msg("running alone: the item was present at earlier worker deaths")
 	}
-	return w.execute(ctx, p, attemptID, claim, log)
+	kept = true // the attempt releases it once its end is recorded
+	return w.execute(ctx, p, attemptID, claim, slot, log)
 }
 
 // unclaimed answers a delivery whose item could not be claimed. Deliveries that find the item
@@ -152,6 +173,9 @@ type attempt struct {
 	start time.Time
 	// try counts the runs of the handler within this attempt (see rerun).
 	try int
+	// slot is the job's running slot (nil without max_running_items), released once the
+	// attempt's end is recorded.
+	slot *limits.Slot
 }
 
 // takeHandler waits for one of the Concurrency handler places (a claimed-ahead delivery waits
@@ -170,10 +194,10 @@ func (w *Worker) takeHandler() (release func()) {
 }
 
 // execute runs one claimed attempt and records its end.
-func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, claim store.Claim, log zerolog.Logger) error {
+func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, claim store.Claim, slot *limits.Slot, log zerolog.Logger) error {
 	release := w.takeHandler()
 	defer release()
-	a := &attempt{p: p, id: attemptID, claim: claim, log: log, start: time.Now()}
+	a := &attempt{p: p, id: attemptID, claim: claim, log: log, start: time.Now(), slot: slot}
 	// The attempt's context descends from the worker's base (cancelled at the end of the
 	// shutdown grace) rather than asynq's, and carries the job timeout and the run deadline.
 	actx, cancel := context.WithCancelCause(w.base)
@@ -214,6 +238,10 @@ func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, 
 			return w.recordFromMarker(ctx, a, m)
 		}
 	}
+	limiter, err := w.sourceLimiter(actx, a.job)
+	if err != nil {
+		return w.record(ctx, a, nil, etl.Metrics{}, err, nil)
+	}
 	handler, ok := w.cfg.Registry.Lookup(a.job.Kind)
 	if !ok {
 		return w.record(ctx, a, nil, etl.Metrics{}, etl.Permanent(etl.SystemError(
@@ -227,7 +255,7 @@ func (w *Worker) execute(ctx context.Context, p task.Item, attemptID uuid.UUID, 
 			ItemAttempt: int(claim.ItemAttempt), MaxAttempts: int(claim.AttemptLimit), ItemNo: int(p.ItemNo),
 			Params: claim.Params, ParamHash: claim.ParamHash, DryRun: claim.DryRun, Strategy: a.job.Strategy,
 			Config: a.job.Config, WindowStart: claim.CursorStart, WindowEnd: windowEnd(a.job.Strategy, claim),
-			CursorMeta: claim.CursorMeta, Logger: log, Target: lazy,
+			CursorMeta: claim.CursorMeta, Logger: log, Target: lazy, Limiter: limiter,
 		})
 		w.track(attemptID, p.RunID, item, cancel)
 		runErr := w.runHandler(log.WithContext(actx), handler, item)
@@ -486,9 +514,10 @@ func (w *Worker) ended(ctx context.Context, a *attempt, o outcome, m etl.Metrics
 		// this live worker, which keeps trying in the background (the delivery that comes back
 		// finds it held); if the worker dies first, the reconciler closes the attempt as lost.
 		a.log.Error().Err(err).Msg("could not record the attempt's end; retrying in the background")
-		w.deferEnd(a, o, m, runErr)
+		w.deferEnd(a, o, m, runErr) // the item still runs as far as Postgres knows: keep its slot
 		return task.RetryIn(err, infraRetryDelay)
 	}
+	w.releaseSlot(a.slot)
 	if fin.Lost() {
 		a.log.Warn().Msg("attempt lost its claim (its worker was declared dead, or the run timed out); its result is discarded")
 		return nil

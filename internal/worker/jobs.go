@@ -22,7 +22,9 @@ type job struct {
 	CursorPolicy runstate.CursorPolicy
 	Config       json.RawMessage
 	// TargetEnv is the job config's target_url_env: "" means etlexec's own database.
-	TargetEnv   string
+	TargetEnv string
+	// Source is the job config's named source (etl.SourceKey), "" for none.
+	Source      string
 	MaxAttempts int
 	Timeout     time.Duration
 	Queue       string
@@ -66,6 +68,11 @@ func (c *jobCache) get(ctx context.Context, id string, updatedAt time.Time) (*jo
 			j.TargetEnv = s
 		} else if v, present := cfg[etl.TargetURLEnvKey]; present && v != nil {
 			return nil, etl.Permanent(etl.DataError(fmt.Errorf("job %s config %s: want the name of an environment variable, got %v", id, etl.TargetURLEnvKey, v)))
+		}
+		if s, ok := cfg[etl.SourceKey].(string); ok {
+			j.Source = s
+		} else if v, present := cfg[etl.SourceKey]; present && v != nil {
+			return nil, etl.Permanent(etl.DataError(fmt.Errorf("job %s config %s: want the name of a source, got %v", id, etl.SourceKey, v)))
 		}
 		for k, v := range cfg {
 			if s, ok := v.(string); ok && strings.HasSuffix(k, "_env") {

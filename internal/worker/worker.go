@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/limits"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
@@ -44,8 +47,14 @@ type Config struct {
 	Redis asynq.RedisConnOpt
 	// Registry maps job kinds to handlers. Required.
 	Registry *etl.Registry
-	// Queues to consume, equally weighted. Defaults to ["etl"].
+	// Queues to consume. Defaults to ["etl"].
 	Queues []string
+	// Weights are the queues' priorities (asynq Config.Queues): a queue of weight 6 is served
+	// about six times as often as one of weight 1 while both have tasks. A queue absent here
+	// has weight 1.
+	Weights map[string]int
+	// StrictPriority serves a queue only while every queue of higher weight is empty.
+	StrictPriority bool
 	// Concurrency is how many items run at once. Defaults to ConcurrencyDefault.
 	Concurrency int
 	// Prefetch is how many more deliveries are taken from Redis and claimed while every
@@ -71,6 +80,9 @@ type Config struct {
 	Logger zerolog.Logger
 	// Retry computes backoff. Defaults to runstate.DefaultRetryPolicy.
 	Retry runstate.RetryPolicy
+	// LimitsPrefix starts the Redis keys of the fleet limits (running slots, source buckets);
+	// every worker of one deployment must use the same. Defaults to limits.PrefixDefault.
+	LimitsPrefix string
 	// Metrics, when set, receives attempt and finalisation observations.
 	Metrics *telemetry.Metrics
 	// OnSecrets, when set, receives secret values (from env vars a job's config names) so that
@@ -144,6 +156,14 @@ func (c *Config) validate() error {
 	case c.Linger < 0:
 		return fmt.Errorf("worker config: Linger %s must not be negative", c.Linger)
 	}
+	for q, wt := range c.Weights {
+		if !slices.Contains(c.Queues, q) {
+			return fmt.Errorf("worker config: weight for queue %q, which is not in Queues %v", q, c.Queues)
+		}
+		if wt < 1 {
+			return fmt.Errorf("worker config: weight %d of queue %q must be at least 1", wt, q)
+		}
+	}
 	return c.Retry.Validate()
 }
 
@@ -168,6 +188,15 @@ type Worker struct {
 	handlers chan struct{}
 	// waiting counts claimed deliveries waiting for a handler place.
 	waiting atomic.Int64
+
+	// limits holds this process's running slots (renewed while it lives) and source buckets;
+	// rdb is its Redis client.
+	limits    *limits.Limits
+	rdb       redis.UniversalClient
+	runLimits *ttlCache[uuid.UUID, store.RunLimit]
+	sources   *ttlCache[string, store.Source]
+	// releasing counts running slots being given back.
+	releasing sync.WaitGroup
 
 	claims   *batcher[store.ClaimRequest, store.Claim]
 	finishes *batcher[store.AttemptEnd, store.Finish]
@@ -233,6 +262,17 @@ func New(cfg Config) (*Worker, error) {
 		handlers:      make(chan struct{}, cfg.Concurrency), jobs: newJobCache(cfg.Store),
 		runners: &runners{}}
 	w.targets = newTargets(own, AppName(cfg.ID), cfg.Concurrency)
+	rdb, ok := cfg.Redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("worker config: Redis %T does not make a go-redis v9 client", cfg.Redis)
+	}
+	lim, err := limits.New(limits.Config{Redis: rdb, Prefix: cfg.LimitsPrefix, Lease: cfg.Lease})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	w.rdb, w.limits = rdb, lim
+	w.runLimits, w.sources = newTTLCache[uuid.UUID, store.RunLimit](), newTTLCache[string, store.Source]()
 	w.base, w.cancelBase = context.WithCancelCause(context.Background())
 	w.me = store.WorkerRef{ID: cfg.ID, Name: cfg.Name, Shard: randomShard()}
 	// Bookkeeping outlives the handlers' contexts: ends queued during shutdown must land.
@@ -290,10 +330,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	queues := map[string]int{}
 	for _, q := range w.cfg.Queues {
 		queues[q] = 1
+		if wt, ok := w.cfg.Weights[q]; ok {
+			queues[q] = wt
+		}
 	}
 	srv := asynq.NewServer(w.cfg.Redis, asynq.Config{
 		Concurrency:    w.cfg.Concurrency + w.cfg.Prefetch,
 		Queues:         queues,
+		StrictPriority: w.cfg.StrictPriority,
 		RetryDelayFunc: task.RetryDelay,
 		// asynq moves due retries to pending on this tick (default 5 s); a second keeps the
 		// recorded next_retry_at honest for short backoffs at one cheap Redis call a second.
@@ -302,7 +346,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		ShutdownTimeout:          w.cfg.ShutdownTimeout + abandonGrace + 5*time.Second,
 		Logger:                   asynqLogger{w.log},
 		LogLevel:                 asynq.WarnLevel,
-		IsFailure:                func(err error) bool { return !errors.Is(err, errDuplicate) },
+		// Deliveries that found nothing to do, or their job at its limit, spend no retry.
+		IsFailure: func(err error) bool { return !errors.Is(err, errDuplicate) && !errors.Is(err, errAtLimit) },
 	})
 	if err := srv.Start(w.Mux()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
@@ -310,6 +355,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); w.livenessLoop(hbCtx) }()
+	// Running slots are renewed as long as the process is alive, beside its liveness lease.
+	slotsCtx, stopSlots := context.WithCancel(context.WithoutCancel(ctx))
+	slotsDone := make(chan struct{})
+	go func() { defer close(slotsDone); _ = w.limits.Run(slotsCtx) }()
 
 	<-ctx.Done()
 	w.log.Info().Dur("shutdown_timeout", w.cfg.ShutdownTimeout).Msg("worker stopping: no new tasks")
@@ -331,6 +380,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Error().Int("attempts", n).Msg("stopping with attempt ends Postgres did not take; the reconciler closes them as lost")
 	}
 	w.finalising.Wait()
+	// Slots of ends recorded are given back; those of ends Postgres never took lapse.
+	w.releasing.Wait()
+	stopSlots()
+	<-slotsDone
+	_ = w.rdb.Close()
 	w.stopBook()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

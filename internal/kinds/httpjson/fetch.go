@@ -76,6 +76,28 @@ type fetcher struct {
 	cfg     *Config
 	auth    string // the auth header's value; never logged nor put in an error
 	limiter *rate.Limiter
+	// source paces requests to the job's named source across the fleet (etl.Item.Limiter;
+	// it never waits when the job names none); limiter, this process's per-host rate_limit,
+	// applies as well.
+	source etl.Limiter
+}
+
+// wait waits for this process's rate_limit and the fleet's source rate, in that order (a
+// request the local limit holds back takes no token of the shared one).
+func (f *fetcher) wait(ctx context.Context) error {
+	if f.limiter != nil {
+		if err := f.limiter.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// x/time/rate refuses a wait that would pass the deadline.
+			return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+		}
+	}
+	if f.source != nil {
+		return f.source.Wait(ctx)
+	}
+	return nil
 }
 
 // response is a successful response: its headers and whole body.
@@ -87,10 +109,8 @@ type response struct {
 // head asks u for its headers only: the API's clock before the first page. The status does
 // not matter (a 405 still carries a Date); transport failures are API errors.
 func (f *fetcher) head(ctx context.Context, u *url.URL) (http.Header, error) {
-	if f.limiter != nil {
-		if err := f.limiter.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("HEAD %s: wait for the rate limit: %w", u.Redacted(), err)
-		}
+	if err := f.wait(ctx); err != nil {
+		return nil, fmt.Errorf("HEAD %s: wait for the rate limit: %w", u.Redacted(), err)
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, f.cfg.timeout)
 	defer cancel()
@@ -127,14 +147,16 @@ func (f *fetcher) get(ctx context.Context, u *url.URL) (*response, error) {
 		}
 		return etl.APIError(fmt.Errorf("%s: %w", where, err))
 	}
-	if f.limiter != nil {
-		if err := f.limiter.Wait(ctx); err != nil {
-			if ctxErr := ctx.Err(); ctxErr != nil {
-				return nil, fmt.Errorf("%s: wait for the rate limit: %w", where, ctxErr)
-			}
-			// The item's deadline comes before the next free slot.
-			return nil, fmt.Errorf("%s: wait for the rate limit: %w (%v)", where, context.DeadlineExceeded, err)
+	if err := f.wait(ctx); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("%s: wait for the rate limit: %w", where, ctxErr)
 		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The item's deadline comes before the next free slot.
+			return nil, fmt.Errorf("%s: wait for the rate limit: %w", where, err)
+		}
+		// The shared limiter could not be asked (Redis): an infrastructure failure, retried.
+		return nil, etl.SystemError(fmt.Errorf("%s: wait for the source's rate limit: %w", where, err))
 	}
 	reqCtx, cancel := context.WithTimeout(ctx, f.cfg.timeout)
 	defer cancel()

@@ -56,7 +56,7 @@ func newRun(it *etl.Item, cfg *Config, w *incremental.Window, params map[string]
 		r.keyNames = append(r.keyNames, k)
 		r.keyFields = append(r.keyFields, cfg.target().SourceField(k))
 	}
-	r.f = fetcher{cfg: cfg, auth: auth}
+	r.f = fetcher{cfg: cfg, auth: auth, source: it.Limiter()}
 	return r
 }
 

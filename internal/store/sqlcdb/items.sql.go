@@ -369,7 +369,7 @@ func (q *Queries) FinishAttempts(ctx context.Context, arg FinishAttemptsParams) 
 }
 
 const getJobIfChanged = `-- name: GetJobIfChanged :one
-SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit FROM dw_etl_jobs WHERE job_id = $1
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit, max_running_items FROM dw_etl_jobs WHERE job_id = $1
 `
 
 func (q *Queries) GetJobIfChanged(ctx context.Context, jobID string) (DwEtlJob, error) {
@@ -405,6 +405,7 @@ func (q *Queries) GetJobIfChanged(ctx context.Context, jobID string) (DwEtlJob, 
 		&i.ExpectedDurationMs,
 		&i.CatchupPolicy,
 		&i.CatchupLimit,
+		&i.MaxRunningItems,
 	)
 	return i, err
 }

@@ -13,8 +13,32 @@ import (
 	"github.com/google/uuid"
 )
 
+const deleteSourcesNotIn = `-- name: DeleteSourcesNotIn :many
+DELETE FROM dw_etl_sources WHERE NOT (source = ANY($1::text[])) RETURNING source
+`
+
+func (q *Queries) DeleteSourcesNotIn(ctx context.Context, keep []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, deleteSourcesNotIn, keep)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var source string
+		if err := rows.Scan(&source); err != nil {
+			return nil, err
+		}
+		items = append(items, source)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getJob = `-- name: GetJob :one
-SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit FROM dw_etl_jobs WHERE job_id = $1
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit, max_running_items FROM dw_etl_jobs WHERE job_id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, jobID string) (DwEtlJob, error) {
@@ -50,12 +74,31 @@ func (q *Queries) GetJob(ctx context.Context, jobID string) (DwEtlJob, error) {
 		&i.ExpectedDurationMs,
 		&i.CatchupPolicy,
 		&i.CatchupLimit,
+		&i.MaxRunningItems,
+	)
+	return i, err
+}
+
+const getSource = `-- name: GetSource :one
+SELECT source, rate, burst, period_ms, created_at, updated_at FROM dw_etl_sources WHERE source = $1
+`
+
+func (q *Queries) GetSource(ctx context.Context, source string) (DwEtlSource, error) {
+	row := q.db.QueryRow(ctx, getSource, source)
+	var i DwEtlSource
+	err := row.Scan(
+		&i.Source,
+		&i.Rate,
+		&i.Burst,
+		&i.PeriodMs,
+		&i.CreatedAt,
+		&i.UpdatedAt,
 	)
 	return i, err
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, j.paused, j.paused_at, j.paused_by, j.pause_reason, j.resumed_at, j.history_retention_ms, j.alert_on, j.expected_duration_ms, j.catchup_policy, j.catchup_limit, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
+SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, j.paused, j.paused_at, j.paused_by, j.pause_reason, j.resumed_at, j.history_retention_ms, j.alert_on, j.expected_duration_ms, j.catchup_policy, j.catchup_limit, j.max_running_items, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
 FROM dw_etl_jobs j
 LEFT JOIN dw_etl_runs r ON r.run_id = (
   SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
@@ -100,6 +143,7 @@ type ListJobsRow struct {
 	ExpectedDurationMs  *int64
 	CatchupPolicy       string
 	CatchupLimit        int32
+	MaxRunningItems     int32
 	LastRunID           *uuid.UUID
 	LastStatus          *string
 	LastStartedAt       *time.Time
@@ -144,6 +188,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsR
 			&i.ExpectedDurationMs,
 			&i.CatchupPolicy,
 			&i.CatchupLimit,
+			&i.MaxRunningItems,
 			&i.LastRunID,
 			&i.LastStatus,
 			&i.LastStartedAt,
@@ -159,7 +204,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsR
 }
 
 const listScheduledJobs = `-- name: ListScheduledJobs :many
-SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit FROM dw_etl_jobs WHERE enabled AND schedule IS NOT NULL ORDER BY job_id
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit, max_running_items FROM dw_etl_jobs WHERE enabled AND schedule IS NOT NULL ORDER BY job_id
 `
 
 func (q *Queries) ListScheduledJobs(ctx context.Context) ([]DwEtlJob, error) {
@@ -201,6 +246,7 @@ func (q *Queries) ListScheduledJobs(ctx context.Context) ([]DwEtlJob, error) {
 			&i.ExpectedDurationMs,
 			&i.CatchupPolicy,
 			&i.CatchupLimit,
+			&i.MaxRunningItems,
 		); err != nil {
 			return nil, err
 		}
@@ -212,20 +258,40 @@ func (q *Queries) ListScheduledJobs(ctx context.Context) ([]DwEtlJob, error) {
 	return items, nil
 }
 
+const runLimit = `-- name: RunLimit :one
+SELECT r.job_id, j.max_running_items
+FROM dw_etl_runs r JOIN dw_etl_jobs j ON j.job_id = r.job_id
+WHERE r.run_id = $1
+`
+
+type RunLimitRow struct {
+	JobID           string
+	MaxRunningItems int32
+}
+
+// What a worker needs before it claims an item of the run: the job and its fleet-wide limit.
+func (q *Queries) RunLimit(ctx context.Context, runID uuid.UUID) (RunLimitRow, error) {
+	row := q.db.QueryRow(ctx, runLimit, runID)
+	var i RunLimitRow
+	err := row.Scan(&i.JobID, &i.MaxRunningItems)
+	return i, err
+}
+
 const upsertJob = `-- name: UpsertJob :one
 INSERT INTO dw_etl_jobs (job_id, kind, description, supports_params, supports_incremental, strategy,
   cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms,
-  run_timeout_ms, retention_ms, enabled)
+  run_timeout_ms, retention_ms, enabled, max_running_items)
 VALUES ($1, $2, $3, $4, $5, $6,
   $7, $8, $9, $10, $11, $12, $13, $14,
-  $15, $16, $17)
+  $15, $16, $17, $18)
 ON CONFLICT (job_id) DO UPDATE SET kind = excluded.kind, description = excluded.description,
   supports_params = excluded.supports_params, supports_incremental = excluded.supports_incremental,
   strategy = excluded.strategy, cursor_policy = excluded.cursor_policy, config = excluded.config,
   param_source = excluded.param_source, schedule = excluded.schedule,
   overlap_policy = excluded.overlap_policy, queue = excluded.queue, max_attempts = excluded.max_attempts,
   timeout_ms = excluded.timeout_ms, run_timeout_ms = excluded.run_timeout_ms,
-  retention_ms = excluded.retention_ms, enabled = excluded.enabled, updated_at = now()
+  retention_ms = excluded.retention_ms, enabled = excluded.enabled,
+  max_running_items = excluded.max_running_items, updated_at = now()
 RETURNING (xmax = 0)::boolean AS inserted
 `
 
@@ -247,6 +313,7 @@ type UpsertJobParams struct {
 	RunTimeoutMs        *int64
 	RetentionMs         int64
 	Enabled             bool
+	MaxRunningItems     int32
 }
 
 func (q *Queries) UpsertJob(ctx context.Context, arg UpsertJobParams) (bool, error) {
@@ -268,8 +335,35 @@ func (q *Queries) UpsertJob(ctx context.Context, arg UpsertJobParams) (bool, err
 		arg.RunTimeoutMs,
 		arg.RetentionMs,
 		arg.Enabled,
+		arg.MaxRunningItems,
 	)
 	var inserted bool
 	err := row.Scan(&inserted)
 	return inserted, err
+}
+
+const upsertSource = `-- name: UpsertSource :exec
+INSERT INTO dw_etl_sources (source, rate, burst, period_ms)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (source) DO UPDATE SET rate = excluded.rate, burst = excluded.burst,
+  period_ms = excluded.period_ms, updated_at = now()
+WHERE (dw_etl_sources.rate, dw_etl_sources.burst, dw_etl_sources.period_ms)
+  IS DISTINCT FROM (excluded.rate, excluded.burst, excluded.period_ms)
+`
+
+type UpsertSourceParams struct {
+	Source   string
+	Rate     int32
+	Burst    int32
+	PeriodMs int64
+}
+
+func (q *Queries) UpsertSource(ctx context.Context, arg UpsertSourceParams) error {
+	_, err := q.db.Exec(ctx, upsertSource,
+		arg.Source,
+		arg.Rate,
+		arg.Burst,
+		arg.PeriodMs,
+	)
+	return err
 }

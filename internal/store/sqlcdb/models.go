@@ -127,6 +127,8 @@ type DwEtlJob struct {
 	// Missed cron ticks: skip (none), once (only the latest), each (every one, at most catchup_limit).
 	CatchupPolicy string
 	CatchupLimit  int32
+	// The most items of the job running at once across the fleet (a Redis semaphore); 0 means no limit.
+	MaxRunningItems int32
 }
 
 // Named leader leases on the database clock (reconciler, scheduler): the holder renews lease_until; anyone may take a lapsed lease.
@@ -330,6 +332,18 @@ type DwEtlRunWatch struct {
 	// When the run_overdue notice was recorded for this opening.
 	OverdueAt *time.Time
 	SeenAt    time.Time
+}
+
+// Named sources (jobs.yaml sources:): one request rate shared by every worker and job naming the source in its config.
+type DwEtlSource struct {
+	Source string
+	// Requests allowed per period_ms, steadily (GCRA in Redis).
+	Rate int32
+	// Requests allowed at once (the bucket's size); the steady rate refills it.
+	Burst     int32
+	PeriodMs  int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // One row per worker process: its liveness lease, set by the worker itself on the database clock. Attempts name their worker; a worker whose lease lapsed is dead and its attempts are closed.
