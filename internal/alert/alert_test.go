@@ -30,10 +30,10 @@ type receiver struct {
 }
 
 type received struct {
-	status             int
-	body               []byte
-	signature, event   string
-	delivery, userAgen string
+	status              int
+	body                []byte
+	signature, event    string
+	delivery, userAgent string
 }
 
 func newReceiver(t *testing.T, failFirst int) *receiver {
@@ -48,7 +48,8 @@ func newReceiver(t *testing.T, failFirst int) *receiver {
 			status = http.StatusServiceUnavailable
 		}
 		rc.got = append(rc.got, received{status: status, body: body, signature: r.Header.Get(alert.SignatureHeader),
-			event: r.Header.Get("X-Etlexec-Event"), delivery: r.Header.Get("X-Etlexec-Delivery")})
+			event: r.Header.Get("X-Etlexec-Event"), delivery: r.Header.Get("X-Etlexec-Delivery"),
+			userAgent: r.Header.Get("User-Agent")})
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(rc.srv.Close)
@@ -170,6 +171,7 @@ func TestRunEndAlertsWithRetriesAndSignature(t *testing.T) {
 		require.Error(t, alert.Verify("other", r.signature, r.body, time.Now(), time.Minute))
 		require.Equal(t, "run_ended", r.event)
 		require.Equal(t, hook.DeliveryID.String(), r.delivery, "the same delivery id on every retry")
+		require.Equal(t, "etlexec-alerter", r.userAgent)
 	}
 	require.ErrorIs(t, alert.Verify(secret, got[0].signature, got[0].body, time.Now().Add(time.Hour), time.Minute), alert.ErrBadSignature,
 		"a replayed old delivery is refused")
