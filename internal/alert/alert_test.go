@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/alert"
@@ -118,12 +119,15 @@ func (b *bundle) pass(t *testing.T) alert.Report {
 // passUntil makes passes until cond holds (retries are due after a few milliseconds).
 func (b *bundle) passUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		require.True(t, time.Now().Before(deadline), "condition not reached")
-		b.pass(t)
-		time.Sleep(2 * time.Millisecond) // poll with a deadline: retries fall due after their backoff
-	}
+	// A pass per tick: retries fall due after their backoff of a few milliseconds.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		if cond() {
+			return
+		}
+		_, err := b.al.Pass(t.Context())
+		require.NoError(c, err)
+		c.Errorf("condition not reached")
+	}, 10*time.Second, 2*time.Millisecond)
 }
 
 func (b *bundle) deliveries(t *testing.T, runID uuid.UUID) ([]store.Delivery, map[uuid.UUID][]store.DeliveryAttempt) {
