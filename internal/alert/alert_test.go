@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/alert"
@@ -30,10 +31,10 @@ type receiver struct {
 }
 
 type received struct {
-	status             int
-	body               []byte
-	signature, event   string
-	delivery, userAgen string
+	status              int
+	body                []byte
+	signature, event    string
+	delivery, userAgent string
 }
 
 func newReceiver(t *testing.T, failFirst int) *receiver {
@@ -48,7 +49,8 @@ func newReceiver(t *testing.T, failFirst int) *receiver {
 			status = http.StatusServiceUnavailable
 		}
 		rc.got = append(rc.got, received{status: status, body: body, signature: r.Header.Get(alert.SignatureHeader),
-			event: r.Header.Get("X-Etlexec-Event"), delivery: r.Header.Get("X-Etlexec-Delivery")})
+			event: r.Header.Get("X-Etlexec-Event"), delivery: r.Header.Get("X-Etlexec-Delivery"),
+			userAgent: r.Header.Get("User-Agent")})
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(rc.srv.Close)
@@ -117,12 +119,15 @@ func (b *bundle) pass(t *testing.T) alert.Report {
 // passUntil makes passes until cond holds (retries are due after a few milliseconds).
 func (b *bundle) passUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		require.True(t, time.Now().Before(deadline), "condition not reached")
-		b.pass(t)
-		time.Sleep(2 * time.Millisecond) // poll with a deadline: retries fall due after their backoff
-	}
+	// A pass per tick: retries fall due after their backoff of a few milliseconds.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		if cond() {
+			return
+		}
+		_, err := b.al.Pass(t.Context())
+		require.NoError(c, err)
+		c.Errorf("condition not reached")
+	}, 10*time.Second, 2*time.Millisecond)
 }
 
 func (b *bundle) deliveries(t *testing.T, runID uuid.UUID) ([]store.Delivery, map[uuid.UUID][]store.DeliveryAttempt) {
@@ -170,6 +175,7 @@ func TestRunEndAlertsWithRetriesAndSignature(t *testing.T) {
 		require.Error(t, alert.Verify("other", r.signature, r.body, time.Now(), time.Minute))
 		require.Equal(t, "run_ended", r.event)
 		require.Equal(t, hook.DeliveryID.String(), r.delivery, "the same delivery id on every retry")
+		require.Equal(t, "etlexec-alerter", r.userAgent)
 	}
 	require.ErrorIs(t, alert.Verify(secret, got[0].signature, got[0].body, time.Now().Add(time.Hour), time.Minute), alert.ErrBadSignature,
 		"a replayed old delivery is refused")

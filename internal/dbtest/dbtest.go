@@ -200,10 +200,14 @@ func Pool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// Store returns a store on a fresh migrated database.
+// Store returns a store on a fresh migrated database, closed when the test ends: Close also
+// closes the liveness pool the store builds on first use, which closing Pool's pool would leave
+// running (a health-check goroutine per test).
 func Store(t testing.TB) *store.Store {
 	t.Helper()
-	return store.New(Pool(t))
+	st := store.New(Pool(t))
+	t.Cleanup(st.Close)
+	return st
 }
 
 // connectAdmin connects to the server's admin database, waiting out a full server

@@ -167,6 +167,10 @@ func (e *Enqueuer) Trigger(ctx context.Context, req Request) (Result, error) {
 		// The run row goes in first: a skip or a wait for the active run consumes no param set.
 		src = newItemSource(job, sets, req.DryRun)
 		run, err = e.cfg.Store.CreateRunFrom(ctx, nr, src)
+		// CreateRunFrom has read what it will. When it stopped before the end (an active run,
+		// a failed insert) the pull iterator's goroutine would otherwise live on, one per
+		// skipped trigger of a long-running enqueuer.
+		src.stop()
 		if !errors.Is(err, store.ErrActiveRun) {
 			break
 		}

@@ -111,7 +111,6 @@ func TestFaultPoisonParams(t *testing.T) {
 	require.EqualValues(t, 3, run.ItemsFailed)
 	ctx := context.Background()
 	type att struct {
-		n        int
 		category string
 		stack    string
 	}

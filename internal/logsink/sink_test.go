@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/dbtest"
@@ -80,8 +81,7 @@ func closeSink(t *testing.T, sink *logsink.Sink) {
 	require.NoError(t, sink.Close(ctx))
 }
 
-func (b *testBundle) count(t *testing.T) int {
-	t.Helper()
+func (b *testBundle) count(t require.TestingT) int {
 	var n int
 	require.NoError(t, b.st.Pool().QueryRow(context.Background(),
 		`SELECT count(*) FROM dw_etl_run_logs WHERE run_id = $1`, b.runID).Scan(&n))
@@ -125,18 +125,6 @@ func (b *testBundle) lines(t *testing.T) []storedLine {
 	}
 	require.NoError(t, rows.Err())
 	return out
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for an outcome
-	}
 }
 
 type syncBuffer struct {
@@ -225,7 +213,7 @@ func TestSink(t *testing.T) {
 		start := time.Now()
 		log := b.runLogger(sink)
 		log.Info().Msg("soon visible")
-		waitFor(t, time.Second, "line stored", func() bool { return b.count(t) == 1 })
+		require.EventuallyWithT(t, func(c *assert.CollectT) { assert.Equal(c, 1, b.count(c)) }, time.Second, 10*time.Millisecond, "line stored")
 		t.Logf("visible after %s", time.Since(start))
 	})
 

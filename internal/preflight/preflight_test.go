@@ -37,13 +37,8 @@ func privateRedis(t *testing.T, args ...string) asynq.RedisConnOpt {
 	opt := asynq.RedisClientOpt{Network: "unix", Addr: sock}
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("private redis-server on %s did not answer within 10s", sock)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return c.Ping(context.Background()).Err() == nil }, 10*time.Second, 10*time.Millisecond,
+		"private redis-server on %s did not answer", sock)
 	return opt
 }
 

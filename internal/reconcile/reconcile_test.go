@@ -22,6 +22,7 @@ import (
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
+	"github.com/etlexec/etlexec/internal/testfactory"
 	"github.com/etlexec/etlexec/internal/worker"
 )
 
@@ -52,17 +53,11 @@ func setup(t *testing.T) *bundle {
 // job defines a job delivered through the test's queue.
 func (b *bundle) job(t *testing.T, id string, maxAttempts int32, runTimeout time.Duration) {
 	t.Helper()
-	var rt *int64
+	opts := &testfactory.JobOpts{ID: &id, Queue: &b.queue, MaxAttempts: &maxAttempts}
 	if runTimeout > 0 {
-		ms := runTimeout.Milliseconds()
-		rt = &ms
+		opts.RunTimeout = &runTimeout
 	}
-	_, err := b.st.UpsertJobs(t.Context(), []store.UpsertJob{{
-		JobID: id, Kind: "test", SupportsParams: true, Strategy: "none", CursorPolicy: "run",
-		Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: b.queue, MaxAttempts: maxAttempts,
-		TimeoutMs: 10000, RunTimeoutMs: rt, Enabled: true,
-	}})
-	require.NoError(t, err)
+	testfactory.Job(t.Context(), t, b.st, opts)
 }
 
 func (b *bundle) reconciler(t *testing.T) *reconcile.Reconciler {
@@ -121,13 +116,13 @@ func (b *bundle) wipeQueue(t *testing.T) {
 func (b *bundle) deadWorker(t *testing.T, runID uuid.UUID, nos ...int32) uuid.UUID {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7())
-	require.NoError(t, b.st.RegisterWorker(t.Context(), store.WorkerInfo{ID: id, Name: "doomed", Lease: time.Millisecond,
-		AppName: worker.AppName(id)}))
+	w := testfactory.Worker(t.Context(), t, b.st, &testfactory.WorkerOpts{ID: &id, Name: new("doomed"),
+		Lease: new(time.Millisecond), AppName: new(worker.AppName(id)), Shard: new(int16(3))})
 	reqs := make([]store.ClaimRequest, len(nos))
 	for i, no := range nos {
 		reqs[i] = store.ClaimRequest{RunID: runID, ItemNo: no, AttemptID: uuid.Must(uuid.NewV7())}
 	}
-	cs, err := b.st.ClaimItems(t.Context(), store.WorkerRef{ID: id, Name: "doomed", Shard: 3}, false, reqs)
+	cs, err := b.st.ClaimItems(t.Context(), w, false, reqs)
 	require.NoError(t, err)
 	for _, c := range cs {
 		require.True(t, c.Claimed)
@@ -241,10 +236,8 @@ func TestEnqueuerDiedMidFanOut(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.job(t, "j", 3, 0)
-	runID := uuid.Must(uuid.NewV7())
-	_, err := b.st.CreateRun(t.Context(), store.NewRun{RunID: runID, JobID: "j", Trigger: "manual", Strategy: "none"},
-		[]store.NewItem{{Params: json.RawMessage(`{"n":1}`), ParamHash: "h1"}, {Params: json.RawMessage(`{"n":2}`), ParamHash: "h2"}}, 0)
-	require.NoError(t, err)
+	// What a trigger that died mid fan-out leaves: items written, enqueued_at unset.
+	runID := testfactory.Run(t.Context(), t, b.st, &testfactory.RunOpts{JobID: "j", Items: 2, NotEnqueued: true}).RunID
 	r := b.reconciler(t)
 	rep, err := r.Once(t.Context())
 	require.NoError(t, err)
@@ -268,9 +261,8 @@ func TestRunTimeout(t *testing.T) {
 	b.job(t, "j", 3, time.Second)
 	run := b.trigger(t, "j", 3)
 	// Item 1 is claimed by a worker that stays alive but never records (ignores its deadline).
-	live := uuid.Must(uuid.NewV7())
-	require.NoError(t, b.st.RegisterWorker(t.Context(), store.WorkerInfo{ID: live, Name: "live", Lease: time.Hour}))
-	cs, err := b.st.ClaimItems(t.Context(), store.WorkerRef{ID: live, Name: "live", Shard: 2}, false,
+	live := testfactory.Worker(t.Context(), t, b.st, &testfactory.WorkerOpts{Name: new("live"), Lease: new(time.Hour), Shard: new(int16(2))})
+	cs, err := b.st.ClaimItems(t.Context(), live, false,
 		[]store.ClaimRequest{{RunID: run.RunID, ItemNo: 1, AttemptID: uuid.Must(uuid.NewV7())}})
 	require.NoError(t, err)
 	require.True(t, cs[0].Claimed)

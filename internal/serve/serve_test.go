@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
@@ -268,14 +269,10 @@ func TestAsynqmon(t *testing.T) {
 			Size  int    `json:"size"`
 		} `json:"queues"`
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	require.Eventually(t, func() bool {
 		r = b.get(t, "/asynqmon/api/queues", bearer(testToken))
-		if r.status == http.StatusOK || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond) // poll with a deadline
-	}
+		return r.status == http.StatusOK
+	}, 10*time.Second, 100*time.Millisecond, "asynqmon /api/queues never answered 200")
 	wantStatus(t, r, http.StatusOK)
 	if err := json.Unmarshal([]byte(r.body), &queues); err != nil {
 		t.Fatalf("asynqmon /api/queues: %v\n%s", err, r.body)

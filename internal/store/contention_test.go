@@ -15,6 +15,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/testfactory"
 )
 
 // Every bookkeeping statement at once, on overlapping items, from several "workers": claims
@@ -29,8 +30,8 @@ func TestNoDeadlocksUnderContention(t *testing.T) {
 	// Few items and large batches: concurrent claims overlap on several rows at once, in
 	// random orders, which is where an unordered lock would deadlock.
 	const items = 60
-	runID := ledgerRun(t, st, "j", 1000, items)
-	dead := registerWorker(t, st, time.Hour)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: items, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(1000))}}).RunID
+	dead := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Hour)})
 	_, err = st.Pool().Exec(ctx, `UPDATE dw_etl_workers SET lease_until = now() - interval '1 second' WHERE worker_id = $1`, dead.ID)
 	require.NoError(t, err)
 
@@ -48,7 +49,7 @@ func TestNoDeadlocksUnderContention(t *testing.T) {
 	live := make(chan uuid.UUID, 1024)
 	for w := range 4 {
 		wg.Go(func() {
-			ref := registerWorker(t, st, time.Hour)
+			ref := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Hour)})
 			ref.Shard = int16(1 + w)
 			for time.Now().Before(deadline) {
 				reqs := make([]store.ClaimRequest, 20)
@@ -154,8 +155,8 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 	// The ledger works item by item until the killer has ended enough sessions: a fast
 	// machine needs more items than a slow one, so the count of kills, not time, ends it.
 	const maxItems, wantKills = 2000, 5
-	runID := ledgerRun(t, st, "j", 1, maxItems)
-	w := registerWorker(t, st, time.Hour)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: maxItems, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(1))}}).RunID
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Hour)})
 	killer, err := pgx.Connect(ctx, u)
 	require.NoError(t, err)
 	defer killer.Close(context.Background())

@@ -15,6 +15,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/testfactory"
 )
 
 // A large run's finalisation holds its run row for as long as it moves the run's cursors; the
@@ -54,7 +55,7 @@ func TestFinaliseOfALargeRunDoesNotBlockItsLogWrites(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, st.MarkRunEnqueued(ctx, runID))
 
-	w := registerWorker(t, st, time.Hour)
+	w := testfactory.Worker(ctx, t, st, &testfactory.WorkerOpts{Lease: new(time.Hour)})
 	watermark := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for first := int32(1); first <= items; first += batch {
 		reqs := make([]store.ClaimRequest, batch)

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -14,34 +13,8 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/testfactory"
 )
-
-// ledgerRun creates a job (max_attempts) and an enqueued run of n items on st.
-func ledgerRun(t *testing.T, st *store.Store, jobID string, maxAttempts int32, n int) uuid.UUID {
-	t.Helper()
-	_, err := st.UpsertJobs(t.Context(), []store.UpsertJob{{
-		JobID: jobID, Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
-		OverlapPolicy: "allow", Queue: "etl", MaxAttempts: maxAttempts, TimeoutMs: 1000, Enabled: true,
-	}})
-	require.NoError(t, err)
-	runID := uuid.Must(uuid.NewV7())
-	items := make([]store.NewItem, n)
-	for i := range items {
-		items[i] = store.NewItem{Params: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i+1)), ParamHash: fmt.Sprintf("h%03d", i+1)}
-	}
-	_, err = st.CreateRun(t.Context(), store.NewRun{RunID: runID, JobID: jobID, Trigger: "manual", Strategy: "none"}, items, 0)
-	require.NoError(t, err)
-	require.NoError(t, st.MarkRunEnqueued(t.Context(), runID))
-	return runID
-}
-
-// worker registers a live worker with lease and returns its ref.
-func registerWorker(t *testing.T, st *store.Store, lease time.Duration) store.WorkerRef {
-	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	require.NoError(t, st.RegisterWorker(t.Context(), store.WorkerInfo{ID: id, Name: "w-" + id.String()[:8], Lease: lease}))
-	return store.WorkerRef{ID: id, Name: "w", Shard: 7}
-}
 
 // claim claims the items and returns what each claim found with its attempt id.
 func claim(t *testing.T, st *store.Store, w store.WorkerRef, runID uuid.UUID, nos ...int32) ([]store.Claim, []uuid.UUID) {
@@ -60,8 +33,8 @@ func claim(t *testing.T, st *store.Store, w store.WorkerRef, runID uuid.UUID, no
 func TestClaimItems(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	runID := ledgerRun(t, st, "j", 2, 4)
-	w := registerWorker(t, st, time.Minute)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 4, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(2))}}).RunID
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 
 	t.Run("BatchClaimsEachOnce", func(t *testing.T) {
 		req := []store.ClaimRequest{
@@ -111,7 +84,7 @@ func TestClaimItems(t *testing.T) {
 	})
 
 	t.Run("CancelledRunIsNotClaimed", func(t *testing.T) {
-		run2 := ledgerRun(t, st, "j2", 2, 1)
+		run2 := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 1, Job: &testfactory.JobOpts{ID: new("j2"), MaxAttempts: new(int32(2))}}).RunID
 		require.NoError(t, st.RequestCancel(t.Context(), run2, "me", "why"))
 		cs, _ := claim(t, st, w, run2, 1)
 		require.False(t, cs[0].Claimed)
@@ -127,8 +100,8 @@ func end(runID uuid.UUID, no int32, attempt uuid.UUID, status runstate.Status) s
 func TestFinishAttempts(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	runID := ledgerRun(t, st, "j", 3, 4)
-	w := registerWorker(t, st, time.Minute)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 4, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(3))}}).RunID
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 	reqs := make([]store.ClaimRequest, 4)
 	for i := range reqs {
 		reqs[i] = store.ClaimRequest{RunID: runID, ItemNo: int32(i + 1), AttemptID: uuid.Must(uuid.NewV7())}
@@ -178,8 +151,8 @@ func TestFinishAttempts(t *testing.T) {
 func TestLostAttemptsOfADeadWorker(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	runID := ledgerRun(t, st, "j", 1, 3)
-	w := registerWorker(t, st, time.Second)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 3, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(1))}}).RunID
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Second)})
 	claim(t, st, w, runID, 1, 2, 3)
 	// The worker stops heartbeating: one lease later it is dead.
 	require.Eventually(t, func() bool {
@@ -215,7 +188,7 @@ func TestLostAttemptsOfADeadWorker(t *testing.T) {
 	require.Zero(t, c.Settled())
 
 	// Claimed again (a second death): the next attempt must run alone.
-	w2 := registerWorker(t, st, time.Minute)
+	w2 := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 	cs, err := st.ClaimItems(t.Context(), w2, false, []store.ClaimRequest{{RunID: runID, ItemNo: 1, Generation: 1, AttemptID: uuid.Must(uuid.NewV7())}})
 	require.NoError(t, err)
 	require.True(t, cs[0].Claimed)
@@ -260,8 +233,8 @@ func TestLease(t *testing.T) {
 func TestFinaliseRunFromCounters(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	runID := ledgerRun(t, st, "j", 1, 2)
-	w := registerWorker(t, st, time.Minute)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 2, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(1))}}).RunID
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 	_, ids := claim(t, st, w, runID, 1, 2)
 	res, err := st.FinaliseRun(t.Context(), runID)
 	require.NoError(t, err)
@@ -300,22 +273,16 @@ func TestFinaliseRunFromCounters(t *testing.T) {
 func TestScheduledJobTicks(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	spec := "@hourly"
-	_, err := st.UpsertJobs(t.Context(), []store.UpsertJob{
-		{JobID: "a", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`), Schedule: &spec,
-			OverlapPolicy: "allow", Queue: "etl", MaxAttempts: 1, TimeoutMs: 1000, Enabled: true},
-		{JobID: "b", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`), Schedule: &spec,
-			OverlapPolicy: "allow", Queue: "etl", MaxAttempts: 1, TimeoutMs: 1000, Enabled: true},
-		{JobID: "off", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`), Schedule: &spec,
-			OverlapPolicy: "allow", Queue: "etl", MaxAttempts: 1, TimeoutMs: 1000, Enabled: false},
-	})
-	require.NoError(t, err)
+	for _, j := range []testfactory.JobOpts{{ID: new("a")}, {ID: new("b")}, {ID: new("off"), Enabled: new(false)}} {
+		j.Schedule = new("@hourly")
+		testfactory.Job(t.Context(), t, st, &j)
+	}
 	tick := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
 	for _, at := range []time.Time{tick.Add(-time.Hour), tick} {
 		_, err := st.CreateSkippedRun(t.Context(), store.NewRun{RunID: uuid.Must(uuid.NewV7()), JobID: "a", Trigger: "schedule", ScheduledFor: &at}, "test")
 		require.NoError(t, err)
 	}
-	_, err = st.CreateSkippedRun(t.Context(), store.NewRun{RunID: uuid.Must(uuid.NewV7()), JobID: "a", Trigger: "schedule", ScheduledFor: &tick}, "again")
+	_, err := st.CreateSkippedRun(t.Context(), store.NewRun{RunID: uuid.Must(uuid.NewV7()), JobID: "a", Trigger: "schedule", ScheduledFor: &tick}, "again")
 	require.True(t, store.IsTickTaken(err), "a tick is taken once: %v", err)
 
 	jobs, err := st.ScheduledJobTicks(t.Context())
@@ -334,8 +301,8 @@ func TestScheduledJobTicks(t *testing.T) {
 func TestRunningAttemptLivesOnItsItem(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
-	runID := ledgerRun(t, st, "j", 3, 1)
-	w := registerWorker(t, st, time.Minute)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 1, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(3))}}).RunID
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 	ctx := t.Context()
 
 	_, ids := claim(t, st, w, runID, 1)
@@ -384,7 +351,7 @@ func TestRunningAttemptLivesOnItsItem(t *testing.T) {
 	require.Equal(t, "SUCCESS", got.Status)
 	require.Equal(t, cs[0].AttemptNo, got.AttemptNo, "the number drawn at the claim")
 	require.Equal(t, "page 2", *got.Progress, "the last progress message is kept")
-	require.Equal(t, "w", *got.WorkerID)
+	require.Equal(t, w.Name, *got.WorkerID)
 	require.NotNil(t, got.DurationMs)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/testfactory"
 )
 
 // TestHistoryRunListsRunningItems seeds a run of 200k items of which a few run, on live workers
@@ -33,8 +34,8 @@ func TestHistoryRunListsRunningItems(t *testing.T) {
 	st := store.New(pool)
 
 	const bulk = 200_000
-	runID := ledgerRun(t, st, "big", 3, 40)
-	other := ledgerRun(t, st, "other", 3, 5)
+	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 40, Job: &testfactory.JobOpts{ID: new("big"), MaxAttempts: new(int32(3))}}).RunID
+	other := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 5, Job: &testfactory.JobOpts{ID: new("other"), MaxAttempts: new(int32(3))}}).RunID
 	for _, q := range []string{
 		// Half settled, half pending: the run's items are what a scan would have to read.
 		`INSERT INTO dw_etl_run_items (run_id, item_no, params, param_hash, status)
@@ -51,9 +52,9 @@ func TestHistoryRunListsRunningItems(t *testing.T) {
 		require.NoError(t, err, q)
 	}
 
-	w1 := registerWorker(t, st, time.Minute)
-	w2 := registerWorker(t, st, time.Minute)
-	w3 := registerWorker(t, st, time.Minute)
+	w1 := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
+	w2 := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
+	w3 := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 	heartbeat := func(w store.WorkerRef, held ...store.HeldItem) {
 		t.Helper()
 		_, err := st.Heartbeat(ctx, w.ID, held)

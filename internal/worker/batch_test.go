@@ -3,11 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 func TestBatcherGroupsConcurrentRequests(t *testing.T) {
@@ -36,10 +37,7 @@ func TestBatcherGroupsConcurrentRequests(t *testing.T) {
 		})
 	}
 	// Wait until the requests are queued behind the blocked first batch.
-	deadline := time.Now().Add(5 * time.Second)
-	for len(b.ch) < 30 && time.Now().Before(deadline) {
-		runtime.Gosched()
-	}
+	require.Eventually(t, func() bool { return len(b.ch) >= 30 }, 5*time.Second, time.Millisecond, "requests never queued")
 	close(release)
 	wg.Wait()
 	b.close()

@@ -41,14 +41,6 @@ var (
 	buildErr  error
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
 // workerBinary builds cmd/worker once for the fleet tests of this process.
 func workerBinary(t *testing.T) string {
 	t.Helper()

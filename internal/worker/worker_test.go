@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/etl"
@@ -128,18 +129,14 @@ func (b *bundle) job(t *testing.T, id, strategy, policy string, maxAttempts int3
 
 func (b *bundle) waitRun(t *testing.T, runID uuid.UUID) store.Run {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		run, err := b.st.GetRun(context.Background(), runID)
-		require.NoError(t, err)
-		if runstate.Status(run.Status).Terminal() {
-			return run
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s still %s after 30s", runID, run.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var run store.Run
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		var err error
+		run, err = b.st.GetRun(context.Background(), runID)
+		require.NoError(c, err)
+		assert.True(c, runstate.Status(run.Status).Terminal(), "run %s still %s", runID, run.Status)
+	}, 30*time.Second, 20*time.Millisecond)
+	return run
 }
 
 func raw(t *testing.T, vs ...any) []json.RawMessage {
@@ -358,16 +355,11 @@ func TestCancelMidRun(t *testing.T) {
 	}
 	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "cancel", Params: raw(t, sets...)})
 	require.NoError(t, err)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		var running int
-		require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND current_attempt_id IS NOT NULL`, res.Run.RunID).Scan(&running))
-		if running == 10 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "items never started")
-		time.Sleep(20 * time.Millisecond)
-	}
+		require.NoError(c, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_run_items WHERE run_id = $1 AND current_attempt_id IS NOT NULL`, res.Run.RunID).Scan(&running))
+		assert.Equal(c, 10, running, "items running")
+	}, 20*time.Second, 20*time.Millisecond)
 	cres, err := ops.Cancel(ctx, b.st, b.enq.Dispatcher(), res.Run.RunID, "tester", "wrong params")
 	require.NoError(t, err)
 	require.Equal(t, 2, cres.ItemsCancelled, "the items no attempt holds")

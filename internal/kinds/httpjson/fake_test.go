@@ -122,17 +122,6 @@ func (s *fakeSource) latest() map[int]version {
 	return out
 }
 
-func (s *fakeSource) ids() []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ids := make([]int, 0, len(s.versions))
-	for id := range s.versions {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
 func (s *fakeSource) requestCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

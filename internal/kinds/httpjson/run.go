@@ -46,7 +46,6 @@ type run struct {
 	links                      map[string]bool
 	written, outside, repeated int64
 	pages                      int64
-	clockWhy                   string
 }
 
 func newRun(it *etl.Item, cfg *Config, w *incremental.Window, params map[string]any, fields []string, auth string) *run {

@@ -405,7 +405,6 @@ func isConflict(err error) bool {
 // rowCheck sees every row of a pass: it counts, tracks the watermark and the composite
 // cursor's key, and refuses NULL keys and modification times.
 type rowCheck struct {
-	ctx      context.Context
 	it       *etl.Item
 	w        *incremental.Window
 	tally    *incremental.Tally
