@@ -397,6 +397,30 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 		rec.want(t, "time out", tr("item", P, F), tr("item", R, F), tr("run", R, F), tr("item", P, F), tr("run", P, F))
 	})
 
+	t.Run("RefusedByRunstate", func(t *testing.T) {
+		runID := ledgerRun(t, st, "j", 2, 1)
+		rec.after(t, "create and enqueue")
+		_, err := st.SettleItems(ctx, store.ReconcilerShard, runID, []int32{1}, S, etl.CategoryNone, "")
+		require.ErrorIs(t, err, runstate.ErrInvalidTransition, "an item succeeds only by an attempt")
+		_, ids := claim(t, st, w, runID, 1)
+		rec.after(t, "claim")
+		skip := end(runID, 1, ids[0], SK)
+		res, err := st.FinishAttempts(ctx, w, []store.AttemptEnd{skip})
+		require.NoError(t, err)
+		require.ErrorIs(t, res[0].Err, runstate.ErrInvalidTransition, "an attempt does not end its item SKIPPED")
+		retry := end(runID, 1, ids[0], F)
+		retry.ItemStatus = P // Terminal left true: a retry that says it settled the item
+		res, err = st.FinishAttempts(ctx, w, []store.AttemptEnd{retry})
+		require.NoError(t, err)
+		require.ErrorIs(t, res[0].Err, runstate.ErrInvalidTransition)
+		require.NoError(t, st.InTx(ctx, func(tx *store.Tx) error {
+			_, err := tx.FinishAttempts(ctx, w, []store.AttemptEnd{skip})
+			require.ErrorIs(t, err, runstate.ErrInvalidTransition)
+			return nil
+		}))
+		rec.want(t, "refused changes")
+	})
+
 	// Both ways: what the SQL did is allowed, and what is allowed the SQL does.
 	machines := map[string]runstate.Machine{"run": runstate.Runs, "item": runstate.Items}
 	seen := map[string]map[runstate.Transition]bool{"run": {}, "item": {}}
