@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 )
 
@@ -156,11 +157,7 @@ func (o *observer) runStatus(ctx context.Context, runID string) (string, bool, e
 	if err := o.conn.QueryRow(ctx, `SELECT status FROM dw_etl_runs WHERE run_id = $1`, runID).Scan(&status); err != nil {
 		return "", false, err
 	}
-	switch status {
-	case "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED":
-		return status, true, nil
-	}
-	return status, false, nil
+	return status, runstate.Status(status).Terminal(), nil
 }
 
 // costs turns two snapshots (and the tables read after the workers ended) into per-item costs.

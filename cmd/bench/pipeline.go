@@ -23,6 +23,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/worker"
@@ -400,7 +401,7 @@ func (b *bench) etlexec(ctx context.Context, k int) (phaseResult, error) {
 	if err := b.cpuAfter(&res, procs, redis0); err != nil {
 		return res, err
 	}
-	if status != "SUCCESS" {
+	if runstate.Status(status) != runstate.StatusSuccess {
 		return res, fmt.Errorf("etlexec, %d processes: run ended %s", k, status)
 	}
 	after, err := obs.snapshot(ctx)

@@ -27,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -615,7 +616,8 @@ func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCa
 		jobs[i] = sample[rng.IntN(len(sample))].jobID
 	}
 	rep = max(0, slices.IndexFunc(sample, func(s sampled) bool {
-		return (s.status == "FAILED" || s.status == "PARTIAL_SUCCESS") && s.items >= 5 && s.items <= 20
+		st := runstate.Status(s.status)
+		return (st == runstate.StatusFailed || st == runstate.StatusPartialSuccess) && s.items >= 5 && s.items <= 20
 	}))
 	if k := slices.IndexFunc(sample, func(s sampled) bool { return s.incremental }); k >= 0 {
 		jobs[rep] = sample[k].jobID
@@ -675,14 +677,14 @@ func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCa
 	return []*queryCase{
 		runs("runs.job", func(i int) store.RunFilter { return store.RunFilter{JobID: jobAt(i)} }),
 		runs("runs.job.filtered", func(i int) store.RunFilter {
-			return store.RunFilter{JobID: jobAt(i), Status: []string{"FAILED", "PARTIAL_SUCCESS"}, DryRun: &f, Since: &week}
+			return store.RunFilter{JobID: jobAt(i), Status: runstate.Strings(runstate.StatusFailed, runstate.StatusPartialSuccess), DryRun: &f, Since: &week}
 		}),
 		runs("runs.job.page2", func(i int) store.RunFilter { return page2[i%len(page2)] }),
 		runs("runs.recent", func(int) store.RunFilter { return store.RunFilter{} }),
 		runs("runs.recent.page2", func(int) store.RunFilter { return recentPage2 }),
-		runs("runs.recent.failed", func(int) store.RunFilter { return store.RunFilter{Status: []string{"FAILED"}} }),
+		runs("runs.recent.failed", func(int) store.RunFilter { return store.RunFilter{Status: runstate.Strings(runstate.StatusFailed)} }),
 		runs("runs.recent.filtered", func(int) store.RunFilter {
-			return store.RunFilter{Status: []string{"FAILED", "CANCELLED"}, DryRun: &f, Since: &week}
+			return store.RunFilter{Status: runstate.Strings(runstate.StatusFailed, runstate.StatusCancelled), DryRun: &f, Since: &week}
 		}),
 		{name: "run.show", call: func(ctx context.Context, i int) (int, string, error) {
 			d, err := st.HistoryRun(ctx, runAt(i).runID)
@@ -690,7 +692,7 @@ func historyCases(ctx context.Context, st *store.Store, n int) (cases []*queryCa
 		}},
 		items("items", func(i int) store.ItemFilter { return store.ItemFilter{RunID: runAt(i).runID} }),
 		items("items.failed", func(i int) store.ItemFilter {
-			return store.ItemFilter{RunID: runAt(i).runID, Status: []string{"FAILED"}}
+			return store.ItemFilter{RunID: runAt(i).runID, Status: runstate.Strings(runstate.StatusFailed)}
 		}),
 		items("items.param_hash", func(i int) store.ItemFilter {
 			h := sha256.Sum256([]byte(runAt(i).jobID + ":1"))

@@ -33,6 +33,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -65,7 +66,7 @@ const (
 )
 
 // DefaultOn are the run end statuses that notify for a job that names none.
-var DefaultOn = []string{"FAILED", "PARTIAL_SUCCESS"}
+var DefaultOn = runstate.Strings(runstate.StatusFailed, runstate.StatusPartialSuccess)
 
 // Config configures an Alerter.
 type Config struct {
@@ -177,7 +178,8 @@ func (a *Alerter) Pass(ctx context.Context) (Report, error) {
 }
 
 func ended(status string) bool {
-	return status != "PENDING" && status != "RUNNING"
+	s := runstate.Status(status)
+	return s != runstate.StatusPending && s != runstate.StatusRunning
 }
 
 // notice handles one watched run: its end, or its being overdue.
@@ -266,10 +268,10 @@ func slackBody(ev Event) map[string]any {
 			ev.OccurredAt.Sub(r.OpenedAt).Round(time.Second), time.Duration(derefInt(ev.ExpectedDurationMs))*time.Millisecond)
 	default:
 		icon := ":red_circle:"
-		switch r.Status {
-		case "SUCCESS":
+		switch runstate.Status(r.Status) {
+		case runstate.StatusSuccess:
 			icon = ":large_green_circle:"
-		case "PARTIAL_SUCCESS", "CANCELLED", "SKIPPED":
+		case runstate.StatusPartialSuccess, runstate.StatusCancelled, runstate.StatusSkipped:
 			icon = ":large_yellow_circle:"
 		}
 		text = fmt.Sprintf("%s etlexec run of *%s* ended *%s*: %d of %d items succeeded, %d failed", icon, r.JobID, r.Status,

@@ -28,6 +28,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -213,10 +214,10 @@ func (r *Runner) fill(ctx context.Context, rep *Report) error {
 			id := k.RunID
 			w.RunID, w.Status = &id, k.Status
 		}
-		switch {
-		case w.Status == "SUCCESS":
+		switch s := runstate.Status(w.Status); {
+		case s == runstate.StatusSuccess:
 			rep.Succeeded++
-		case w.Status != "" && w.Status != "PENDING" && w.Status != "RUNNING":
+		case s != "" && s != runstate.StatusPending && s != runstate.StatusRunning:
 			rep.Other++
 		}
 	}
@@ -261,7 +262,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (Report, error) {
 		}
 		open := 0
 		for _, w := range rep.Windows {
-			if w.Status == "PENDING" || w.Status == "RUNNING" {
+			if s := runstate.Status(w.Status); s == runstate.StatusPending || s == runstate.StatusRunning {
 				open++
 			}
 		}

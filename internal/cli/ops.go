@@ -13,6 +13,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dispatch"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -73,7 +74,13 @@ func cancelCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-var validStatuses = map[string]bool{"PENDING": true, "RUNNING": true, "SUCCESS": true, "PARTIAL_SUCCESS": true, "FAILED": true, "SKIPPED": true, "CANCELLED": true}
+var validStatuses = func() map[string]bool {
+	m := make(map[string]bool, len(runstate.Statuses))
+	for _, s := range runstate.Statuses {
+		m[string(s)] = true
+	}
+	return m
+}()
 var validCategories = map[string]bool{"API": true, "DB": true, "DATA": true, "SYSTEM": true, "NONE": true}
 
 func upperList(flag string, vals []string, valid map[string]bool) ([]string, error) {

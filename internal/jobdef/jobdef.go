@@ -18,6 +18,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -521,7 +522,7 @@ func validateParamSource(b json.RawMessage) error {
 }
 
 // runStatusesEnded are the run statuses an alert can name.
-var runStatusesEnded = []string{"SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED"}
+var runStatusesEnded = runstate.Strings(slices.DeleteFunc(slices.Clone(runstate.Statuses), func(s runstate.Status) bool { return !s.Terminal() })...)
 
 // policy validates the job's retention, alert and catch-up fields.
 func (j Job) policy() (store.JobPolicy, []error) {

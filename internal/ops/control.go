@@ -18,6 +18,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -189,9 +190,9 @@ func replay(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, jobID, 
 	if err != nil {
 		return TriggerResult{}, true, err
 	}
-	res := TriggerResult{Replayed: true, Skipped: run.Status == "SKIPPED", Items: int(run.ItemCount),
+	res := TriggerResult{Replayed: true, Skipped: runstate.Status(run.Status) == runstate.StatusSkipped, Items: int(run.ItemCount),
 		Deduplicated: int(run.ItemsDeduplicated)}
-	if run.Status == "PENDING" && run.EnqueuedAt == nil {
+	if runstate.Status(run.Status) == runstate.StatusPending && run.EnqueuedAt == nil {
 		// The first request recorded the run but did not finish handing its tasks to Redis. Its
 		// fan-out is ours once its lease lapsed; while another process holds it (the first
 		// request still sending, or the reconciler), that process finishes it.

@@ -2,6 +2,7 @@ package runstate
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -19,6 +20,18 @@ const (
 	StatusCancelled      Status = "CANCELLED"
 )
 
+// Statuses lists every status, in the order the status columns' CHECK constraints list them.
+var Statuses = []Status{StatusPending, StatusRunning, StatusSuccess, StatusPartialSuccess, StatusFailed, StatusSkipped, StatusCancelled}
+
+// Strings returns the statuses as strings, the form of filters, flags and SQL array parameters.
+func Strings(ss ...Status) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return out
+}
+
 // Terminal reports whether s is final unless an operator reruns: every status but
 // PENDING and RUNNING.
 func (s Status) Terminal() bool {
@@ -31,11 +44,10 @@ func (s Status) Terminal() bool {
 
 // ParseStatus returns the Status named by s, ignoring case and surrounding space.
 func ParseStatus(s string) (Status, error) {
-	switch st := Status(strings.ToUpper(strings.TrimSpace(s))); st {
-	case StatusPending, StatusRunning, StatusSuccess, StatusPartialSuccess, StatusFailed, StatusSkipped, StatusCancelled:
+	if st := Status(strings.ToUpper(strings.TrimSpace(s))); slices.Contains(Statuses, st) {
 		return st, nil
 	}
-	return "", fmt.Errorf("unknown status %q: want PENDING, RUNNING, SUCCESS, PARTIAL_SUCCESS, FAILED, SKIPPED or CANCELLED", s)
+	return "", fmt.Errorf("unknown status %q: want one of %s", s, strings.Join(Strings(Statuses...), ", "))
 }
 
 // Counts is how many of a run's items are in each status.

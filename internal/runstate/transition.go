@@ -18,48 +18,73 @@ type Transition struct {
 
 func (t Transition) String() string { return string(t.From) + " → " + string(t.To) }
 
-// Machine is the set of status changes allowed for one kind of record. Staying in the
-// same status is not a transition; callers treat it as a no-op.
+// Machine is the set of statuses a kind of record is created in and the status changes
+// allowed for it afterwards. Staying in the same status is not a transition; callers treat
+// it as a no-op.
 type Machine struct {
-	name  string
-	edges map[Transition]bool
+	name   string
+	starts map[Status]bool
+	edges  map[Transition]bool
 }
 
-func newMachine(name string, ts ...Transition) Machine {
-	m := Machine{name: name, edges: make(map[Transition]bool, len(ts))}
+func newMachine(name string, starts []Status, ts ...Transition) Machine {
+	m := Machine{name: name, starts: make(map[Status]bool, len(starts)), edges: make(map[Transition]bool, len(ts))}
+	for _, s := range starts {
+		m.starts[s] = true
+	}
 	for _, t := range ts {
 		m.edges[t] = true
 	}
 	return m
 }
 
-// Items is the life of an item (dw_etl_run_items):
+// Items is the life of an item (dw_etl_run_items). RUNNING is the claim: the status column
+// stays PENDING while an attempt holds the item (current_attempt_id set), and every reader
+// shows such an item RUNNING.
 //
+//	created PENDING                 with its run, in one COPY
 //	PENDING → RUNNING               a worker claims it
-//	RUNNING → PENDING               the attempt failed and will be retried
+//	RUNNING → PENDING               the attempt failed and will be retried, or its worker died
 //	RUNNING → SUCCESS | FAILED | CANCELLED
-//	PENDING → CANCELLED | SKIPPED   the run was cancelled, or the item has nothing to do
-//	FAILED | CANCELLED → PENDING    an operator reruns it
-var Items = newMachine("item",
+//	                                its attempt ended (by its worker, or by the reconciler: the
+//	                                worker died too often, or the run timed out)
+//	PENDING → FAILED | CANCELLED | SKIPPED
+//	                                settled without an attempt: out of attempts or past the run's
+//	                                deadline, the run was cancelled, or nothing to do
+//	FAILED | CANCELLED | SKIPPED → PENDING
+//	                                an operator reruns it; SUCCESS is never rerun (a second
+//	                                success in one run would load its data twice)
+var Items = newMachine("item", []Status{StatusPending},
 	Transition{StatusPending, StatusRunning},
 	Transition{StatusRunning, StatusPending},
 	Transition{StatusRunning, StatusSuccess},
 	Transition{StatusRunning, StatusFailed},
 	Transition{StatusRunning, StatusCancelled},
+	Transition{StatusPending, StatusFailed},
 	Transition{StatusPending, StatusCancelled},
 	Transition{StatusPending, StatusSkipped},
 	Transition{StatusFailed, StatusPending},
 	Transition{StatusCancelled, StatusPending},
+	Transition{StatusSkipped, StatusPending},
 )
 
 // Runs is the life of a run (dw_etl_runs):
 //
-//	PENDING → RUNNING | SKIPPED | CANCELLED
-//	RUNNING → SUCCESS | PARTIAL_SUCCESS | FAILED | CANCELLED   (see RunStatus)
-//	any terminal status → RUNNING                                an operator reruns it
-var Runs = newMachine("run",
+//	created PENDING | SKIPPED       SKIPPED by the overlap or catch-up policy, with no items
+//	PENDING → RUNNING               every task was handed to Redis
+//	PENDING | RUNNING → SUCCESS | PARTIAL_SUCCESS | FAILED | CANCELLED
+//	                                finalised (see RunStatus); a run whose items all settled
+//	                                before its fan-out was recorded — cancelled or timed out
+//	                                while its enqueuer was away, or simply fast — ends from PENDING
+//	SUCCESS | PARTIAL_SUCCESS | FAILED | CANCELLED → RUNNING
+//	                                an operator reruns some of its items (a SUCCESS run only has
+//	                                SKIPPED ones to rerun); a SKIPPED run has none and is never
+//	                                rerun
+var Runs = newMachine("run", []Status{StatusPending, StatusSkipped},
 	Transition{StatusPending, StatusRunning},
-	Transition{StatusPending, StatusSkipped},
+	Transition{StatusPending, StatusSuccess},
+	Transition{StatusPending, StatusPartialSuccess},
+	Transition{StatusPending, StatusFailed},
 	Transition{StatusPending, StatusCancelled},
 	Transition{StatusRunning, StatusSuccess},
 	Transition{StatusRunning, StatusPartialSuccess},
@@ -68,9 +93,21 @@ var Runs = newMachine("run",
 	Transition{StatusSuccess, StatusRunning},
 	Transition{StatusPartialSuccess, StatusRunning},
 	Transition{StatusFailed, StatusRunning},
-	Transition{StatusSkipped, StatusRunning},
 	Transition{StatusCancelled, StatusRunning},
 )
+
+// CanStart reports whether a record may be created in status s.
+func (m Machine) CanStart(s Status) bool { return m.starts[s] }
+
+// Starts lists the statuses a record may be created in, sorted.
+func (m Machine) Starts() []Status {
+	ss := make([]Status, 0, len(m.starts))
+	for s := range m.starts {
+		ss = append(ss, s)
+	}
+	slices.Sort(ss)
+	return ss
+}
 
 // CanTransition reports whether a record may go from one status to the other.
 func (m Machine) CanTransition(from, to Status) bool {

@@ -2,6 +2,7 @@ package runstate_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/etlexec/etlexec/internal/runstate"
@@ -23,25 +24,29 @@ func TestTransitions(t *testing.T) {
 	tests := []struct {
 		name    string
 		m       runstate.Machine
+		starts  []runstate.Status
 		allowed []runstate.Transition
 	}{
 		{
-			name: "Items",
-			m:    runstate.Items,
+			name:   "Items",
+			m:      runstate.Items,
+			starts: []runstate.Status{P},
 			allowed: []runstate.Transition{
 				{From: P, To: R}, {From: R, To: P},
 				{From: R, To: S}, {From: R, To: F}, {From: R, To: C},
-				{From: P, To: C}, {From: P, To: SK},
-				{From: F, To: P}, {From: C, To: P},
+				{From: P, To: F}, {From: P, To: C}, {From: P, To: SK},
+				{From: F, To: P}, {From: C, To: P}, {From: SK, To: P},
 			},
 		},
 		{
-			name: "Runs",
-			m:    runstate.Runs,
+			name:   "Runs",
+			m:      runstate.Runs,
+			starts: []runstate.Status{P, SK},
 			allowed: []runstate.Transition{
-				{From: P, To: R}, {From: P, To: SK}, {From: P, To: C},
+				{From: P, To: R},
+				{From: P, To: S}, {From: P, To: PS}, {From: P, To: F}, {From: P, To: C},
 				{From: R, To: S}, {From: R, To: PS}, {From: R, To: F}, {From: R, To: C},
-				{From: S, To: R}, {From: PS, To: R}, {From: F, To: R}, {From: SK, To: R}, {From: C, To: R},
+				{From: S, To: R}, {From: PS, To: R}, {From: F, To: R}, {From: C, To: R},
 			},
 		},
 	}
@@ -51,6 +56,14 @@ func TestTransitions(t *testing.T) {
 			want := make(map[runstate.Transition]bool)
 			for _, tr := range tc.allowed {
 				want[tr] = true
+			}
+			for _, s := range allStatuses {
+				if got, want := tc.m.CanStart(s), slices.Contains(tc.starts, s); got != want {
+					t.Errorf("CanStart(%s) = %t, want %t", s, got, want)
+				}
+			}
+			if got := tc.m.Starts(); len(got) != len(tc.starts) {
+				t.Errorf("Starts() = %v, want %v", got, tc.starts)
 			}
 			for _, from := range allStatuses {
 				for _, to := range allStatuses {

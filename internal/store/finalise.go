@@ -114,6 +114,9 @@ func (s *Store) FinaliseRun(ctx context.Context, runID uuid.UUID) (Finalised, er
 			status := runstate.RunStatus(runstate.Counts{
 				Succeeded: int(c.Succeeded), Failed: int(c.Failed), Skipped: int(c.Skipped), Cancelled: int(c.Cancelled),
 			}, run.CancelRequestedAt != nil, timedOut)
+			if err := runstate.Runs.Check(runstate.Status(run.Status), status); err != nil {
+				return err
+			}
 			category := runstate.DominantCategory(toIntCounts(c.FailedBy))
 			var msg *string
 			switch {

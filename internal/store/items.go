@@ -221,6 +221,16 @@ func rowOf(e AttemptEnd) endRow {
 	return r
 }
 
+// check refuses an end whose item change runstate.Items does not allow from RUNNING (the
+// claim it ends), or whose Terminal disagrees with its item status.
+func (e AttemptEnd) check() error {
+	if !runstate.Items.CanTransition(runstate.StatusRunning, e.ItemStatus) || e.Terminal != e.ItemStatus.Terminal() {
+		return fmt.Errorf("end attempt %s of item %d of run %s as %s (terminal %t): %w",
+			e.AttemptID, e.ItemNo, e.RunID, e.ItemStatus, e.Terminal, runstate.ErrInvalidTransition)
+	}
+	return nil
+}
+
 // Finish is the outcome of one attempt end.
 type Finish struct {
 	// Recorded is true when the end is in the ledger: written now, or already by an earlier
@@ -245,14 +255,26 @@ func (f Finish) Lost() bool { return !f.Recorded && f.Err == nil }
 // transient errors (the statement is idempotent). When Postgres refuses a row of the batch (a value or a
 // constraint: SQLSTATE class 22 or 23), each end is written alone so that one cannot fail its
 // neighbours; an end still refused is tried once more without its texts, and if that fails too
-// its Finish carries the error.
+// its Finish carries the error. An end runstate.Items refuses (its item status not a change
+// allowed from RUNNING, or Terminal not matching it) is not written: its Finish carries
+// runstate.ErrInvalidTransition.
 func (s *Store) FinishAttempts(ctx context.Context, w WorkerRef, ends []AttemptEnd) ([]Finish, error) {
-	out, err := s.retryFinish(ctx, w, ends)
-	if err == nil || !IsRowError(err) || len(ends) == 0 {
-		return out, err
+	valid := true
+	for _, e := range ends {
+		valid = valid && e.check() == nil
 	}
-	out = make([]Finish, len(ends))
+	if valid {
+		out, err := s.retryFinish(ctx, w, ends)
+		if err == nil || !IsRowError(err) || len(ends) == 0 {
+			return out, err
+		}
+	}
+	out := make([]Finish, len(ends))
 	for i, e := range ends {
+		if err := e.check(); err != nil {
+			out[i] = Finish{Err: err}
+			continue
+		}
 		res, err := s.retryFinish(ctx, w, []AttemptEnd{e})
 		if err != nil && IsRowError(err) {
 			res, err = s.retryFinish(ctx, w, []AttemptEnd{withoutTexts(e, err)})
@@ -288,10 +310,16 @@ func withoutTexts(e AttemptEnd, cause error) AttemptEnd {
 
 // FinishAttempts records ends inside the caller's transaction (a handler's target transaction
 // on etlexec's own database), so the item's outcome commits with its target writes. It sets
-// the transaction's lock timeout first: the caller's session is not Bounded.
+// the transaction's lock timeout first: the caller's session is not Bounded. An end
+// runstate.Items refuses fails the call with runstate.ErrInvalidTransition.
 func (tx *Tx) FinishAttempts(ctx context.Context, w WorkerRef, ends []AttemptEnd) ([]Finish, error) {
 	if _, err := tx.tx.Exec(ctx, "SET LOCAL lock_timeout = "+fmt.Sprint(LockTimeout.Milliseconds())); err != nil {
 		return nil, fmt.Errorf("bound the target transaction's locks: %w", err)
+	}
+	for _, e := range ends {
+		if err := e.check(); err != nil {
+			return nil, err
+		}
 	}
 	return finishAttempts(ctx, tx.q, w, ends)
 }
@@ -334,9 +362,13 @@ func finishAttempts(ctx context.Context, q *sqlcdb.Queries, w WorkerRef, ends []
 
 // SettleItems ends PENDING, unclaimed items of a run that can never be claimed (out of
 // attempts, cancelled, past the run's deadline) as status with category and message, counting
-// them in shard; it returns the items it settled with their task generations.
+// them in shard; it returns the items it settled with their task generations. status must be
+// a final status runstate.Items allows from PENDING (FAILED, CANCELLED or SKIPPED).
 func (s *Store) SettleItems(ctx context.Context, shard int16, runID uuid.UUID, itemNos []int32,
 	status runstate.Status, category etl.Category, message string) ([]ItemTask, error) {
+	if !status.Terminal() || !runstate.Items.CanTransition(runstate.StatusPending, status) {
+		return nil, fmt.Errorf("settle %d items of run %s as %s: %w", len(itemNos), runID, status, runstate.ErrInvalidTransition)
+	}
 	var rows []sqlcdb.SettleItemsRow
 	err := Retry(ctx, RetryBookkeeping, func(ctx context.Context) error {
 		var err error

@@ -95,7 +95,7 @@ type RerunItem struct {
 	ItemNo        int32           `json:"item_no"`
 	ParamHash     string          `json:"param_hash"`
 	Params        json.RawMessage `json:"params"`
-	Status        string          `json:"status"`
+	Status        runstate.Status `json:"status"`
 	ErrorCategory string          `json:"error_category"`
 	ErrorMessage  *string         `json:"error_message,omitempty"`
 	Attempts      int32           `json:"attempts"`
@@ -119,7 +119,7 @@ func (s *Store) RerunCandidates(ctx context.Context, runID uuid.UUID, f RerunFil
 	}
 	out := make([]RerunItem, len(rows))
 	for i, r := range rows {
-		out[i] = RerunItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, Params: r.Params, Status: r.Status,
+		out[i] = RerunItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, Params: r.Params, Status: runstate.Status(r.Status),
 			ErrorCategory: r.ErrorCategory, ErrorMessage: r.ErrorMessage, Attempts: r.Attempts, Generation: r.Generation}
 	}
 	return out, nil

@@ -23,6 +23,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/etlexec/etlexec/internal/runstate"
 )
 
 // TracerName is the instrumentation scope of etlexec's spans.
@@ -149,7 +151,7 @@ func (m *Metrics) ObserveAttempt(jobID, status, category string, d time.Duration
 	}
 	m.Attempts.WithLabelValues(jobID, status, category).Inc()
 	m.AttemptDuration.WithLabelValues(jobID, status).Observe(d.Seconds())
-	if status == "SUCCESS" {
+	if runstate.Status(status) == runstate.StatusSuccess {
 		m.Records.WithLabelValues(jobID, "read").Add(float64(read))
 		m.Records.WithLabelValues(jobID, "written").Add(float64(written))
 	}
