@@ -40,9 +40,15 @@ build: ## Build all packages and put the binaries into bin/
 .PHONY: test
 # One package at a time (-p 1): packages share the server's max_connections (100 by default),
 # and the fault suite alone runs several worker processes with their own pools.
-test: ## Run all tests against real Postgres and Redis (brings services up; Chromium for the console test)
+test: verify ## make verify, then all tests against real Postgres and Redis (brings services up; Chromium for the console test), then test-deploy
 	@scripts/browser.sh
 	@$(SERVICES) && $(GO) test -count=1 -p 1 -timeout 15m ./...
+	@$(MAKE) --no-print-directory test-deploy
+
+.PHONY: test-deploy
+# deploy/k8s is its own module (it alone needs k8s.io/api), so the root's ./... does not reach it.
+test-deploy: ## Check the Kubernetes manifests offline (module deploy/k8s)
+	cd deploy/k8s && $(GO) test -count=1 ./...
 
 .PHONY: test-short
 test-short: ## Run the tests in -short mode
@@ -60,13 +66,14 @@ test-faults-loaded: ## Run test-faults with two CPU-hog processes beside it
 	bin/bench hog -n 2 & hog=$$!; trap 'kill $$hog' EXIT; $(MAKE) test-faults
 
 .PHONY: vet
-vet: ## Run go vet
+vet: ## Run go vet (root module and deploy/k8s)
 	$(GO) vet ./...
+	cd deploy/k8s && $(GO) vet ./...
 
 # TOOLS runs a tool pinned in tools/go.mod (staticcheck, sqlc): their dependencies stay out of
-# the main go.mod. The first run builds them (sqlc compiles libpg_query with cgo when a C
-# compiler is present, minutes; without one Go builds it on its WebAssembly parser instead).
-TOOLS = $(GO) tool -modfile=tools/go.mod
+# the main go.mod. The first run builds them; cgo is off so sqlc uses its WebAssembly parser
+# (about a minute cold) instead of compiling libpg_query in C (about nine), on every machine alike.
+TOOLS = CGO_ENABLED=0 $(GO) tool -modfile=tools/go.mod
 
 .PHONY: verify
 # Static checks only: no services, no tests but the migration checksum one (which opens no

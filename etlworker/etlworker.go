@@ -8,7 +8,9 @@
 //	}
 //
 // It reads the same environment and flags as cmd/worker (DATABASE_URL, REDIS_URL, ETL_*),
-// and shuts down gracefully on SIGTERM.
+// and shuts down gracefully on SIGTERM. It is a thin main over the etlexec SDK
+// (etlexec.NewWorker); a program that needs middleware, its own configuration or to embed the
+// worker in a service uses the SDK directly.
 package etlworker
 
 import (

@@ -1,5 +1,5 @@
 // Command worker runs etlexec items with the built-in kinds. Teams with their own kinds build
-// their own binary with the etlworker package instead.
+// their own binary with the etlexec SDK (etlexec.NewWorker) or the etlworker package instead.
 package main
 
 import (

@@ -15,6 +15,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/config"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/telemetry"
 )
 
 // ExitError carries a specific process exit code (e.g. 2 for PARTIAL_SUCCESS).
@@ -86,14 +87,7 @@ func init() {
 
 // NewLogger builds the process logger: JSON lines (stable snake_case keys) or console.
 func NewLogger(w io.Writer, level, format string) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
-	}
-	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+	return telemetry.NewLogger(w, level, format)
 }
 
 // Enqueuer is the root of `enqueuer`: triggering and operating runs, migrations, serving.

@@ -15,6 +15,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
+	"github.com/etlexec/etlexec/internal/testfactory"
 )
 
 // statusTriggersSQL records every status a run or item is created in and every status change
@@ -181,10 +182,10 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 		require.Len(t, tasks, len(cands), step)
 		return tasks
 	}
-	w := registerWorker(t, st, time.Minute)
+	w := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 
 	t.Run("SuccessRetryFailureRerun", func(t *testing.T) {
-		runID := ledgerRun(t, st, "j", 2, 3)
+		runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 3, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(2))}}).RunID
 		rec.want(t, "create and enqueue", append(times(3, created("item", P)), created("run", P), tr("run", P, R))...)
 
 		_, ids := claim(t, st, w, runID, 1, 2, 3)
@@ -222,7 +223,7 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 	})
 
 	t.Run("FailedRunRerunOutOfAttempts", func(t *testing.T) {
-		runID := ledgerRun(t, st, "j", 1, 1)
+		runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 1, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(1))}}).RunID
 		rec.after(t, "create and enqueue")
 		_, ids := claim(t, st, w, runID, 1)
 		finish("finish", w, end(runID, 1, ids[0], F))
@@ -241,7 +242,7 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 	})
 
 	t.Run("Cancel", func(t *testing.T) {
-		runID := ledgerRun(t, st, "j", 2, 2)
+		runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 2, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(2))}}).RunID
 		rec.after(t, "create and enqueue")
 		_, ids := claim(t, st, w, runID, 1)
 		rec.after(t, "claim")
@@ -296,7 +297,7 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 	})
 
 	t.Run("Skipped", func(t *testing.T) {
-		runID := ledgerRun(t, st, "j", 2, 2)
+		runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 2, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(2))}}).RunID
 		rec.after(t, "create and enqueue")
 		skipped, err := st.CreateSkippedRun(ctx, store.NewRun{RunID: uuid.Must(uuid.NewV7()), JobID: "j", Trigger: "schedule"}, "overlap")
 		require.NoError(t, err)
@@ -324,7 +325,7 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 	})
 
 	t.Run("LostWorkers", func(t *testing.T) {
-		runID := ledgerRun(t, st, "j", 1, 1)
+		runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 1, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(1))}}).RunID
 		rec.after(t, "create and enqueue")
 		// die stops the worker that holds the item (a lease that ended), declares it dead and
 		// closes its attempts, as the reconciler does.
@@ -343,7 +344,7 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 		}
 		gen := int32(0)
 		for death := 1; death <= runstate.SuspectAfter+1; death++ {
-			wk := registerWorker(t, st, time.Minute)
+			wk := testfactory.Worker(t.Context(), t, st, &testfactory.WorkerOpts{Lease: new(time.Minute)})
 			alone := death > runstate.SuspectAfter
 			cs, err := st.ClaimItems(ctx, wk, alone, []store.ClaimRequest{{RunID: runID, ItemNo: 1, Generation: gen, AttemptID: uuid.Must(uuid.NewV7())}})
 			require.NoError(t, err)
@@ -398,7 +399,7 @@ func TestStatusTransitionsMatchRunstate(t *testing.T) {
 	})
 
 	t.Run("RefusedByRunstate", func(t *testing.T) {
-		runID := ledgerRun(t, st, "j", 2, 1)
+		runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 1, Job: &testfactory.JobOpts{ID: new("j"), MaxAttempts: new(int32(2))}}).RunID
 		rec.after(t, "create and enqueue")
 		_, err := st.SettleItems(ctx, store.ReconcilerShard, runID, []int32{1}, S, etl.CategoryNone, "")
 		require.ErrorIs(t, err, runstate.ErrInvalidTransition, "an item succeeds only by an attempt")

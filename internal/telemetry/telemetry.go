@@ -1,10 +1,11 @@
 // Package telemetry owns etlexec's traces and metrics: the OpenTelemetry tracer provider
 // (OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set), trace propagation through asynq task
-// headers, and the Prometheus metrics served on /metrics.
+// headers, the Prometheus metrics served on /metrics, and the process logger.
 package telemetry
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -208,4 +210,17 @@ func (m *RunMetrics) ObserveRunEnd(jobID, status string, d time.Duration) {
 // ObserveDelivery counts one alert delivery attempt.
 func (m *RunMetrics) ObserveDelivery(destination, outcome string) {
 	m.Deliveries.WithLabelValues(destination, outcome).Inc()
+}
+
+// NewLogger is the process logger: JSON lines to w (format "json") or zerolog's console form
+// ("console"), at level (info when it does not parse), each line timestamped.
+func NewLogger(w io.Writer, level, format string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }

@@ -17,8 +17,5 @@ func TestMain(m *testing.M) {
 			}
 			os.Exit(code)
 		}),
-		// A worker's idle handler-runner goroutines (runners.go) are never told to exit:
-		// Shutdown does not close them. Reported; remove this once the worker stops them.
-		goleak.IgnoreTopFunction("github.com/etlexec/etlexec/internal/worker.(*runners).loop"),
 	)
 }

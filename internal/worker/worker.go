@@ -391,6 +391,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.cfg.Store.StopWorker(sctx, w.ID()); err != nil {
 		w.log.Warn().Err(err).Msg("could not end the liveness lease; the reconciler ends it when it lapses")
 	}
+	w.runners.stop()
 	w.targets.close()
 	return nil
 }
