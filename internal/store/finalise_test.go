@@ -71,8 +71,11 @@ func TestFinaliseOfALargeRunDoesNotBlockItsLogWrites(t *testing.T) {
 		for _, c := range cs {
 			require.True(t, c.Claimed)
 		}
-		_, err = st.FinishAttempts(ctx, w, ends)
+		fs, err := st.FinishAttempts(ctx, w, ends)
 		require.NoError(t, err)
+		for i, f := range fs {
+			require.True(t, f.Recorded, "end of item %d not recorded: %+v", ends[i].ItemNo, f)
+		}
 	}
 
 	// Another session holds the job row: the first cursor finalisation writes takes a key-share
@@ -95,19 +98,23 @@ func TestFinaliseOfALargeRunDoesNotBlockItsLogWrites(t *testing.T) {
 		done <- result{f, err}
 	}()
 
-	// Finalisation is inside its transaction: it holds the run and waits for the cursor row.
+	// Finalisation is inside its transaction: it holds the run and waits for the job row.
+	var early *result
 	require.Eventually(t, func() bool {
 		select {
 		case r := <-done:
-			t.Fatalf("finalisation ended before it reached the held job row: %+v", r)
+			early = &r
+			return true
 		default:
 		}
 		var waiting bool
 		err := direct.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 			WHERE datname = current_database() AND application_name = 'etlexec finalise'
-			  AND wait_event_type = 'Lock' AND query LIKE '%dw_etl_incremental_cursors%')`).Scan(&waiting)
+			  AND wait_event_type = 'Lock')`).Scan(&waiting)
 		return err == nil && waiting
-	}, 60*time.Second, 20*time.Millisecond, "finalisation never reached the held job row")
+	}, 60*time.Second, 20*time.Millisecond, "finalisation never waited for the held job row")
+	require.Nil(t, early, "finalisation ended before it reached the held job row")
+
 	// The run's logs go in while finalisation holds the run. A log write that queued behind
 	// it would wait for the holder, which waits for this test: the lock timeout turns that
 	// into a failure instead of a hang.

@@ -659,15 +659,7 @@ func TestParseTimeBound(t *testing.T) {
 func TestHistoryPlansStayOnIndexesWhenGeneric(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	u := dbtest.URL(t)
-	tracer := &histTracer{}
-	cfg, err := pgxpool.ParseConfig(u)
-	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = tracer
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	st := store.New(pool)
+	st, pool, tracer := tracedStore(t)
 	for _, q := range []string{
 		`INSERT INTO dw_etl_jobs (job_id, kind) SELECT 'job_' || j, 'synthetic' FROM generate_series(1, 100) j`,
 		`INSERT INTO dw_etl_runs (run_id, job_id, status, exclusive, started_at)
@@ -687,7 +679,7 @@ func TestHistoryPlansStayOnIndexesWhenGeneric(t *testing.T) {
 	first, err := st.HistoryRuns(ctx, store.RunFilter{JobID: "job_7", Limit: 10})
 	require.NoError(t, err)
 
-	conn, err := pgx.Connect(ctx, u)
+	conn, err := pgx.Connect(ctx, pool.Config().ConnString())
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	_, err = conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`)
@@ -757,6 +749,19 @@ func TestHistoryPlansStayOnIndexesWhenGeneric(t *testing.T) {
 }
 
 // histTracer records the statements sent under a context that asks for it.
+// tracedStore opens a store on a fresh database whose statements tracer records.
+func tracedStore(t *testing.T) (*store.Store, *pgxpool.Pool, *histTracer) {
+	t.Helper()
+	tracer := &histTracer{}
+	cfg, err := pgxpool.ParseConfig(dbtest.URL(t))
+	require.NoError(t, err)
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return store.New(pool), pool, tracer
+}
+
 type histTracer struct {
 	mu    sync.Mutex
 	stmts []histStatement

@@ -8,10 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/testfactory"
@@ -23,15 +21,7 @@ import (
 func TestHistoryRunListsRunningItems(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	u := dbtest.URL(t)
-	tracer := &histTracer{}
-	cfg, err := pgxpool.ParseConfig(u)
-	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = tracer
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	st := store.New(pool)
+	st, pool, tracer := tracedStore(t)
 
 	const bulk = 200_000
 	runID := testfactory.Run(t.Context(), t, st, &testfactory.RunOpts{Items: 40, Job: &testfactory.JobOpts{ID: new("big"), MaxAttempts: new(int32(3))}}).RunID
@@ -71,7 +61,7 @@ func TestHistoryRunListsRunningItems(t *testing.T) {
 	heartbeat(w3, item(runID, 10))
 	claim(t, st, w2, runID, 8) // since w2's heartbeat: counted, not listed
 	// Item 10 ends after w3's heartbeat: w3's held items are stale and must not list it.
-	_, err = st.FinishAttempts(ctx, w3, []store.AttemptEnd{end(runID, 10, ids3[0], runstate.StatusSuccess)})
+	_, err := st.FinishAttempts(ctx, w3, []store.AttemptEnd{end(runID, 10, ids3[0], runstate.StatusSuccess)})
 	require.NoError(t, err)
 	n, err := st.ReportProgress(ctx, []store.AttemptProgress{{RunID: runID, ItemNo: 4, AttemptID: ids1[1],
 		RecordsRead: 120, RecordsWritten: 100, Pages: 3, Message: "page 3 of 9"}})
@@ -118,7 +108,7 @@ func TestHistoryRunListsRunningItems(t *testing.T) {
 			}
 		}
 		require.NotEmpty(t, sql, "HistoryRun sent no running-items query: %v", stmts)
-		conn, err := pgx.Connect(ctx, u)
+		conn, err := pgx.Connect(ctx, pool.Config().ConnString())
 		require.NoError(t, err)
 		t.Cleanup(func() { conn.Close(context.Background()) })
 		_, err = conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`)
