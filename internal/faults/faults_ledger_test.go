@@ -68,11 +68,13 @@ func transientItems(prefix string, n int) []p { return slowItems(prefix, n, 2, 1
 
 // TestFaultPostgresBackendsTerminated terminates the workers' database sessions every few
 // hundred milliseconds for ten seconds mid-run. Every lost connection is a transient error to
-// ride out: with max_attempts 1, an item that pays for one with an attempt fails the run.
+// ride out: with max_attempts 1, an item that pays for one with an attempt fails the run. The
+// item timeout is well above the storm's length: an item must ride it out within its attempt,
+// not run into its own timeout on a loaded machine (a timeout is a real failure).
 func TestFaultPostgresBackendsTerminated(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	e := newEnvWith(t, envOpts{timeout: 10 * time.Second, maxAttempts: 1})
+	e := newEnvWith(t, envOpts{timeout: 60 * time.Second, maxAttempts: 1})
 	e.startWorker("w1")
 	e.startWorker("w2")
 	const n = 3000
@@ -145,11 +147,12 @@ func (e *env) holdConnections(free int) (held int, release func()) {
 
 // TestFaultPostgresTooManyClients runs workers against a server whose slots are nearly all
 // held by idle sessions: the workers' pools cannot grow and new connections are refused with
-// "too many clients". That is a transient error: the run succeeds with one attempt per item.
+// "too many clients". That is a transient error: the run succeeds with one attempt per item
+// (the item timeout leaves room to wait for a slot on a loaded machine).
 func TestFaultPostgresTooManyClients(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	e := newEnvWith(t, envOpts{timeout: 10 * time.Second, maxAttempts: 1, pg: servertest.PostgresOptions{
+	e := newEnvWith(t, envOpts{timeout: 60 * time.Second, maxAttempts: 1, pg: servertest.PostgresOptions{
 		MaxConnections: 40, Settings: map[string]string{"superuser_reserved_connections": "0"},
 	}})
 	insp := e.inspector()
