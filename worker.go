@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -287,7 +286,7 @@ func (w *Worker) start(ctx context.Context, reg *etl.Registry) error {
 
 	// 6. The reconciler: every worker runs one; only the holder of its lease acts.
 	rec, err := reconcile.New(reconcile.Config{Store: st, Redis: redis, Interval: cfg.ReconcileInterval,
-		Lease: cfg.Lease, Name: processLabel(), Logger: w.log})
+		Lease: cfg.Lease, Name: telemetry.ProcessLabel(), Logger: w.log})
 	if err != nil {
 		return err
 	}
@@ -407,10 +406,4 @@ func runLogger(out io.Writer, level, format string, sink *logsink.Sink) zerolog.
 		primary = zerolog.ConsoleWriter{Out: primary}
 	}
 	return zerolog.New(zerolog.MultiLevelWriter(primary, sink)).Level(lvl).With().Timestamp().Logger()
-}
-
-// processLabel names this process in leases and logs: host:pid.
-func processLabel() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s:%d", host, os.Getpid())
 }

@@ -76,18 +76,13 @@ func (e *env) setup(cmd *cobra.Command) error {
 	if err := e.cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	e.log = NewLogger(cmd.ErrOrStderr(), e.cfg.LogLevel, e.cfg.LogFormat)
+	e.log = telemetry.NewLogger(cmd.ErrOrStderr(), e.cfg.LogLevel, e.cfg.LogFormat)
 	return nil
 }
 
 func init() {
 	// Sub-second timestamps keep run log lines ordered; set once, as zerolog reads it globally.
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-}
-
-// NewLogger builds the process logger: JSON lines (stable snake_case keys) or console.
-func NewLogger(w io.Writer, level, format string) zerolog.Logger {
-	return telemetry.NewLogger(w, level, format)
 }
 
 // Enqueuer is the root of `enqueuer`: triggering and operating runs, migrations, serving.

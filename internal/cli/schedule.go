@@ -227,7 +227,7 @@ func controlLoop(st *store.Store, enq *enqueue.Enqueuer, se scheduleEnv, global,
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
-	return schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Name: processLabel(), Logger: log, Tasks: []schedule.Task{
+	return schedule.New(schedule.Config{Store: st, Enqueuer: enq, Interval: interval, Name: telemetry.ProcessLabel(), Logger: log, Tasks: []schedule.Task{
 		{Name: "alerts", Every: se.AlertInterval, Run: func(ctx context.Context) error { _, err := al.Pass(ctx); return err }},
 		{Name: "retention", Every: time.Minute, Run: func(ctx context.Context) error { _, err := pruner.Daily(ctx); return err }},
 	}})

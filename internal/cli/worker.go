@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"net/http"
-	"os"
 
 	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
@@ -62,12 +61,6 @@ func sdkConfig(w config.Worker) etlexec.Config {
 		Prefetch: w.Prefetch, ShutdownTimeout: w.ShutdownTimeout, HTTPAddr: w.HTTPAddr, WorkerName: w.WorkerID,
 		Lease: w.Lease, ReconcileInterval: w.ReconcileInterval, Linger: w.Linger,
 	}
-}
-
-// processLabel names this process in leases and logs: host:pid.
-func processLabel() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s:%d", host, os.Getpid())
 }
 
 // healthMux serves /metrics, /healthz and /readyz for the scheduler (the worker's are the
