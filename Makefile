@@ -78,7 +78,7 @@ TOOLS = CGO_ENABLED=0 $(GO) tool -modfile=tools/go.mod
 .PHONY: verify
 # Static checks only: no services, no tests but the migration checksum one (which opens no
 # database). .ci/run runs this before `make test`.
-verify: ## Check formatting, vet, staticcheck, go.mod tidiness, generated sqlc code, atlas.sum
+verify: ## Check formatting, vet, staticcheck, go.mod tidiness, generated sqlc code, internal/schema/migrations/atlas.sum
 	@echo "gofmt -l"; out="$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go'))"; \
 		if [ -n "$$out" ]; then echo "not gofmt-ed (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -98,7 +98,7 @@ migrate: ## Apply pending migrations to DATABASE_URL
 	@$(SERVICES) && $(GO) run ./cmd/enqueuer migrate
 
 .PHONY: migrate-diff
-migrate-diff: ## Generate the next migration from schema.hcl (NAME=what_changed)
+migrate-diff: ## Generate the next migration in internal/schema/migrations from internal/schema/schema.hcl (NAME=what_changed)
 	@if [ -z "$(NAME)" ]; then echo "usage: make migrate-diff NAME=what_changed" >&2; exit 2; fi
 	@$(SERVICES) && $(GO) run ./cmd/enqueuer migrate diff $(NAME)
 

@@ -17,7 +17,4 @@
 // A service that owns its lifecycle calls [Worker.Start] and [Worker.Shutdown] instead of
 // [Worker.Run], as with asynq's Server. [Worker.Start] documents the order in which the
 // worker's pieces start and [Worker.Shutdown] the reverse order in which they stop.
-//
-// The package also embeds the ledger's schema ([SchemaHCL]) and migrations ([Migrations]) for
-// etlexec's own binaries; job authors need not use them.
 package etlexec

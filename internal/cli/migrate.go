@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/etlexec/etlexec/internal/dbmigrate"
+	"github.com/etlexec/etlexec/internal/schema"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -103,7 +104,7 @@ func migrateDiffCmd(e *env) *cobra.Command {
 	var dirPath, hclPath string
 	cmd := &cobra.Command{
 		Use:   "diff NAME",
-		Short: "Write the next migration from schema.hcl (dev database on DATABASE_URL's server)",
+		Short: "Write the next migration from " + schema.HCLPath + " (dev database on DATABASE_URL's server)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := migrate.NewLocalDir(dirPath)
@@ -126,8 +127,8 @@ func migrateDiffCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dirPath, "dir", "migrations", "migration directory")
-	cmd.Flags().StringVar(&hclPath, "schema", "schema.hcl", "desired schema")
+	cmd.Flags().StringVar(&dirPath, "dir", schema.MigrationsPath, "migration directory (Atlas format), relative to the working directory")
+	cmd.Flags().StringVar(&hclPath, "schema", schema.HCLPath, "desired schema (Atlas HCL), relative to the working directory")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "hash",
 		Short: "Re-hash atlas.sum after a hand edit (like `atlas migrate hash`)",
@@ -135,7 +136,7 @@ func migrateDiffCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := migrate.NewLocalDir(dirPath)
 			if err != nil {
-				return err
+				return fmt.Errorf("open migration directory %s: %w", dirPath, err)
 			}
 			return dbmigrate.Rehash(dir)
 		},

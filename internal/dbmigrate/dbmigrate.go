@@ -1,6 +1,6 @@
-// Package dbmigrate owns the evolution of etlexec's Postgres schema: it plans the next
-// versioned migration from schema.hcl with the Atlas library, applies the migration directory
-// exactly as the Atlas CLI would (same advisory lock, same revisions table, one transaction per
+// Package dbmigrate owns the evolution of etlexec's Postgres schema (the files of
+// internal/schema): it plans the next versioned migration from schema.hcl with the Atlas
+// library, applies the migration directory exactly as the Atlas CLI would (same advisory lock, same revisions table, one transaction per
 // file), detects and explains the legacy upgrade, and reports drift between a live database
 // and schema.hcl.
 package dbmigrate
@@ -21,7 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver Atlas runs on
 	"github.com/rs/zerolog"
 
-	"github.com/etlexec/etlexec"
+	etlschema "github.com/etlexec/etlexec/internal/schema"
 )
 
 const (
@@ -42,13 +42,13 @@ var ErrLegacyInvalid = errors.New("legacy dw_etl_runs cannot be upgraded")
 
 // Dir returns the migration directory embedded in the binary.
 func Dir() (migrate.Dir, error) {
-	entries, err := fs.ReadDir(etlexec.Migrations, "migrations")
+	entries, err := fs.ReadDir(etlschema.Migrations, ".")
 	if err != nil {
 		return nil, fmt.Errorf("read embedded migrations: %w", err)
 	}
 	dir := &migrate.MemDir{}
 	for _, e := range entries {
-		b, err := fs.ReadFile(etlexec.Migrations, "migrations/"+e.Name())
+		b, err := fs.ReadFile(etlschema.Migrations, e.Name())
 		if err != nil {
 			return nil, fmt.Errorf("read embedded migration %s: %w", e.Name(), err)
 		}

@@ -12,9 +12,9 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 )
 
-// TestDrift is the check that keeps migrations/ and schema.hcl in step: the directory applied to
-// an empty database must reach schema.hcl exactly, and an edit of schema.hcl without a migration
-// must show up as drift.
+// TestDrift is the check that keeps internal/schema's migrations/ and schema.hcl in step: the
+// directory applied to an empty database must reach schema.hcl exactly, and an edit of
+// schema.hcl without a migration must show up as drift.
 func TestDrift(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -26,7 +26,7 @@ func TestDrift(t *testing.T) {
 		t.Parallel()
 		drift, err := dbmigrate.Drift(ctx, db, dbtest.ServerURL(), nil)
 		require.NoError(t, err)
-		require.Empty(t, drift, "migrations/ does not reach schema.hcl; run make migrate-diff")
+		require.Empty(t, drift, "internal/schema/migrations does not reach internal/schema/schema.hcl; run make migrate-diff")
 	})
 
 	t.Run("SchemaChangedWithoutMigration", func(t *testing.T) {
@@ -109,7 +109,7 @@ func TestAtlasSum(t *testing.T) {
 		require.NoError(t, err)
 		got, err := local.Checksum()
 		require.NoError(t, err)
-		require.Equal(t, want.Sum(), got.Sum(), "the binary embeds a different migrations/ than the repository")
+		require.Equal(t, want.Sum(), got.Sum(), "the binary embeds a different internal/schema/migrations than the repository holds")
 	})
 
 	t.Run("EditedFileIsMismatch", func(t *testing.T) {

@@ -1,7 +1,8 @@
 package dbmigrate
 
 // This file is compiled only into the package's tests: the drift check is what keeps
-// migrations/ and schema.hcl in step (TestDrift), and no command of ours needs it.
+// internal/schema's migrations/ and schema.hcl in step (TestDrift), and no command of ours
+// needs it.
 
 import (
 	"context"

@@ -12,12 +12,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etlexec/etlexec"
 	"github.com/etlexec/etlexec/internal/dbmigrate"
+	etlschema "github.com/etlexec/etlexec/internal/schema"
 )
 
 // migrationsPath is the repository's migration directory, relative to this package.
-const migrationsPath = "../../migrations"
+const migrationsPath = "../schema/migrations"
 
 // openDB opens a database/sql handle on u, closed when the test ends.
 func openDB(t *testing.T, u string) *sql.DB {
@@ -64,7 +64,7 @@ const (
 
 func changedHCL(t *testing.T) []byte {
 	t.Helper()
-	src := string(etlexec.SchemaHCL)
+	src := string(etlschema.HCL)
 	jobs := "table \"dw_etl_jobs\" {\n  schema  = schema.public\n"
 	items := "  index \"dw_etl_run_items_status_idx\" {\n"
 	require.Equal(t, 1, strings.Count(src, jobs), "schema.hcl anchor for dw_etl_jobs moved")

@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/etlexec/etlexec"
+	etlschema "github.com/etlexec/etlexec/internal/schema"
 )
 
 // ErrNoChanges is returned by Plan when the directory already reaches schema.hcl.
@@ -62,7 +62,7 @@ func jsonUnmarshal(s string, v *[]string) error {
 // Desired parses schema.hcl (embedded unless hcl is given) into an Atlas realm.
 func Desired(hcl []byte) (*schema.Realm, error) {
 	if hcl == nil {
-		hcl = etlexec.SchemaHCL
+		hcl = etlschema.HCL
 	}
 	var r schema.Realm
 	if err := postgres.EvalHCLBytes(hcl, &r, nil); err != nil {

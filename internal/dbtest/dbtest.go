@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"sync"
@@ -20,8 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/etlexec/etlexec"
 	"github.com/etlexec/etlexec/internal/dbmigrate"
+	"github.com/etlexec/etlexec/internal/schema"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -58,7 +59,7 @@ var (
 )
 
 func templateName() string {
-	sum, err := etlexec.Migrations.ReadFile("migrations/atlas.sum")
+	sum, err := fs.ReadFile(schema.Migrations, "atlas.sum")
 	if err != nil {
 		panic(err)
 	}

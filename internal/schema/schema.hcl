@@ -1,7 +1,7 @@
 # The desired state of etlexec's Postgres schema. This file is the one source of truth:
-# `make migrate-diff NAME=x` plans the next file in migrations/ from it, and a test fails when
-# the migration directory and this file disagree. Partition children of dw_etl_run_logs are not
-# expressible here; `enqueuer logs-maintain` creates and drops them.
+# `make migrate-diff NAME=x` plans the next file in internal/schema/migrations/ from it, and a
+# test fails when the migration directory and this file disagree. Partition children of
+# dw_etl_run_logs are not expressible here; `enqueuer logs-maintain` creates and drops them.
 
 schema "public" {}
 
