@@ -1,7 +1,8 @@
 // Package httpjson owns the built-in "http_json" kind, which pages through a JSON REST
 // API and upserts the records of each page into a table of the job's target database
-// with [sqlincremental.LoadPage]. It uses only the etl SDK, pgx (through LoadPage) and
-// the standard library, exactly as a team's own kind would.
+// with the shared loader [pgtarget.PageLoader]. It uses only the etl SDK, the shared kind
+// helpers (incremental, pgtarget) and the standard library, exactly as a team's own kind
+// would.
 //
 // The request URL and query parameters are Go text/templates over
 //
@@ -52,7 +53,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/kinds/incremental"
-	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 // Kind is the kind name the handler is registered under (dw_etl_jobs.kind).
@@ -160,7 +161,7 @@ type Config struct {
 	// incremental.WindowConfig.
 	incremental.WindowConfig
 	// TargetTable, KeyColumns and Columns (target column → record field dot path,
-	// required) say where records go; see sqlincremental.Target.
+	// required) say where records go; see pgtarget.Target.
 	TargetTable string            `json:"target_table"`
 	KeyColumns  []string          `json:"key_columns"`
 	Columns     map[string]string `json:"columns"`
@@ -384,8 +385,8 @@ func validHeaderName(s string) bool {
 	return true
 }
 
-func (c *Config) target() sqlincremental.Target {
-	return sqlincremental.Target{Table: c.TargetTable, KeyColumns: c.KeyColumns, Columns: c.Columns}
+func (c *Config) target() pgtarget.Target {
+	return pgtarget.Target{Table: c.TargetTable, KeyColumns: c.KeyColumns, Columns: c.Columns}
 }
 
 // Handler runs one attempt of one http_json item; see the package documentation.
@@ -422,9 +423,9 @@ func Handler(ctx context.Context, it *etl.Item) error {
 	}
 	fields := sourceFields(cfg.Columns)
 	// The target table and its columns are checked before the first request.
-	loader, err := sqlincremental.NewPageLoader(ctx, it.Target(), cfg.target())
+	loader, err := pgtarget.NewPageLoader(ctx, it.Target(), cfg.target())
 	if err == nil {
-		_, err = loader.Load(ctx, sqlincremental.Page{Fields: fields})
+		_, err = loader.Load(ctx, pgtarget.Page{Fields: fields})
 	}
 	if err != nil {
 		return fmt.Errorf("http_json: %w", err)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/kinds/incremental"
-	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 // run is one attempt's load: the requests, the window every record is checked against, and
@@ -25,7 +25,7 @@ type run struct {
 	params map[string]any
 	fields []string
 	f      fetcher
-	loader *sqlincremental.PageLoader
+	loader *pgtarget.PageLoader
 	tally  *incremental.Tally
 	// keyNames are the key columns, keyFields the record fields feeding them.
 	keyNames, keyFields []string
@@ -109,7 +109,7 @@ func (r *run) load(ctx context.Context) error {
 		r.it.AddPages(1)
 		r.it.Log().Debug().Int64("page", r.pages).Str("host", u.Host).Str("path", u.Path).
 			Int("records", len(records)).Msg("http_json page fetched")
-		page := sqlincremental.Page{Fields: r.fields}
+		page := pgtarget.Page{Fields: r.fields}
 		stop := false
 		for i, rec := range records {
 			keep, halt, err := r.admit(rec)

@@ -12,6 +12,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 // MySQL's DATETIME range stands in for open window bounds in a query's own binds.
@@ -109,7 +110,7 @@ func (s *mysqlSource) describe(ctx context.Context, query string, args []any) ([
 	return cols, rows.Err()
 }
 
-func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *rowCheck) error {
+func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *pgtarget.CopyWriter, chk *rowCheck) error {
 	rows, err := s.tx.QueryContext(ctx, q.sql, mysqlArgs(q.args)...)
 	if err != nil {
 		return sourceError(ctx, "run the query on the source", err)
@@ -154,7 +155,7 @@ func (s *mysqlSource) pass(ctx context.Context, q passQuery, out *copyWriter, ch
 			}
 			return chk.keyMap(key)
 		})
-		if err := out.valueRow(vals[:q.copied], q.oids); err != nil {
+		if err := out.ValueRow(vals[:q.copied]); err != nil {
 			return etl.Permanent(etl.DataError(fmt.Errorf("sql_incremental: row %d: %w", chk.rows, err)))
 		}
 	}

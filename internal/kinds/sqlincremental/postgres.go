@@ -18,6 +18,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/kinds/incremental"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 // horizonMargin is kept below the oldest open transaction's start and the clock: a
@@ -183,7 +184,7 @@ func (s *pgSource) describe(ctx context.Context, sql string, _ []any) ([]srcColu
 	return cols, nil
 }
 
-func (s *pgSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *rowCheck) error {
+func (s *pgSource) pass(ctx context.Context, q passQuery, out *pgtarget.CopyWriter, chk *rowCheck) error {
 	params, err := pgParams(q.args)
 	if err != nil {
 		return err
@@ -224,7 +225,7 @@ func (s *pgSource) pass(ctx context.Context, q passQuery, out *copyWriter, chk *
 		if rowErr = keys.track(rank, vals); rowErr != nil {
 			break
 		}
-		if rowErr = out.rawRow(vals[:q.copied]); rowErr != nil {
+		if rowErr = out.RawRow(vals[:q.copied]); rowErr != nil {
 			break
 		}
 	}

@@ -1,7 +1,8 @@
 // Package sqlincremental owns the built-in "sql_incremental" kind, which copies the rows of a
 // SQL query on a source database (Postgres, or MySQL/MariaDB) into a table of the job's target
-// database, and [LoadPage], the upsert that kind and http_json share. It uses only the etl SDK,
-// pgx and the MySQL driver, exactly as a team's own kind would.
+// database through the shared loader [pgtarget.Stream]. It uses only the etl SDK, the shared
+// kind helpers (incremental, pgtarget), pgx and the MySQL driver, exactly as a team's own kind
+// would.
 //
 // The job's query names its parameters :name; the item's params supply them, and
 // :cursor_start and :cursor_end the item's window. The kind applies the window itself around
@@ -40,6 +41,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/kinds/incremental"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 // Kind is the kind name the handler is registered under (dw_etl_jobs.kind).
@@ -158,7 +160,7 @@ func (c *Config) Validate(s etl.Strategy) error {
 	}
 	c.nq = nq
 	if c.ModifiedColumn != "" {
-		if err := checkIdent(c.ModifiedColumn); err != nil {
+		if err := pgtarget.CheckIdent(c.ModifiedColumn); err != nil {
 			return bad("modified_column %q: %v", c.ModifiedColumn, err)
 		}
 	} else if s == etl.StrategyModifiedDate {
@@ -182,15 +184,15 @@ func (c *Config) Validate(s etl.Strategy) error {
 		return fmt.Errorf("sql_incremental config: %w", err)
 	}
 	for _, k := range c.KeyColumns {
-		if f := c.target().SourceField(k); checkIdent(f) != nil {
+		if f := c.target().SourceField(k); pgtarget.CheckIdent(f) != nil {
 			return bad("columns: source column %q of key column %q is not a valid name", f, k)
 		}
 	}
 	return nil
 }
 
-func (c *Config) target() Target {
-	return Target{Table: c.TargetTable, KeyColumns: c.KeyColumns, Columns: c.Columns}
+func (c *Config) target() pgtarget.Target {
+	return pgtarget.Target{Table: c.TargetTable, KeyColumns: c.KeyColumns, Columns: c.Columns}
 }
 
 // Handler runs one attempt of one sql_incremental item; see the package documentation.
@@ -219,7 +221,7 @@ func Handler(ctx context.Context, it *etl.Item) error {
 	if len(cfg.Columns) > 0 {
 		// An empty page checks the target table and its columns before the source is
 		// touched; with the identity mapping the columns are known only from the query.
-		if _, err := LoadPage(ctx, it.Target(), cfg.target(), Page{Fields: slices.Collect(maps.Values(cfg.Columns))}); err != nil {
+		if _, err := pgtarget.LoadPage(ctx, it.Target(), cfg.target(), pgtarget.Page{Fields: slices.Collect(maps.Values(cfg.Columns))}); err != nil {
 			return fmt.Errorf("sql_incremental: %w", err)
 		}
 	}

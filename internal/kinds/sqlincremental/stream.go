@@ -4,18 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/kinds/incremental"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 // source reads the job's query from one source database in one consistent snapshot.
@@ -29,7 +28,7 @@ type source interface {
 	describe(ctx context.Context, sql string, args []any) ([]srcColumn, error)
 	// pass runs q once in the snapshot, writing each row's first q.copied columns to out and
 	// handing the row to chk.
-	pass(ctx context.Context, q passQuery, out *copyWriter, chk *rowCheck) error
+	pass(ctx context.Context, q passQuery, out *pgtarget.CopyWriter, chk *rowCheck) error
 	// ident quotes an identifier; placeholder is the i-th (1-based) bind parameter.
 	ident(name string) string
 	placeholder(i int) string
@@ -49,7 +48,7 @@ type srcColumn struct {
 type passQuery struct {
 	sql  string
 	args []any
-	// copied is the number of leading columns that go to the target (the plan's fields).
+	// copied is the number of leading columns that go to the target ([pgtarget.Stream.Fields]).
 	copied int
 	// mod is the index of the modified column (which may follow the copied ones), -1 if none;
 	// modOID is its Postgres type.
@@ -59,9 +58,7 @@ type passQuery struct {
 	keys []int
 	// binary: Postgres binary values pass through; else text.
 	binary bool
-	// oids are the target types of the copied columns (text rendering of Go values).
-	oids []uint32
-	cols []srcColumn
+	cols   []srcColumn
 }
 
 // openBound stands for an absent window bound in bind parameters: -1 below, +1 above.
@@ -77,12 +74,6 @@ type loader struct {
 }
 
 func (l *loader) run(ctx context.Context) error {
-	tx := l.it.Target()
-	tgt := l.cfg.target()
-	table, err := tgt.check()
-	if err != nil {
-		return err
-	}
 	args := l.bindArgs()
 	srcCols, err := l.src.describe(ctx, "SELECT * FROM ("+l.cfg.nq.SQL+") etl_q", args)
 	if err != nil {
@@ -92,50 +83,30 @@ func (l *loader) run(ctx context.Context) error {
 	for i, c := range srcCols {
 		names[i] = c.name
 	}
-	pl, err := tgt.plan(table, Page{Fields: names})
+	st, err := pgtarget.NewStream(ctx, l.it.Target(), l.cfg.target(), names)
 	if err != nil {
 		return fmt.Errorf("sql_incremental: %w", err)
 	}
-	info, err := describeTarget(ctx, tx, table, pl.keys)
-	if err != nil {
-		return fmt.Errorf("sql_incremental: %w", err)
-	}
-	cols := info.cols
-	if err := pl.checkColumns(cols); err != nil {
-		return fmt.Errorf("sql_incremental: %w", err)
-	}
-
-	q, err := l.query(pl, srcCols, cols, args)
+	q, err := l.query(st.Fields(), srcCols, args)
 	if err != nil {
 		return err
 	}
-	// A first load (or a full load into an empty table) may COPY straight into the table.
-	direct := info.uniqueKeys && l.w.Incremental() && l.w.Cursor == nil
-	var stageTypes []string
+	opts := pgtarget.CopyOptions{
+		Binary: q.binary,
+		// A first load (or a full load into an empty table) may COPY straight into the table.
+		FirstLoad: l.w.Incremental() && l.w.Cursor == nil,
+		Whole:     l.w.Strategy == etl.StrategyNone,
+	}
 	if q.binary {
-		// Binary values load only into their own type: the staging table takes the source's
-		// types where they differ from the target's, and the upsert casts.
-		stageTypes = make([]string, len(pl.cols))
-		var differ []int
-		for i, c := range pl.cols {
-			stageTypes[i] = cols[c].sqlType
-			if q.cols[i].oid != cols[c].oid {
-				differ = append(differ, i)
-			}
-		}
-		if len(differ) > 0 {
-			direct = false
-			if err := sourceTypes(ctx, tx, q.cols, differ, stageTypes); err != nil {
-				return err
-			}
+		for _, c := range q.cols[:q.copied] {
+			opts.SourceTypes = append(opts.SourceTypes, pgtarget.SourceType{OID: c.oid, Typmod: c.typmod})
 		}
 	}
-	if info.uniqueKeys && l.w.Strategy == etl.StrategyNone && (!q.binary || stageTypesMatch(stageTypes, pl, cols)) {
-		if direct, err = isEmpty(ctx, tx, pl.table); err != nil {
-			return err
-		}
-	}
-	written, how, chk, err := l.load(ctx, tx, pl, cols, q, stageTypes, direct)
+	var chk *rowCheck
+	written, how, err := st.Copy(ctx, opts, func(out *pgtarget.CopyWriter) error {
+		chk = l.newCheck()
+		return l.src.pass(ctx, q, out, chk)
+	})
 	if err != nil {
 		return err
 	}
@@ -170,11 +141,11 @@ func (l *loader) bindArgs() []any {
 	return args
 }
 
-// query builds the pass: the plan's fields (then the modified column, when it is not one of
+// query builds the pass: the target's fields (then the modified column, when it is not one of
 // them) from the job's query, within the window.
-func (l *loader) query(pl plan, srcCols []srcColumn, cols map[string]column, args []any) (passQuery, error) {
-	q := passQuery{mod: -1, copied: len(pl.fields), binary: true}
-	sel := slices.Clone(pl.fields)
+func (l *loader) query(fields []string, srcCols []srcColumn, args []any) (passQuery, error) {
+	q := passQuery{mod: -1, copied: len(fields), binary: true}
+	sel := fields
 	mod := l.cfg.ModifiedColumn
 	if mod != "" {
 		if q.mod = slices.Index(sel, mod); q.mod < 0 {
@@ -202,10 +173,7 @@ func (l *loader) query(pl plan, srcCols []srcColumn, cols map[string]column, arg
 		}
 		quoted[i] = "etl_q." + l.src.ident(f)
 	}
-	for _, c := range pl.cols {
-		q.oids = append(q.oids, cols[c].oid)
-	}
-	for _, k := range pl.keys {
+	for _, k := range l.cfg.KeyColumns {
 		q.keys = append(q.keys, slices.Index(sel, l.cfg.target().SourceField(k)))
 	}
 	if q.mod >= 0 {
@@ -252,156 +220,6 @@ const (
 	firstNormalObjectID = 16384
 )
 
-// sourceTypes names the source types of the columns at idx, as the target prints them (they
-// are built in, so the target knows them), into types.
-func sourceTypes(ctx context.Context, tx pgx.Tx, cols []srcColumn, idx []int, types []string) error {
-	oids := make([]uint32, len(idx))
-	mods := make([]int32, len(idx))
-	for i, j := range idx {
-		oids[i], mods[i] = cols[j].oid, cols[j].typmod
-	}
-	rows, err := tx.Query(ctx, `SELECT format_type(o, CASE WHEN m < 0 THEN NULL ELSE m END)
-		FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS u(o, m, n) ORDER BY n`, oids, mods)
-	if err != nil {
-		return targetError(ctx, "name the source's column types", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return targetError(ctx, "name the source's column types", err)
-	}
-	for i, j := range idx {
-		types[j] = names[i]
-	}
-	return nil
-}
-
-// stageTypesMatch reports whether the staging types are the target's own.
-func stageTypesMatch(types []string, pl plan, cols map[string]column) bool {
-	for i, c := range pl.cols {
-		if types[i] != cols[c].sqlType {
-			return false
-		}
-	}
-	return true
-}
-
-// isEmpty reports whether the table has no rows.
-func isEmpty(ctx context.Context, tx pgx.Tx, table pgx.Identifier) (bool, error) {
-	var empty bool
-	if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM `+table.Sanitize()+`)`).Scan(&empty); err != nil {
-		return false, targetError(ctx, "look into "+table.Sanitize(), err)
-	}
-	return empty, nil
-}
-
-// load streams one pass into the target: straight into the table when direct (falling back
-// to the upsert if a key already exists), else through a staging table. It returns the rows
-// written, how, and the pass's row check.
-func (l *loader) load(ctx context.Context, tx pgx.Tx, pl plan, cols map[string]column, q passQuery,
-	stageTypes []string, direct bool) (int64, string, *rowCheck, error) {
-	format := ""
-	if q.binary {
-		format = " (FORMAT binary)"
-	}
-	// pass copies the rows into one table; errors of the source come marked already, those of
-	// the target are returned raw (for isConflict) with fromTarget set.
-	pass := func(conn *pgconn.PgConn, into pgx.Identifier) (n int64, chk *rowCheck, fromTarget bool, err error) {
-		chk = l.newCheck(pl)
-		var srcErr error
-		n, err = copyIn(ctx, conn, `COPY `+into.Sanitize()+` (`+strings.Join(pl.quotedCols(), ", ")+`) FROM STDIN`+format,
-			func(w io.Writer) error {
-				cw, err := newCopyWriter(w, q.binary)
-				if err == nil {
-					err = l.src.pass(ctx, q, cw, chk)
-				}
-				if err == nil {
-					err = cw.close()
-				}
-				if err != nil && !errors.Is(err, errCopyStopped) {
-					srcErr = err
-				}
-				return err
-			})
-		if srcErr != nil {
-			return 0, nil, false, srcErr
-		}
-		return n, chk, err != nil, err
-	}
-	copyFailed := func(err error, fromTarget bool) error {
-		if fromTarget {
-			return targetError(ctx, "copy into "+pl.table.Sanitize(), err)
-		}
-		return err
-	}
-
-	how := "through a staging table"
-	if direct {
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return 0, "", nil, targetError(ctx, "savepoint before copying into "+pl.table.Sanitize(), err)
-		}
-		conn, err := pgConnOf(sp)
-		if err != nil {
-			return 0, "", nil, err
-		}
-		n, chk, fromTarget, err := pass(conn, pl.table)
-		if err == nil {
-			if err := sp.Commit(ctx); err != nil {
-				return 0, "", nil, targetError(ctx, "release savepoint", err)
-			}
-			return n, "by COPY straight into the table", chk, nil
-		}
-		_ = sp.Rollback(ctx)
-		if !fromTarget || !isConflict(err) {
-			return 0, "", nil, copyFailed(err, fromTarget)
-		}
-		how = "through a staging table (a key already existed, so COPY straight in was undone)"
-	}
-	st, err := pl.stage(ctx, tx, cols, stageTypes)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	conn, err := pgConnOf(tx)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	_, chk, fromTarget, err := pass(conn, st.name)
-	if err != nil {
-		return 0, "", nil, copyFailed(err, fromTarget)
-	}
-	// Rows sharing a key are rare; try without sorting them out first.
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return 0, "", nil, targetError(ctx, "savepoint before the upsert", err)
-	}
-	written, err := pl.merge(ctx, sp, st, cols, false)
-	if err == nil {
-		err = sp.Commit(ctx)
-	} else if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "21000" {
-		_ = sp.Rollback(ctx)
-		written, err = pl.merge(ctx, tx, st, cols, true)
-	}
-	if err != nil {
-		return 0, "", nil, err
-	}
-	return written, how, chk, nil
-}
-
-// pgConnOf is the connection under a target transaction, for COPY from a stream.
-func pgConnOf(tx pgx.Tx) (*pgconn.PgConn, error) {
-	c := tx.Conn()
-	if c == nil {
-		return nil, etl.DBError(errors.New("sql_incremental: the target transaction has no connection"))
-	}
-	return c.PgConn(), nil
-}
-
-// isConflict reports whether the target refused a row for an existing key.
-func isConflict(err error) bool {
-	pgErr, ok := errors.AsType[*pgconn.PgError](err)
-	return ok && (pgErr.Code == "23505" || pgErr.Code == "23P01")
-}
-
 // rowCheck sees every row of a pass: it counts, tracks the watermark and the composite
 // cursor's key, and refuses NULL keys and modification times.
 type rowCheck struct {
@@ -415,12 +233,12 @@ type rowCheck struct {
 	rows     int64
 }
 
-func (l *loader) newCheck(pl plan) *rowCheck {
-	src := make([]string, len(pl.keys))
-	for i, k := range pl.keys {
+func (l *loader) newCheck() *rowCheck {
+	src := make([]string, len(l.cfg.KeyColumns))
+	for i, k := range l.cfg.KeyColumns {
 		src[i] = l.cfg.target().SourceField(k)
 	}
-	return &rowCheck{it: l.it, w: l.w, tally: incremental.NewTally(l.w), keyNames: pl.keys, keySrc: src,
+	return &rowCheck{it: l.it, w: l.w, tally: incremental.NewTally(l.w), keyNames: l.cfg.KeyColumns, keySrc: src,
 		modName: l.cfg.ModifiedColumn, pageSize: int64(l.cfg.PageSize)}
 }
 

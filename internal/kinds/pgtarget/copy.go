@@ -1,4 +1,4 @@
-package sqlincremental
+package pgtarget
 
 import (
 	"bufio"
@@ -22,19 +22,22 @@ import (
 // read returns as one message, so rows are batched rather than sent one by one.
 const copyBuffer = 64 << 10
 
-// copyWriter encodes rows as COPY data, binary or text.
-type copyWriter struct {
+// CopyWriter encodes the rows of a [Stream] as COPY data, binary or text, in the order of
+// [Stream.Fields].
+type CopyWriter struct {
 	w      *bufio.Writer
 	binary bool
-	n      [4]byte
-	text   []byte
+	// oids are the target types of the columns, for ValueRow.
+	oids []uint32
+	n    [4]byte
+	text []byte
 }
 
 // binaryHeader starts COPY BINARY data: the signature, no flags, no header extension.
 var binaryHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 
-func newCopyWriter(w io.Writer, binary bool) (*copyWriter, error) {
-	c := &copyWriter{w: bufio.NewWriterSize(w, copyBuffer), binary: binary}
+func newCopyWriter(w io.Writer, binary bool, oids []uint32) (*CopyWriter, error) {
+	c := &CopyWriter{w: bufio.NewWriterSize(w, copyBuffer), binary: binary, oids: oids}
 	if binary {
 		if _, err := c.w.Write(binaryHeader); err != nil {
 			return nil, err
@@ -43,9 +46,9 @@ func newCopyWriter(w io.Writer, binary bool) (*copyWriter, error) {
 	return c, nil
 }
 
-// rawRow writes one row whose values are already in the COPY format's wire form: Postgres
+// RawRow writes one row whose values are already in the COPY format's wire form: Postgres
 // binary results (binary), or Postgres text output (text, escaped here). nil is NULL.
-func (c *copyWriter) rawRow(vals [][]byte) error {
+func (c *CopyWriter) RawRow(vals [][]byte) error {
 	if c.binary {
 		binary.BigEndian.PutUint16(c.n[:2], uint16(len(vals)))
 		c.w.Write(c.n[:2])
@@ -77,16 +80,16 @@ func (c *copyWriter) rawRow(vals [][]byte) error {
 	return err
 }
 
-// valueRow writes one row of Go values (from a non-Postgres source) as COPY text, each
+// ValueRow writes one row of Go values (from a non-Postgres source) as COPY text, each
 // rendered for its target column's type.
-func (c *copyWriter) valueRow(vals []any, oids []uint32) error {
+func (c *CopyWriter) ValueRow(vals []any) error {
 	c.text = c.text[:0]
 	for i, v := range vals {
 		if i > 0 {
 			c.text = append(c.text, '\t')
 		}
 		var err error
-		if c.text, err = appendValue(c.text, v, oids[i]); err != nil {
+		if c.text, err = appendValue(c.text, v, c.oids[i]); err != nil {
 			return fmt.Errorf("column %d: %w", i+1, err)
 		}
 	}
@@ -96,7 +99,7 @@ func (c *copyWriter) valueRow(vals []any, oids []uint32) error {
 }
 
 // close ends the data (the binary trailer) and flushes.
-func (c *copyWriter) close() error {
+func (c *CopyWriter) close() error {
 	if c.binary {
 		c.w.Write([]byte{0xff, 0xff})
 	}

@@ -1,4 +1,4 @@
-package sqlincremental_test
+package pgtarget_test
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/dbtest"
-	"github.com/etlexec/etlexec/internal/kinds/sqlincremental"
+	"github.com/etlexec/etlexec/internal/kinds/pgtarget"
 )
 
 func TestLoadPage(t *testing.T) {
@@ -41,7 +41,7 @@ func TestLoadPage(t *testing.T) {
 		t.Cleanup(func() { _ = tx.Rollback(t.Context()) })
 		return &loadBundle{pool: pool, tx: tx}
 	}
-	target := sqlincremental.Target{
+	target := pgtarget.Target{
 		Table:      "items",
 		KeyColumns: []string{"id"},
 		Columns: map[string]string{
@@ -62,7 +62,7 @@ func TestLoadPage(t *testing.T) {
 		dec.UseNumber()
 		require.NoError(t, dec.Decode(&recs))
 
-		n, err := sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs})
+		n, err := pgtarget.LoadPage(t.Context(), b.tx, target, pgtarget.Page{Records: recs})
 		require.NoError(t, err)
 		require.Equal(t, int64(2), n, "the last of the rows sharing key 2 wins")
 
@@ -92,11 +92,11 @@ func TestLoadPage(t *testing.T) {
 
 		// Loading again leaves an unchanged row alone and updates a changed one in place; a
 		// second page reuses the staging table.
-		n, err = sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs[:1]})
+		n, err = pgtarget.LoadPage(t.Context(), b.tx, target, pgtarget.Page{Records: recs[:1]})
 		require.NoError(t, err)
 		require.Zero(t, n, "unchanged")
 		recs[0]["title"] = "bigger"
-		n, err = sqlincremental.LoadPage(t.Context(), b.tx, target, sqlincremental.Page{Records: recs[:1]})
+		n, err = pgtarget.LoadPage(t.Context(), b.tx, target, pgtarget.Page{Records: recs[:1]})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), n)
 		var rows int
@@ -109,12 +109,12 @@ func TestLoadPage(t *testing.T) {
 		b := setup(t)
 		_, err := b.tx.Exec(t.Context(), `CREATE TABLE docs (id int PRIMARY KEY, j json, p point, tags text[])`)
 		require.NoError(t, err)
-		tgt := sqlincremental.Target{Table: "docs", KeyColumns: []string{"id"}}
-		page := func(j, p string, tags []string) sqlincremental.Page {
-			return sqlincremental.Page{Fields: []string{"id", "j", "p", "tags"}, Rows: [][]any{{1, json.RawMessage(j), p, tags}}}
+		tgt := pgtarget.Target{Table: "docs", KeyColumns: []string{"id"}}
+		page := func(j, p string, tags []string) pgtarget.Page {
+			return pgtarget.Page{Fields: []string{"id", "j", "p", "tags"}, Rows: [][]any{{1, json.RawMessage(j), p, tags}}}
 		}
 		for _, tc := range []struct {
-			page sqlincremental.Page
+			page pgtarget.Page
 			want int64
 		}{
 			{page(`{"a": 1}`, "(1,2)", []string{"x"}), 1},
@@ -123,7 +123,7 @@ func TestLoadPage(t *testing.T) {
 			{page(`{"a": 2}`, "(1,3)", []string{"x"}), 1},
 			{page(`{"a": 2}`, "(1,3)", []string{"x", "y"}), 1},
 		} {
-			n, err := sqlincremental.LoadPage(t.Context(), b.tx, tgt, tc.page)
+			n, err := pgtarget.LoadPage(t.Context(), b.tx, tgt, tc.page)
 			require.NoError(t, err)
 			require.Equal(t, tc.want, n, "%v", tc.page.Rows)
 		}
@@ -132,17 +132,17 @@ func TestLoadPage(t *testing.T) {
 	t.Run("RowsWithIdentityMapping", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		page := sqlincremental.Page{
+		page := pgtarget.Page{
 			Fields: []string{"name", "id"},
 			Rows:   [][]any{{"a", int64(1)}, {"b", int32(2)}},
 		}
-		n, err := sqlincremental.LoadPage(t.Context(), b.tx, sqlincremental.Target{Table: "public.items", KeyColumns: []string{"id"}}, page)
+		n, err := pgtarget.LoadPage(t.Context(), b.tx, pgtarget.Target{Table: "public.items", KeyColumns: []string{"id"}}, page)
 		require.NoError(t, err)
 		require.Equal(t, int64(2), n)
 
 		// Key columns only: existing rows are left alone.
-		n, err = sqlincremental.LoadPage(t.Context(), b.tx, sqlincremental.Target{Table: "items", KeyColumns: []string{"id"}},
-			sqlincremental.Page{Fields: []string{"id"}, Rows: [][]any{{1}}})
+		n, err = pgtarget.LoadPage(t.Context(), b.tx, pgtarget.Target{Table: "items", KeyColumns: []string{"id"}},
+			pgtarget.Page{Fields: []string{"id"}, Rows: [][]any{{1}}})
 		require.Error(t, err, "name is NOT NULL, so a new row without it fails")
 		require.Equal(t, etl.CategoryData, etl.Classify(err))
 		require.Zero(t, n)
@@ -151,65 +151,65 @@ func TestLoadPage(t *testing.T) {
 	t.Run("Errors", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		one := sqlincremental.Page{Records: []map[string]any{{"id": 1, "title": "x"}}}
+		one := pgtarget.Page{Records: []map[string]any{{"id": 1, "title": "x"}}}
 		for _, tc := range []struct {
-			target sqlincremental.Target
-			page   sqlincremental.Page
+			target pgtarget.Target
+			page   pgtarget.Page
 			want   string
 		}{
-			{sqlincremental.Target{Table: "nowhere", KeyColumns: []string{"id"}, Columns: target.Columns}, one,
+			{pgtarget.Target{Table: "nowhere", KeyColumns: []string{"id"}, Columns: target.Columns}, one,
 				`target table "nowhere" does not exist`},
-			{sqlincremental.Target{Table: "items", KeyColumns: []string{"id"}, Columns: map[string]string{"id": "id", "colour": "c"}}, one,
+			{pgtarget.Target{Table: "items", KeyColumns: []string{"id"}, Columns: map[string]string{"id": "id", "colour": "c"}}, one,
 				`target table "items" has no column "colour"`},
-			{sqlincremental.Target{Table: "items", KeyColumns: []string{"name"}, Columns: target.Columns}, one,
+			{pgtarget.Target{Table: "items", KeyColumns: []string{"name"}, Columns: target.Columns}, one,
 				"no unique or exclusion constraint"},
-			{sqlincremental.Target{Table: "items", KeyColumns: []string{"id"}}, one, "columns: required"},
-			{sqlincremental.Target{Table: "items", Columns: target.Columns}, one, "key_columns"},
-			{sqlincremental.Target{Table: "items", KeyColumns: []string{"id"}, Columns: map[string]string{"id": "id"}},
-				sqlincremental.Page{Fields: []string{"key"}, Rows: [][]any{{1}}}, `source field "id"`},
-			{target, sqlincremental.Page{Records: []map[string]any{{"id": 1, "title": "x", "qty": json.Number("1.5")}}},
+			{pgtarget.Target{Table: "items", KeyColumns: []string{"id"}}, one, "columns: required"},
+			{pgtarget.Target{Table: "items", Columns: target.Columns}, one, "key_columns"},
+			{pgtarget.Target{Table: "items", KeyColumns: []string{"id"}, Columns: map[string]string{"id": "id"}},
+				pgtarget.Page{Fields: []string{"key"}, Rows: [][]any{{1}}}, `source field "id"`},
+			{target, pgtarget.Page{Records: []map[string]any{{"id": 1, "title": "x", "qty": json.Number("1.5")}}},
 				"1.5"},
-			{target, sqlincremental.Page{Records: []map[string]any{{"id": 1, "title": "x", "qty": 1.5}}},
+			{target, pgtarget.Page{Records: []map[string]any{{"id": 1, "title": "x", "qty": 1.5}}},
 				"not an integer"},
-			{target, sqlincremental.Page{Records: []map[string]any{{"id": 1, "title": "x", "updated": "soon"}}},
+			{target, pgtarget.Page{Records: []map[string]any{{"id": 1, "title": "x", "updated": "soon"}}},
 				"soon"},
 		} {
 			// Each case in its own savepoint: a failed statement aborts the transaction.
 			sp, err := b.tx.Begin(t.Context())
 			require.NoError(t, err)
-			_, err = sqlincremental.LoadPage(t.Context(), sp, tc.target, tc.page)
+			_, err = pgtarget.LoadPage(t.Context(), sp, tc.target, tc.page)
 			require.Error(t, err, tc.want)
 			require.Equal(t, etl.CategoryData, etl.Classify(err), "%v", err)
 			require.True(t, etl.IsPermanent(err))
 			require.Contains(t, err.Error(), tc.want)
 			require.NoError(t, sp.Rollback(t.Context()))
 		}
-		_, err := sqlincremental.LoadPage(t.Context(), nil, target, one)
+		_, err := pgtarget.LoadPage(t.Context(), nil, target, one)
 		require.ErrorContains(t, err, "no target database")
 	})
 
 	t.Run("ValidateNamesTheField", func(t *testing.T) {
 		t.Parallel()
 		for _, tc := range []struct {
-			target sqlincremental.Target
+			target pgtarget.Target
 			want   string
 		}{
-			{sqlincremental.Target{Table: "", KeyColumns: []string{"id"}}, "target_table"},
-			{sqlincremental.Target{Table: "a.b.c", KeyColumns: []string{"id"}}, "target_table"},
-			{sqlincremental.Target{Table: "a.", KeyColumns: []string{"id"}}, "target_table"},
-			{sqlincremental.Target{Table: strings.Repeat("t", 64), KeyColumns: []string{"id"}}, "target_table"},
-			{sqlincremental.Target{Table: "t\x00", KeyColumns: []string{"id"}}, "target_table"},
-			{sqlincremental.Target{Table: "t"}, "key_columns"},
-			{sqlincremental.Target{Table: "t", KeyColumns: []string{"id", "id"}}, "key_columns"},
-			{sqlincremental.Target{Table: "t", KeyColumns: []string{"id"}, Columns: map[string]string{"x": "x"}}, "key_columns"},
-			{sqlincremental.Target{Table: "t", KeyColumns: []string{"id"}, Columns: map[string]string{"id": ""}}, "columns"},
-			{sqlincremental.Target{Table: "t", KeyColumns: []string{"id"}, Columns: map[string]string{"id": "id", "": "x"}}, "columns"},
+			{pgtarget.Target{Table: "", KeyColumns: []string{"id"}}, "target_table"},
+			{pgtarget.Target{Table: "a.b.c", KeyColumns: []string{"id"}}, "target_table"},
+			{pgtarget.Target{Table: "a.", KeyColumns: []string{"id"}}, "target_table"},
+			{pgtarget.Target{Table: strings.Repeat("t", 64), KeyColumns: []string{"id"}}, "target_table"},
+			{pgtarget.Target{Table: "t\x00", KeyColumns: []string{"id"}}, "target_table"},
+			{pgtarget.Target{Table: "t"}, "key_columns"},
+			{pgtarget.Target{Table: "t", KeyColumns: []string{"id", "id"}}, "key_columns"},
+			{pgtarget.Target{Table: "t", KeyColumns: []string{"id"}, Columns: map[string]string{"x": "x"}}, "key_columns"},
+			{pgtarget.Target{Table: "t", KeyColumns: []string{"id"}, Columns: map[string]string{"id": ""}}, "columns"},
+			{pgtarget.Target{Table: "t", KeyColumns: []string{"id"}, Columns: map[string]string{"id": "id", "": "x"}}, "columns"},
 		} {
 			err := tc.target.Validate()
 			require.Error(t, err, "%+v", tc.target)
 			require.Equal(t, etl.CategoryData, etl.Classify(err))
 			require.True(t, strings.HasPrefix(err.Error(), tc.want), "%q does not start with %q", err, tc.want)
 		}
-		require.NoError(t, sqlincremental.Target{Table: "dw.t", KeyColumns: []string{"id"}}.Validate())
+		require.NoError(t, pgtarget.Target{Table: "dw.t", KeyColumns: []string{"id"}}.Validate())
 	})
 }

@@ -1,4 +1,11 @@
-package sqlincremental
+// Package pgtarget loads rows into a Postgres target table inside the item's transaction: a
+// temporary staging table, COPY, and a merge on the target's key columns (INSERT … ON CONFLICT
+// DO UPDATE where the row differs). It is the one loader the built-in kinds share: http_json
+// loads pages of records with [PageLoader], sql_incremental streams a query's rows with
+// [Stream]. It owns the target's names ([Target], [ParseTable], [CheckIdent]), the COPY data
+// ([CopyWriter]) and the classification of the target's errors; like the kinds, it uses only
+// the etl SDK and pgx.
+package pgtarget
 
 import (
 	"bytes"
@@ -59,14 +66,16 @@ func ParseTable(s string) (pgx.Identifier, error) {
 		return nil, fmt.Errorf("target_table %q: want table or schema.table", s)
 	}
 	for _, part := range parts {
-		if err := checkIdent(part); err != nil {
+		if err := CheckIdent(part); err != nil {
 			return nil, fmt.Errorf("target_table %q: %w", s, err)
 		}
 	}
 	return pgx.Identifier(parts), nil
 }
 
-func checkIdent(s string) error {
+// CheckIdent says why s cannot be a Postgres identifier: it is empty, longer than Postgres
+// keeps (63 bytes) or holds a NUL byte; nil when it can.
+func CheckIdent(s string) error {
 	switch {
 	case s == "":
 		return errors.New("empty name")
@@ -97,7 +106,7 @@ func (t Target) check() (pgx.Identifier, error) {
 	}
 	seen := make(map[string]bool, len(t.KeyColumns))
 	for _, k := range t.KeyColumns {
-		if err := checkIdent(k); err != nil {
+		if err := CheckIdent(k); err != nil {
 			return nil, bad(fmt.Errorf("key_columns: %q: %w", k, err))
 		}
 		if seen[k] {
@@ -111,7 +120,7 @@ func (t Target) check() (pgx.Identifier, error) {
 		}
 	}
 	for col, field := range t.Columns {
-		if err := checkIdent(col); err != nil {
+		if err := CheckIdent(col); err != nil {
 			return nil, bad(fmt.Errorf("columns: target column %q: %w", col, err))
 		}
 		if field == "" {
@@ -144,7 +153,7 @@ func (t Target) plan(table pgx.Identifier, p Page) (plan, error) {
 			return pl, etl.Permanent(etl.DataError(errors.New("columns: required when rows are records")))
 		}
 		for _, f := range p.Fields {
-			if err := checkIdent(f); err != nil {
+			if err := CheckIdent(f); err != nil {
 				return pl, etl.Permanent(etl.DataError(fmt.Errorf("columns: source field %q as a target column: %w", f, err)))
 			}
 		}
@@ -203,9 +212,6 @@ func NewPageLoader(ctx context.Context, tx pgx.Tx, t Target) (*PageLoader, error
 	table, err := t.check()
 	if err != nil {
 		return nil, err
-	}
-	if tx == nil {
-		return nil, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", table.Sanitize())))
 	}
 	info, err := describeTarget(ctx, tx, table, t.KeyColumns)
 	if err != nil {
@@ -407,9 +413,13 @@ type targetInfo struct {
 }
 
 // describeTarget looks up the target table's columns and whether its key columns carry a
-// unique index, in one round trip; a missing table is a permanent DATA error.
+// unique index, in one round trip; a missing table (or no target database) is a permanent
+// DATA error.
 func describeTarget(ctx context.Context, tx pgx.Tx, table pgx.Identifier, keys []string) (targetInfo, error) {
 	name := table.Sanitize()
+	if tx == nil {
+		return targetInfo{}, etl.Permanent(etl.DataError(fmt.Errorf("load %s: the job has no target database", name)))
+	}
 	rows, err := tx.Query(ctx, `SELECT t.oid IS NOT NULL,
 			EXISTS (SELECT FROM pg_index i
 				WHERE i.indrelid = t.oid AND i.indisunique AND i.indimmediate AND i.indpred IS NULL
