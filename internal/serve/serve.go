@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/health"
 	"github.com/etlexec/etlexec/internal/httpapi"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/task"
@@ -207,8 +208,10 @@ func (s *Server) routes() http.Handler {
 	}))
 
 	root := http.NewServeMux()
-	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	root.HandleFunc("GET /readyz", s.ready)
+	root.HandleFunc("GET /healthz", health.Live)
+	root.Handle("GET /readyz", health.Ready(health.Postgres(s.cfg.Store.Pool()), health.Redis(func(ctx context.Context) error {
+		return s.redis.Ping(ctx).Err()
+	})))
 	// Counts only (queue depth and latency, runtime); kept open like the probes so Prometheus
 	// can scrape it; restrict it with the NetworkPolicy.
 	root.Handle("GET /metrics", promhttp.HandlerFor(telemetry.NewMetrics(s.insp).Registry, promhttp.HandlerOpts{}))
@@ -218,20 +221,6 @@ func (s *Server) routes() http.Handler {
 }
 
 // ready answers 200 when Postgres and Redis both answer within two seconds.
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.cfg.Store.Pool().Ping(ctx); err != nil {
-		http.Error(w, "postgres: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	if err := s.redis.Ping(ctx).Err(); err != nil {
-		http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
-}
-
 type principalKey struct{}
 
 // principal names who is authenticated on r ("alice", "token", "anonymous").
