@@ -101,7 +101,7 @@ that still has runs fails the whole apply (nothing changes): delete it with
 								sched = *j.Schedule
 							}
 							if j.LastStatus != nil {
-								last = *j.LastStatus
+								last = string(*j.LastStatus)
 							}
 							if j.LastStartedAt != nil {
 								started = j.LastStartedAt.Format("2006-01-02 15:04:05")

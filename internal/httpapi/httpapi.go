@@ -45,7 +45,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/enqueue"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -121,28 +123,28 @@ type api struct {
 
 // Job is a job definition with its last run, as GET /api/v1/jobs lists it.
 type Job struct {
-	JobID               string          `json:"job_id"`
-	Kind                string          `json:"kind"`
-	Description         string          `json:"description"`
-	SupportsParams      bool            `json:"supports_params"`
-	SupportsIncremental bool            `json:"supports_incremental"`
-	Strategy            string          `json:"strategy"`
-	CursorPolicy        string          `json:"cursor_policy"`
-	Config              json.RawMessage `json:"config"`
-	ParamSource         json.RawMessage `json:"param_source"`
-	Schedule            *string         `json:"schedule"`
-	OverlapPolicy       string          `json:"overlap_policy"`
-	Queue               string          `json:"queue"`
-	MaxAttempts         int32           `json:"max_attempts"`
-	TimeoutMs           int64           `json:"timeout_ms"`
-	RunTimeoutMs        *int64          `json:"run_timeout_ms"`
-	RetentionMs         int64           `json:"retention_ms"`
-	Enabled             bool            `json:"enabled"`
-	CreatedAt           time.Time       `json:"created_at"`
-	UpdatedAt           time.Time       `json:"updated_at"`
-	LastRunID           *uuid.UUID      `json:"last_run_id"`
-	LastStatus          *string         `json:"last_status"`
-	LastStartedAt       *time.Time      `json:"last_started_at"`
+	JobID               string                `json:"job_id"`
+	Kind                string                `json:"kind"`
+	Description         string                `json:"description"`
+	SupportsParams      bool                  `json:"supports_params"`
+	SupportsIncremental bool                  `json:"supports_incremental"`
+	Strategy            etl.Strategy          `json:"strategy"`
+	CursorPolicy        runstate.CursorPolicy `json:"cursor_policy"`
+	Config              json.RawMessage       `json:"config"`
+	ParamSource         json.RawMessage       `json:"param_source"`
+	Schedule            *string               `json:"schedule"`
+	OverlapPolicy       string                `json:"overlap_policy"`
+	Queue               string                `json:"queue"`
+	MaxAttempts         int32                 `json:"max_attempts"`
+	TimeoutMs           int64                 `json:"timeout_ms"`
+	RunTimeoutMs        *int64                `json:"run_timeout_ms"`
+	RetentionMs         int64                 `json:"retention_ms"`
+	Enabled             bool                  `json:"enabled"`
+	CreatedAt           time.Time             `json:"created_at"`
+	UpdatedAt           time.Time             `json:"updated_at"`
+	LastRunID           *uuid.UUID            `json:"last_run_id"`
+	LastStatus          *runstate.Status      `json:"last_status"`
+	LastStartedAt       *time.Time            `json:"last_started_at"`
 	// Control is the job's pause state and policies (retention, alerts, catch-up).
 	store.JobControl
 }
