@@ -159,8 +159,6 @@ func statusOf(err error) int {
 type jobsPage struct {
 	base
 	Jobs []store.JobSummary
-	// Paused lists the paused jobs of the page.
-	Paused map[string]bool
 	// Next is the job id the next page starts after; "" on the last page.
 	Next string
 }
@@ -171,20 +169,7 @@ func (c *console) jobs(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), fmt.Errorf("list jobs: %w", err))
 		return
 	}
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.JobID
-	}
-	controls, err := c.s.cfg.Store.JobControls(r.Context(), ids)
-	if err != nil {
-		c.fail(w, r, statusOf(err), err)
-		return
-	}
-	paused := map[string]bool{}
-	for id, ctl := range controls {
-		paused[id] = ctl.Paused
-	}
-	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Paused: paused, Next: next})
+	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Next: next})
 }
 
 // ---- one job's runs ----
@@ -224,13 +209,8 @@ func (c *console) job(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), err)
 		return
 	}
-	control, err := c.s.cfg.Store.GetJobControl(ctx, jobID)
-	if err != nil {
-		c.fail(w, r, statusOf(err), err)
-		return
-	}
 	p := jobPage{
-		base: c.base(r, "Job "+jobID), Job: job, Control: control, TriggerKey: ops.NewIdempotencyKey(), Runs: page.Items,
+		base: c.base(r, "Job "+jobID), Job: job, Control: job.Control(), TriggerKey: ops.NewIdempotencyKey(), Runs: page.Items,
 		Status: strings.ToUpper(q.Get("status")), Statuses: store.RunStatuses, First: f.After == "",
 	}
 	self := "/jobs/" + url.PathEscape(jobID)
