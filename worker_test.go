@@ -62,7 +62,7 @@ func TestEmbeddedWorkerRunsACustomKind(t *testing.T) {
 	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { enq.Close() })
-	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
+	_, err = st.UpsertJobs(ctx, []store.JobSpec{{
 		JobID: "greetings", Kind: "greet", SupportsParams: true, Strategy: "none", CursorPolicy: "run",
 		Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: queue, MaxAttempts: 3,
 		TimeoutMs: 10000, RetentionMs: 60000, Enabled: true,
@@ -111,7 +111,7 @@ func TestEmbeddedWorkerRunsACustomKind(t *testing.T) {
 		json.RawMessage(`{"name":"ada"}`), json.RawMessage(`{"name":"grace"}`)}})
 	require.NoError(t, err)
 	run := waitTerminal(t, st, res.Run)
-	require.Equal(t, "SUCCESS", run.Status, "worker log:\n%s", logs.String())
+	require.Equal(t, runstate.StatusSuccess, run.Status, "worker log:\n%s", logs.String())
 	require.EqualValues(t, 2, run.ItemsSucceeded)
 	require.EqualValues(t, 2, run.RecordsWritten)
 	_, ada := greeted.Load("ada")

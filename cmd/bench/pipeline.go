@@ -449,7 +449,7 @@ func defineJob(ctx context.Context, url, queue string) error {
 		return err
 	}
 	defer st.Close()
-	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
+	_, err = st.UpsertJobs(ctx, []store.JobSpec{{
 		JobID: pipelineJobID, Kind: "synthetic", Description: "bench pipeline: no-op items",
 		SupportsParams: true, Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
 		OverlapPolicy: "allow", Queue: queue, MaxAttempts: 3, TimeoutMs: 60_000, RetentionMs: 0, Enabled: true,

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/etlexec/etlexec/internal/reconcile"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/worker"
@@ -59,7 +60,7 @@ type scaleResult struct {
 	walPerItem                     float64
 	finalise                       time.Duration
 	showP50, showP95, showMax      time.Duration
-	status                         string
+	status                         runstate.Status
 	attempts                       int64
 	pgCPUPerItem, workerCPUPerItem float64
 }

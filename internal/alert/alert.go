@@ -177,20 +177,15 @@ func (a *Alerter) Pass(ctx context.Context) (Report, error) {
 	return rep, a.deliver(ctx, &rep)
 }
 
-func ended(status string) bool {
-	s := runstate.Status(status)
-	return s != runstate.StatusPending && s != runstate.StatusRunning
-}
-
 // notice handles one watched run: its end, or its being overdue.
 func (a *Alerter) notice(ctx context.Context, r store.WatchedRun, now time.Time, rep *Report) error {
-	if ended(r.Status) {
+	if r.Status.Terminal() {
 		on := a.cfg.DefaultOn
 		if r.AlertOn != nil {
 			on = r.AlertOn
 		}
 		var ds []store.NewDelivery
-		if slices.Contains(on, r.Status) {
+		if slices.Contains(on, string(r.Status)) {
 			ds = a.deliveries(store.EventRunEnded, r, now)
 		}
 		noticed, err := a.cfg.Store.RecordRunEnd(ctx, r, ds)
@@ -204,7 +199,7 @@ func (a *Alerter) notice(ctx context.Context, r store.WatchedRun, now time.Time,
 			if r.DurationMs != nil {
 				d = time.Duration(*r.DurationMs) * time.Millisecond
 			}
-			a.cfg.OnRunEnd(r.JobID, r.Status, d)
+			a.cfg.OnRunEnd(r.JobID, string(r.Status), d)
 		}
 		return nil
 	}
@@ -268,7 +263,7 @@ func slackBody(ev Event) map[string]any {
 			ev.OccurredAt.Sub(r.OpenedAt).Round(time.Second), time.Duration(derefInt(ev.ExpectedDurationMs))*time.Millisecond)
 	default:
 		icon := ":red_circle:"
-		switch runstate.Status(r.Status) {
+		switch r.Status {
 		case runstate.StatusSuccess:
 			icon = ":large_green_circle:"
 		case runstate.StatusPartialSuccess, runstate.StatusCancelled, runstate.StatusSkipped:

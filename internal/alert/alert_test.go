@@ -16,6 +16,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/alert"
 	"github.com/etlexec/etlexec/internal/dbtest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -183,7 +184,7 @@ func TestRunEndAlertsWithRetriesAndSignature(t *testing.T) {
 	require.NoError(t, json.Unmarshal(got[2].body, &ev))
 	require.Equal(t, "run_ended", ev.Event)
 	require.Equal(t, runID, ev.Run.RunID)
-	require.Equal(t, "FAILED", ev.Run.Status)
+	require.Equal(t, runstate.StatusFailed, ev.Run.Status)
 	require.Equal(t, "https://etl.example/runs/"+runID.String(), ev.URL)
 
 	var sl struct {

@@ -58,10 +58,10 @@ type Spec struct {
 
 // Window is one window of a backfill and its run, if it has one.
 type Window struct {
-	Start  time.Time  `json:"start"`
-	End    time.Time  `json:"end"`
-	RunID  *uuid.UUID `json:"run_id"`
-	Status string     `json:"status,omitempty"`
+	Start  time.Time       `json:"start"`
+	End    time.Time       `json:"end"`
+	RunID  *uuid.UUID      `json:"run_id"`
+	Status runstate.Status `json:"status,omitempty"`
 }
 
 // Windows cuts [from, to) into steps; the last window ends at to.
@@ -214,10 +214,10 @@ func (r *Runner) fill(ctx context.Context, rep *Report) error {
 			id := k.RunID
 			w.RunID, w.Status = &id, k.Status
 		}
-		switch s := runstate.Status(w.Status); {
-		case s == runstate.StatusSuccess:
+		switch {
+		case w.Status == runstate.StatusSuccess:
 			rep.Succeeded++
-		case s != "" && s != runstate.StatusPending && s != runstate.StatusRunning:
+		case w.Status.Terminal():
 			rep.Other++
 		}
 	}
@@ -262,7 +262,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (Report, error) {
 		}
 		open := 0
 		for _, w := range rep.Windows {
-			if s := runstate.Status(w.Status); s == runstate.StatusPending || s == runstate.StatusRunning {
+			if w.Status == runstate.StatusPending || w.Status == runstate.StatusRunning {
 				open++
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/redistest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -84,7 +85,7 @@ func TestBackfillIsBoundedAndResumable(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, pre.Resumed)
 	require.Len(t, pre.Windows, 3)
-	require.Equal(t, "RUNNING", pre.Windows[0].Status)
+	require.Equal(t, runstate.StatusRunning, pre.Windows[0].Status)
 	require.Nil(t, pre.Windows[2].RunID)
 
 	// Resumed, with workers that finish every run at once: only the third window is new.

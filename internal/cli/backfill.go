@@ -167,7 +167,7 @@ window's run succeeded, 2 otherwise. A paused job is refused.`,
 					for _, win := range rep.Windows {
 						run, status := "-", "-"
 						if win.RunID != nil {
-							run, status = win.RunID.String(), win.Status
+							run, status = win.RunID.String(), string(win.Status)
 						}
 						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", win.Start.Format(time.RFC3339), win.End.Format(time.RFC3339), run, status)
 					}

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/export"
 	"github.com/etlexec/etlexec/internal/store"
 )
@@ -136,7 +137,7 @@ func historyRunsListCmd(e *env) *cobra.Command {
 			f.Limit, f.After = page.limit, page.after
 			return historyList(cmd, e, page.asJSON, "", (*store.Store).HistoryRuns, f,
 				"RUN_ID\tJOB\tSTATUS\tDRY\tTRIGGER\tSTARTED\tDURATION\tITEMS\tOK\tFAILED\tATTEMPTS\tERROR",
-				func(w io.Writer, r store.RunRow) {
+				func(w io.Writer, r store.Run) {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.RunID, cell(r.JobID), r.Status,
 						yesNo(r.DryRun), r.Trigger, histTime(&r.StartedAt), histDuration(r.DurationMs), r.ItemCount,
 						r.ItemsSucceeded, r.ItemsFailed, r.AttemptCount, histError(r.ErrorCategory, r.ErrorMessage))
@@ -181,8 +182,8 @@ func printRunDetail(w io.Writer, d store.RunDetail) {
 	kv := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, v) }
 	kv("run", r.RunID.String())
 	kv("job", cell(r.JobID))
-	kv("status", r.Status)
-	if r.ErrorCategory != "NONE" || r.ErrorMessage != nil {
+	kv("status", string(r.Status))
+	if r.ErrorCategory != etl.CategoryNone || r.ErrorMessage != nil {
 		kv("error", histError(r.ErrorCategory, r.ErrorMessage))
 	}
 	kv("dry run", yesNo(r.DryRun))
@@ -405,7 +406,7 @@ func historyCursorsCmd(e *env) *cobra.Command {
 			f := store.CursorFilter{JobID: jobID, Limit: page.limit, After: page.after}
 			return historyList(cmd, e, page.asJSON, fmt.Sprintf("job %q not found", jobID), (*store.Store).HistoryCursors, f,
 				"PARAM_HASH\tPARAMS\tSTRATEGY\tVALUE\tLAST_RUN_ID\tUPDATED",
-				func(w io.Writer, c store.CursorRow) {
+				func(w io.Writer, c store.Cursor) {
 					lastRun := "-"
 					if c.LastRunID != nil {
 						lastRun = c.LastRunID.String()
@@ -463,11 +464,11 @@ func histStr(s *string) string {
 	return cell(*s)
 }
 
-func histError(category string, msg *string) string {
-	if category == "NONE" && msg == nil {
+func histError(category etl.Category, msg *string) string {
+	if category == etl.CategoryNone && msg == nil {
 		return "-"
 	}
-	return category + ": " + histStr(msg)
+	return string(category) + ": " + histStr(msg)
 }
 
 func histJSON(b json.RawMessage) string {

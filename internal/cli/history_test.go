@@ -164,7 +164,7 @@ func TestHistoryCommands(t *testing.T) {
 	t.Run("RunsListFiltersJSON", func(t *testing.T) {
 		t.Parallel()
 		out := mustCLI(t, u, "runs", "list", "--status", "failed,running", "--dry-run", "false", "--since", "2026-01-01T12:00:00Z", "--json")
-		var p store.Page[store.RunRow]
+		var p store.Page[store.Run]
 		require.NoError(t, json.Unmarshal([]byte(out), &p))
 		require.Len(t, p.Items, 1)
 		require.Equal(t, cliRun3, p.Items[0].RunID.String())

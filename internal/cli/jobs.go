@@ -84,14 +84,7 @@ that still has runs fails the whole apply (nothing changes): delete it with
 				if err != nil {
 					return err
 				}
-				ids := make([]string, len(jobs))
-				for i, j := range jobs {
-					ids[i] = j.JobID
-				}
-				controls, err := st.JobControls(cmd.Context(), ids)
-				if err != nil {
-					return err
-				}
+				// --json prints the items of GET /api/v1/jobs: the same store.JobSummary.
 				return printJSONOr(cmd, asJSON, jobs, func(w io.Writer) error {
 					return writeTable(w, func(tw io.Writer) {
 						fmt.Fprintln(tw, "JOB\tKIND\tSTRATEGY\tQUEUE\tSCHEDULE\tENABLED\tPAUSED\tLAST STATUS\tLAST STARTED")
@@ -101,13 +94,13 @@ that still has runs fails the whole apply (nothing changes): delete it with
 								sched = *j.Schedule
 							}
 							if j.LastStatus != nil {
-								last = *j.LastStatus
+								last = string(*j.LastStatus)
 							}
 							if j.LastStartedAt != nil {
 								started = j.LastStartedAt.Format("2006-01-02 15:04:05")
 							}
 							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%t\t%s\t%s\n", j.JobID, j.Kind, j.Strategy, j.Queue, sched, j.Enabled,
-								controls[j.JobID].Paused, last, started)
+								j.Paused, last, started)
 						}
 					})
 				})

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/dbtest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/workertest"
 )
@@ -47,7 +48,7 @@ func TestRunsShowRunningItems(t *testing.T) {
 
 	env.Release()
 	run := env.WaitRun(t, runID)
-	require.Equal(t, "SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 	d = show()
 	require.Empty(t, d.Running)
 	require.NotNil(t, d.Running, "an empty list encodes as []")

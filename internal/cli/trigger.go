@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/params"
@@ -254,12 +255,12 @@ func waitRun(cmd *cobra.Command, st *store.Store, runID uuid.UUID, total int, po
 					pb.Describe(fmt.Sprintf("items (%d failed)", p.Failed))
 					_ = pb.Set64(p.Settled)
 				}
-				if lines && (lastLine.IsZero() || time.Since(lastLine) >= every || runstate.Status(run.Status).Terminal()) {
+				if lines && (lastLine.IsZero() || time.Since(lastLine) >= every || run.Status.Terminal()) {
 					line(p)
 				}
 			}
 		}
-		if runstate.Status(run.Status).Terminal() {
+		if run.Status.Terminal() {
 			if pb != nil {
 				_ = pb.Finish()
 			}
@@ -289,7 +290,7 @@ func printRunSummary(w io.Writer, r store.Run) {
 	fmt.Fprintf(w, "  records    %d read, %d %s\n", r.RecordsRead, r.RecordsWritten, written)
 	fmt.Fprintf(w, "  pages      %d\n", r.PageCount)
 	fmt.Fprintf(w, "  duration   %s\n", dur)
-	if r.ErrorCategory != "NONE" {
+	if r.ErrorCategory != etl.CategoryNone {
 		fmt.Fprintf(w, "  error      %s: %s\n", r.ErrorCategory, deref(r.ErrorMessage))
 	}
 }
@@ -306,13 +307,13 @@ func runSummaryJSON(r store.Run) map[string]any {
 }
 
 // exitFor maps a run status to the process exit code.
-func exitFor(status string) error {
-	switch runstate.Status(status) {
+func exitFor(status runstate.Status) error {
+	switch status {
 	case runstate.StatusSuccess:
 		return nil
 	case runstate.StatusPartialSuccess:
 		return &ExitError{Code: ExitPartialSuccess}
 	default:
-		return &ExitError{Code: ExitFailed, Err: errors.New("run ended " + status)}
+		return &ExitError{Code: ExitFailed, Err: errors.New("run ended " + string(status))}
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/etlexec/etlexec/internal/store"
 )
 
-func setup(t *testing.T, job store.UpsertJob) (*store.Store, *enqueue.Enqueuer) {
+func setup(t *testing.T, job store.JobSpec) (*store.Store, *enqueue.Enqueuer) {
 	t.Helper()
 	st := dbtest.Store(t)
 	job.Kind, job.Strategy, job.CursorPolicy, job.OverlapPolicy = "synthetic", "none", "run", "allow"
@@ -28,7 +28,7 @@ func setup(t *testing.T, job store.UpsertJob) (*store.Store, *enqueue.Enqueuer) 
 	if job.Config == nil {
 		job.Config = json.RawMessage(`{}`)
 	}
-	_, err := st.UpsertJobs(t.Context(), []store.UpsertJob{job})
+	_, err := st.UpsertJobs(t.Context(), []store.JobSpec{job})
 	require.NoError(t, err)
 	enq, err := enqueue.New(enqueue.Config{Store: st, Redis: redistest.ConnOpt(t), Logger: zerolog.Nop()})
 	require.NoError(t, err)
@@ -54,7 +54,7 @@ func jsonLines(n int) io.Reader {
 
 func TestStreamedTrigger(t *testing.T) {
 	t.Parallel()
-	st, enq := setup(t, store.UpsertJob{JobID: "fan", SupportsParams: true})
+	st, enq := setup(t, store.JobSpec{JobID: "fan", SupportsParams: true})
 	const n = 20000
 	res, err := enq.Trigger(t.Context(), enqueue.Request{JobID: "fan", Source: params.Stream(jsonLines(n), 0)})
 	require.NoError(t, err)
@@ -70,7 +70,7 @@ func TestStreamedTrigger(t *testing.T) {
 
 func TestStreamedTriggerStopsAtABadSet(t *testing.T) {
 	t.Parallel()
-	st, enq := setup(t, store.UpsertJob{JobID: "fan", SupportsParams: true})
+	st, enq := setup(t, store.JobSpec{JobID: "fan", SupportsParams: true})
 	in := strings.NewReader("{\"n\": 1}\n{\"n\": 2}\n{\"n\": 3, broken\n{\"n\": 4}\n")
 	_, err := enq.Trigger(t.Context(), enqueue.Request{JobID: "fan", Source: params.Stream(in, 0)})
 	require.ErrorContains(t, err, "line 3")
@@ -92,7 +92,7 @@ func TestSQLParamSource(t *testing.T) {
 	require.NoError(t, os.Setenv(env, src.Config().ConnString()))
 	t.Cleanup(func() { _ = os.Unsetenv(env) })
 	ps, _ := json.Marshal(map[string]any{"sql": "SELECT id AS tenant, region FROM tenants WHERE active", "source_url_env": env})
-	st, enq := setup(t, store.UpsertJob{JobID: "tenants", SupportsParams: true, ParamSource: ps})
+	st, enq := setup(t, store.JobSpec{JobID: "tenants", SupportsParams: true, ParamSource: ps})
 	res, err := enq.Trigger(t.Context(), enqueue.Request{JobID: "tenants"})
 	require.NoError(t, err)
 	require.Equal(t, 40, res.Items, "one item per row of the query")

@@ -49,7 +49,7 @@ func ItemsCSV(ctx context.Context, st *store.Store, f store.ItemFilter, w io.Wri
 }
 
 func itemRecord(it store.ItemRow) []string {
-	return []string{strconv.Itoa(int(it.ItemNo)), it.Status, it.ErrorCategory, strconv.Itoa(int(it.Attempts)), it.ParamHash,
+	return []string{strconv.Itoa(int(it.ItemNo)), string(it.Status), string(it.ErrorCategory), strconv.Itoa(int(it.Attempts)), it.ParamHash,
 		string(it.Params), ts(it.StartedAt), ts(it.EndedAt), i64(it.DurationMs), strconv.FormatInt(it.RecordsRead, 10),
 		strconv.FormatInt(it.RecordsWritten, 10), strconv.FormatInt(it.PageCount, 10), ts(it.CursorStart), ts(it.CursorEnd),
 		str(it.CursorNote), str(it.ErrorMessage)}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 )
 
@@ -117,7 +118,7 @@ func TestFaultRedisEviction(t *testing.T) {
 
 		run := e.waitRun(runID, 180*time.Second)
 		e.logAttempts(runID)
-		e.checkInvariants(runID, "SUCCESS") // one SUCCESS attempt per item
+		e.checkInvariants(runID, runstate.StatusSuccess) // one SUCCESS attempt per item
 		t.Logf("run %s with %d attempts for %d items; elapsed %s", run.Status, run.AttemptCount, n, time.Since(start).Round(time.Millisecond))
 	})
 }
@@ -143,7 +144,7 @@ func TestFaultFiftyThousandItemsFlush(t *testing.T) {
 	run := e.waitRun(runID, 300*time.Second)
 	took := time.Since(trig)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	t.Logf("50k items with a FLUSHALL: trigger→terminal %s (%.0f items/s), %d attempts; elapsed %s", took.Round(time.Millisecond),
 		float64(n)/took.Seconds(), run.AttemptCount, time.Since(start).Round(time.Millisecond))
 	require.EqualValues(t, n, run.AttemptCount, "exactly one attempt per item")

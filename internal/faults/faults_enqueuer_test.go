@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 )
 
@@ -66,7 +67,7 @@ func TestFaultEnqueuerKilledMidFanOut(t *testing.T) {
 	e.startWorker("w1")
 	e.startWorker("w2")
 	run := e.waitRun(runID, 150*time.Second)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.EqualValues(t, n, run.ItemsSucceeded)
 	require.EqualValues(t, n, run.AttemptCount, "each item ran exactly once")
 }

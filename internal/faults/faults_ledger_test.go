@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 )
 
@@ -57,7 +58,7 @@ func TestFaultLoadWithCPUHogs(t *testing.T) {
 	require.Zero(t, lost, "live workers' attempts closed as \"worker lost\" under load")
 	require.Zero(t, deadlocks, "deadlocks in pg_stat_database")
 	require.Zero(t, logged, "deadlocks in the server log")
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.EqualValues(t, n, run.AttemptCount, "exactly one attempt per item")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
@@ -107,7 +108,7 @@ func TestFaultPostgresBackendsTerminated(t *testing.T) {
 
 	run := e.waitRun(runID, 180*time.Second)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.EqualValues(t, n, run.AttemptCount, "one attempt per item: a dropped connection is not the item's failure")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
@@ -170,7 +171,7 @@ func TestFaultPostgresTooManyClients(t *testing.T) {
 	t.Logf("holding %d idle sessions of max_connections 40; the workers have %d; %d slots left", held, len(pids), free)
 	require.NoError(t, insp.UnpauseQueue(e.queue))
 
-	var status string
+	var status runstate.Status
 	err = servertest.Poll(90*time.Second, 0, func() (bool, error) {
 		r, done := e.runStatus(runID)
 		status = r.Status
@@ -190,7 +191,7 @@ func TestFaultPostgresTooManyClients(t *testing.T) {
 	require.Greater(t, refused, 0, "no worker connection was refused: the fault did not happen")
 	r := e.waitRun(runID, 10*time.Second)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.EqualValues(t, n, r.AttemptCount, "one attempt per item: a refused connection is not the item's failure")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
@@ -292,7 +293,7 @@ func TestFaultFrozenWorker(t *testing.T) {
 	require.LessOrEqual(t, finished, bound.Seconds(), "the items A held were not run again within lease + reconcile + 20s")
 	t.Logf("A stopped holding %d items; the run ended %s later", held, time.Since(stopped).Round(time.Millisecond))
 	before := e.snapshot(ctx, runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 
 	// A resumes: its handlers finish their pages and try to record; then it shuts down.
 	a.signal(t, syscall.SIGCONT)
@@ -300,7 +301,7 @@ func TestFaultFrozenWorker(t *testing.T) {
 	a.waitExit(t, 60*time.Second)
 	after := e.snapshot(ctx, runID)
 	require.Equal(t, before, after, "the resumed worker changed the record or the target")
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -368,7 +369,7 @@ func TestFaultLeaseMismatch(t *testing.T) {
 	e.logAttempts(runID)
 	require.Zero(t, lost, "B's reconciler (lease 3s) closed attempts of A (lease 60s) as \"worker lost\"")
 	run := e.waitRun(runID, 30*time.Second)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.EqualValues(t, n, run.AttemptCount, "one attempt per item")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
@@ -416,7 +417,7 @@ func TestFaultPoisonItemCrashesWorker(t *testing.T) {
 		"the healthy items killed beside the poison one succeed")
 	require.Equal(t, "FAILED", status)
 	require.Contains(t, msg, "suspect", "the poison item's error says it is the suspect of its workers' deaths")
-	e.checkInvariants(runID, "PARTIAL_SUCCESS")
+	e.checkInvariants(runID, runstate.StatusPartialSuccess)
 	require.Greater(t, restarts, 0, "the poison item never killed a worker")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
@@ -449,7 +450,7 @@ func TestFaultKillAtEveryPoint(t *testing.T) {
 				e.startWorker("w2")
 				e.waitRun(runID, 120*time.Second)
 				e.logAttempts(runID)
-				e.checkInvariants(runID, "SUCCESS") // exactly the expected rows per key in the target
+				e.checkInvariants(runID, runstate.StatusSuccess) // exactly the expected rows per key in the target
 				if point == "handled" {
 					// The handler ran, nothing was committed: the attempt is still a row, closed lost.
 					require.GreaterOrEqual(t, e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND worker_id = 'w1'

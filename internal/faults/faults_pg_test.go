@@ -12,6 +12,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
 )
@@ -52,7 +53,7 @@ func TestFaultPostgresRestartMidRun(t *testing.T) {
 	// Let any straggling reconnect settle before the strict checks.
 	e.waitFor("database answers", 10*time.Second, func() bool { _, err := e.tryCount(`SELECT 1`); return err == nil })
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	t.Logf("run %s: %d attempts for 40 items; elapsed %s", run.Status, run.AttemptCount, time.Since(start).Round(time.Millisecond))
 }
 
@@ -86,7 +87,7 @@ func TestFaultRedisUnreachableForAWhile(t *testing.T) {
 			}
 			e.waitRun(runID, 100*time.Second)
 			e.logAttempts(runID)
-			e.checkInvariants(runID, "SUCCESS")
+			e.checkInvariants(runID, runstate.StatusSuccess)
 			t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 		})
 	}
@@ -144,7 +145,7 @@ func TestFaultKilledRightAfterTargetCommit(t *testing.T) {
 	// The killed attempts' asynq tasks wait for asynq's recoverer (see TestFaultWorkerKilledMidItem).
 	e.waitRun(runID, 210*time.Second)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS") // exact target rows per key, one SUCCESS attempt per item
+	e.checkInvariants(runID, runstate.StatusSuccess) // exact target rows per key, one SUCCESS attempt per item
 	trulyInWindow := 0
 	for _, key := range caught {
 		// The kill lands a little after the observation, so the worker may still have recorded
@@ -238,20 +239,20 @@ func TestFaultTwoTriggersAtOnce(t *testing.T) {
 			t.Fatalf("round %d: want exactly one trigger skipped, got skipped=%v/%v runs %s/%s", round,
 				results[0].Skipped, results[1].Skipped, results[0].Run.RunID, results[1].Run.RunID)
 		}
-		require.Equal(t, "SKIPPED", skipped.Run.Status)
+		require.Equal(t, runstate.StatusSkipped, skipped.Run.Status)
 		require.NotNil(t, skipped.Run.ErrorMessage)
 		require.Contains(t, *skipped.Run.ErrorMessage, active.Run.RunID.String(), "round %d: skip reason names the active run", round)
 		require.Equal(t, 2, active.Items)
-		e.checkInvariants(skipped.Run.RunID, "SKIPPED")
+		e.checkInvariants(skipped.Run.RunID, runstate.StatusSkipped)
 
 		if round%2 == 0 {
 			e.waitRun(active.Run.RunID, 30*time.Second)
-			e.checkInvariants(active.Run.RunID, "SUCCESS")
+			e.checkInvariants(active.Run.RunID, runstate.StatusSuccess)
 		} else {
 			_, err := ops.Cancel(ctx, e.st, e.enq.Dispatcher(), active.Run.RunID, "faults", "round "+fmt.Sprint(round))
 			require.NoError(t, err)
 			e.waitRun(active.Run.RunID, 30*time.Second)
-			e.checkInvariants(active.Run.RunID, "CANCELLED")
+			e.checkInvariants(active.Run.RunID, runstate.StatusCancelled)
 		}
 	}
 	require.Equal(t, rounds, e.count(`SELECT count(*) FROM dw_etl_runs WHERE job_id = $1 AND status = 'SKIPPED'`, jobID))

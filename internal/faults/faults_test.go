@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/params"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -35,7 +36,7 @@ func TestFaultWorkerKilledMidItem(t *testing.T) {
 	run := e.waitRun(runID, 210*time.Second)
 	t.Logf("run SUCCESS %s after the kill", time.Since(killed).Round(time.Millisecond))
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	lost := e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND worker_id = 'w1' AND status = 'FAILED'
 		AND error_category = 'SYSTEM'`, runID)
 	require.GreaterOrEqual(t, lost, 2, "the killed worker's attempts are closed FAILED SYSTEM")
@@ -56,7 +57,7 @@ func TestFaultRedisFlushMidRun(t *testing.T) {
 	require.Less(t, e.itemsWithStatus(runID, "SUCCESS"), 40, "the flush must happen mid-run")
 	e.waitRun(runID, 90*time.Second)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -86,7 +87,7 @@ func TestFaultEnqueuerDiedBeforeFanOut(t *testing.T) {
 	_, err = e.st.Pool().Exec(ctx, `UPDATE dw_etl_runs SET fanout_until = now() WHERE run_id = $1`, runID)
 	require.NoError(t, err)
 	e.waitRun(runID, 90*time.Second)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -106,7 +107,7 @@ func TestFaultPoisonParams(t *testing.T) {
 	runID := e.trigger(ps, false)
 	run := e.waitRun(runID, 90*time.Second)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "PARTIAL_SUCCESS")
+	e.checkInvariants(runID, runstate.StatusPartialSuccess)
 	require.EqualValues(t, 3, run.ItemsSucceeded)
 	require.EqualValues(t, 3, run.ItemsFailed)
 	ctx := context.Background()
@@ -170,7 +171,7 @@ func TestFaultSigtermLongItem(t *testing.T) {
 	require.Less(t, exitIn, 10*time.Second, "exit bound")
 	run := e.waitRun(runID, 120*time.Second)
 	e.logAttempts(runID)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.Equal(t, 2, e.attemptsOn(runID, "w1", "FAILED"), "w1's interrupted attempts are recorded FAILED")
 	require.Equal(t, 2, e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND worker_id = 'w1' AND error_category = 'SYSTEM'`, runID))
 	require.Equal(t, 2, e.attemptsOn(runID, "w2", "SUCCESS"), "retried by w2")
@@ -190,7 +191,7 @@ func TestFaultDryRunUnderKillAndFlush(t *testing.T) {
 	e.waitFor("a few items SUCCESS", 30*time.Second, func() bool { return e.itemsWithStatus(runID, "SUCCESS") >= 3 })
 	e.flushRedis()
 	e.waitRun(runID, 90*time.Second)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.Zero(t, e.count(`SELECT count(*) FROM dw_etl_incremental_cursors WHERE job_id = $1`, jobID), "dry run wrote a cursor")
 	t.Logf("elapsed %s", time.Since(start).Round(time.Millisecond))
 }
@@ -212,7 +213,7 @@ func TestFaultTenThousandItems(t *testing.T) {
 	trig := time.Now()
 	runID := e.trigger(ps, false)
 	run := e.waitRun(runID, 150*time.Second)
-	e.checkInvariants(runID, "SUCCESS")
+	e.checkInvariants(runID, runstate.StatusSuccess)
 	require.EqualValues(t, n, run.ItemsSucceeded)
 	require.Equal(t, n, e.count(`SELECT count(*) FROM dw_etl_run_attempts WHERE run_id = $1 AND status = 'SUCCESS'`, runID))
 	// At-least-once: any attempt beyond one per item must be a live worker's attempt that the

@@ -25,6 +25,7 @@ import (
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/kinds/synthetic"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/servertest"
 	"github.com/etlexec/etlexec/internal/store"
 )
@@ -202,7 +203,7 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 	t.Cleanup(func() { e.enq.Close() })
 	cfgJSON, err := json.Marshal(cfg)
 	require.NoError(t, err)
-	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
+	_, err = st.UpsertJobs(ctx, []store.JobSpec{{
 		JobID: jobID, Kind: "synthetic", SupportsParams: true, SupportsIncremental: true,
 		Strategy: "modified_date", CursorPolicy: "run", Config: cfgJSON, OverlapPolicy: o.overlap,
 		Queue: e.queue, MaxAttempts: o.maxAttempts, TimeoutMs: o.timeout.Milliseconds(), RetentionMs: 60000, Enabled: true,
@@ -483,11 +484,7 @@ func (e *env) runStatus(runID uuid.UUID) (store.Run, bool) {
 	if err != nil {
 		return store.Run{}, false
 	}
-	switch run.Status {
-	case "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED":
-		return run, true
-	}
-	return run, false
+	return run, run.Status.Terminal()
 }
 
 // waitRun waits for the run to be terminal; the database may be unreachable for a while. On
@@ -510,7 +507,7 @@ func (e *env) waitRun(runID uuid.UUID, within time.Duration) store.Run {
 }
 
 // checkInvariants asserts what must hold in Postgres after any fault, once the run is terminal.
-func (e *env) checkInvariants(runID uuid.UUID, wantStatus string) store.Run {
+func (e *env) checkInvariants(runID uuid.UUID, wantStatus runstate.Status) store.Run {
 	t := e.t
 	t.Helper()
 	ctx := context.Background()

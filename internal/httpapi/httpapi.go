@@ -119,34 +119,6 @@ type api struct {
 	cfg Config
 }
 
-// Job is a job definition with its last run, as GET /api/v1/jobs lists it.
-type Job struct {
-	JobID               string          `json:"job_id"`
-	Kind                string          `json:"kind"`
-	Description         string          `json:"description"`
-	SupportsParams      bool            `json:"supports_params"`
-	SupportsIncremental bool            `json:"supports_incremental"`
-	Strategy            string          `json:"strategy"`
-	CursorPolicy        string          `json:"cursor_policy"`
-	Config              json.RawMessage `json:"config"`
-	ParamSource         json.RawMessage `json:"param_source"`
-	Schedule            *string         `json:"schedule"`
-	OverlapPolicy       string          `json:"overlap_policy"`
-	Queue               string          `json:"queue"`
-	MaxAttempts         int32           `json:"max_attempts"`
-	TimeoutMs           int64           `json:"timeout_ms"`
-	RunTimeoutMs        *int64          `json:"run_timeout_ms"`
-	RetentionMs         int64           `json:"retention_ms"`
-	Enabled             bool            `json:"enabled"`
-	CreatedAt           time.Time       `json:"created_at"`
-	UpdatedAt           time.Time       `json:"updated_at"`
-	LastRunID           *uuid.UUID      `json:"last_run_id"`
-	LastStatus          *string         `json:"last_status"`
-	LastStartedAt       *time.Time      `json:"last_started_at"`
-	// Control is the job's pause state and policies (retention, alerts, catch-up).
-	store.JobControl
-}
-
 func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
 	q, ok := params(w, r, "limit", "after")
 	if !ok {
@@ -166,30 +138,7 @@ func (a *api) jobs(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	ids := make([]string, len(js))
-	for i, j := range js {
-		ids[i] = j.JobID
-	}
-	controls, err := a.st.JobControls(r.Context(), ids)
-	if err != nil {
-		fail(w, r, err)
-		return
-	}
-	out := struct {
-		Items []Job  `json:"items"`
-		Next  string `json:"next,omitempty"`
-	}{Items: make([]Job, 0, len(js)), Next: next}
-	for _, j := range js {
-		out.Items = append(out.Items, Job{JobControl: controls[j.JobID],
-			JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,
-			SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy, CursorPolicy: j.CursorPolicy,
-			Config: j.Config, ParamSource: nullJSON(j.ParamSource), Schedule: j.Schedule, OverlapPolicy: j.OverlapPolicy,
-			Queue: j.Queue, MaxAttempts: j.MaxAttempts, TimeoutMs: j.TimeoutMs, RunTimeoutMs: j.RunTimeoutMs,
-			RetentionMs: j.RetentionMs, Enabled: j.Enabled, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt,
-			LastRunID: j.LastRunID, LastStatus: j.LastStatus, LastStartedAt: j.LastStartedAt,
-		})
-	}
-	reply(w, out)
+	reply(w, store.Page[store.JobSummary]{Items: js, Next: next})
 }
 
 func (a *api) cursors(w http.ResponseWriter, r *http.Request) {
@@ -498,11 +447,4 @@ func failStatus(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
-}
-
-func nullJSON(b json.RawMessage) json.RawMessage {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
 }

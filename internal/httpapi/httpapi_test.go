@@ -88,7 +88,7 @@ func get(t *testing.T, srv *httptest.Server, path string, out any) int {
 	return resp.StatusCode
 }
 
-func runIDs(p store.Page[store.RunRow]) []string {
+func runIDs(p store.Page[store.Run]) []string {
 	ids := make([]string, len(p.Items))
 	for i, r := range p.Items {
 		ids[i] = r.RunID.String()
@@ -111,7 +111,7 @@ func TestAPI(t *testing.T) {
 			"/runs?job=job_b&status=SUCCESS":                              {},
 			"/runs?since=" + url.QueryEscape("2026-01-02T11:00:00+01:00"): {run3, run2},
 		} {
-			var p store.Page[store.RunRow]
+			var p store.Page[store.Run]
 			require.Equal(t, http.StatusOK, get(t, srv, apiBase+path, &p), path)
 			require.Equal(t, want, runIDs(p), path)
 		}
@@ -122,7 +122,7 @@ func TestAPI(t *testing.T) {
 		var got []string
 		path := apiBase + "/runs?limit=2"
 		for range 3 {
-			var p store.Page[store.RunRow]
+			var p store.Page[store.Run]
 			require.Equal(t, http.StatusOK, get(t, srv, path, &p))
 			got = append(got, runIDs(p)...)
 			if p.Next == "" {
@@ -209,7 +209,7 @@ func TestAPI(t *testing.T) {
 
 	t.Run("Cursors", func(t *testing.T) {
 		t.Parallel()
-		var p store.Page[store.CursorRow]
+		var p store.Page[store.Cursor]
 		require.Equal(t, http.StatusOK, get(t, srv, apiBase+"/jobs/job_a/cursors?limit=1", &p))
 		require.Len(t, p.Items, 1)
 		require.Equal(t, "h1", p.Items[0].ParamHash)

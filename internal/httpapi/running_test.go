@@ -12,6 +12,7 @@ import (
 
 	"github.com/etlexec/etlexec/internal/dbtest"
 	"github.com/etlexec/etlexec/internal/httpapi"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/workertest"
 )
@@ -45,7 +46,7 @@ func TestRunShowsRunningItems(t *testing.T) {
 		return workertest.RunningWithProgress(d, 1) && workertest.RunningWithProgress(d, 2)
 	})
 	d := getRun()
-	require.Equal(t, "RUNNING", d.Run.Status)
+	require.Equal(t, runstate.StatusRunning, d.Run.Status)
 	require.Equal(t, 2, d.Attempts.Running)
 	require.Zero(t, d.RunningMore)
 	for _, r := range d.Running {
@@ -55,7 +56,7 @@ func TestRunShowsRunningItems(t *testing.T) {
 	}
 
 	env.Release()
-	require.Equal(t, "SUCCESS", env.WaitRun(t, runID).Status)
+	require.Equal(t, runstate.StatusSuccess, env.WaitRun(t, runID).Status)
 	d = getRun()
 	require.Empty(t, d.Running)
 	require.Zero(t, d.RunningMore)

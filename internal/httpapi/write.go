@@ -436,16 +436,8 @@ func (a *api) job(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	c, err := a.st.GetJobControl(r.Context(), jobID)
-	if err != nil {
-		fail(w, r, err)
-		return
-	}
-	reply(w, Job{JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,
-		SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy, CursorPolicy: j.CursorPolicy,
-		Config: j.Config, ParamSource: nullJSON(j.ParamSource), Schedule: j.Schedule, OverlapPolicy: j.OverlapPolicy,
-		Queue: j.Queue, MaxAttempts: j.MaxAttempts, TimeoutMs: j.TimeoutMs, RunTimeoutMs: j.RunTimeoutMs,
-		RetentionMs: j.RetentionMs, Enabled: j.Enabled, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, JobControl: c})
+	// The listing's shape, its last-run fields null (the API's Job schema keeps them).
+	reply(w, store.JobSummary{Job: j})
 }
 
 // itemsCSV streams every item the filter selects as CSV (export.ItemsCSV). The first page is

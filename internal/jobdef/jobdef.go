@@ -131,12 +131,12 @@ func (c Catalog) kinds() []string {
 // the catalog: its kind must exist and its config must be what the kind declared (a typo is
 // refused naming the key and the closest known one). All problems are reported together. It
 // returns how each job runs; Definitions adds each job's policy.
-func Parse(name string, b []byte, cat Catalog) ([]store.UpsertJob, error) {
+func Parse(name string, b []byte, cat Catalog) ([]store.JobSpec, error) {
 	defs, err := Definitions(name, b, cat)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]store.UpsertJob, len(defs))
+	out := make([]store.JobSpec, len(defs))
 	for i, d := range defs {
 		out[i] = d.Job
 	}
@@ -296,7 +296,7 @@ func parseSources(raw map[string]json.RawMessage) ([]store.Source, []error) {
 }
 
 // limits validates the job's max_running_items and the source its config names.
-func (j Job) limits(row *store.UpsertJob, sources map[string]bool) []error {
+func (j Job) limits(row *store.JobSpec, sources map[string]bool) []error {
 	var errs []error
 	if j.MaxRunningItems != nil {
 		row.MaxRunningItems = *j.MaxRunningItems
@@ -364,7 +364,7 @@ func duration(field, v string, def time.Duration, allowZero bool) (time.Duration
 	return d, nil
 }
 
-func (j Job) validate(cat Catalog) (store.UpsertJob, []error) {
+func (j Job) validate(cat Catalog) (store.JobSpec, []error) {
 	kinds := cat.kinds()
 	var errs []error
 	add := func(err error) {
@@ -380,10 +380,10 @@ func (j Job) validate(cat Catalog) (store.UpsertJob, []error) {
 	} else if kinds != nil && !slices.Contains(kinds, j.Kind) {
 		add(fmt.Errorf("kind: unknown kind %q (registered: %s)", j.Kind, strings.Join(kinds, ", ")))
 	}
-	row := store.UpsertJob{
+	row := store.JobSpec{
 		JobID: j.JobID, Kind: j.Kind, Description: j.Description, SupportsParams: j.SupportsParams,
-		SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy, CursorPolicy: j.CursorPolicy,
-		OverlapPolicy: j.OverlapPolicy, Queue: j.Queue, Enabled: true,
+		SupportsIncremental: j.SupportsIncremental, Strategy: etl.Strategy(j.Strategy),
+		CursorPolicy: runstate.CursorPolicy(j.CursorPolicy), OverlapPolicy: j.OverlapPolicy, Queue: j.Queue, Enabled: true,
 	}
 	if row.Strategy == "" {
 		row.Strategy = StrategyDefault
@@ -397,8 +397,8 @@ func (j Job) validate(cat Catalog) (store.UpsertJob, []error) {
 	if row.Queue == "" {
 		row.Queue = QueueDefault
 	}
-	add(oneOf("strategy", row.Strategy, "none", "modified_date", "last_run"))
-	add(oneOf("cursor_policy", row.CursorPolicy, "run", "item"))
+	add(oneOf("strategy", string(row.Strategy), "none", "modified_date", "last_run"))
+	add(oneOf("cursor_policy", string(row.CursorPolicy), "run", "item"))
 	add(oneOf("overlap_policy", row.OverlapPolicy, "skip", "queue", "allow"))
 	if !queuePattern.MatchString(row.Queue) {
 		add(fmt.Errorf("queue: %q must be 1-64 of letters, digits, '_', '.', ':', '-' (no braces)", row.Queue))
@@ -443,7 +443,7 @@ func (j Job) validate(cat Catalog) (store.UpsertJob, []error) {
 	}
 	if cat.Registry != nil && len(errs) == 0 {
 		// The kind's own rules run on an otherwise valid job: its strategy is then known.
-		if err := cat.Registry.ValidateConfig(j.Kind, row.Config, etl.Strategy(row.Strategy)); err != nil {
+		if err := cat.Registry.ValidateConfig(j.Kind, row.Config, row.Strategy); err != nil {
 			add(configError(err))
 		}
 	}

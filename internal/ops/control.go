@@ -77,11 +77,11 @@ type TriggerRequest struct {
 
 // TriggerResult says what a trigger did.
 type TriggerResult struct {
-	Run          store.RunRow `json:"run"`
-	Items        int          `json:"items"`
-	Deduplicated int          `json:"items_deduplicated"`
-	Skipped      bool         `json:"skipped"`
-	Enqueued     int          `json:"enqueued"`
+	Run          store.Run `json:"run"`
+	Items        int       `json:"items"`
+	Deduplicated int       `json:"items_deduplicated"`
+	Skipped      bool      `json:"skipped"`
+	Enqueued     int       `json:"enqueued"`
 	// EnqueueMs is how long the fan-out (tasks to Redis) took, in milliseconds.
 	EnqueueMs int64 `json:"enqueue_ms"`
 	// Replayed is true when the idempotency key named an existing run: nothing new was created.
@@ -119,7 +119,7 @@ func Trigger(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, req Tr
 			return res, rerr
 		}
 	}
-	res := TriggerResult{Run: store.RunRowOf(er.Run), Items: er.Items, Deduplicated: er.Deduplicated, Skipped: er.Skipped,
+	res := TriggerResult{Run: er.Run, Items: er.Items, Deduplicated: er.Deduplicated, Skipped: er.Skipped,
 		Enqueued: er.Enqueued, EnqueueMs: er.EnqueueTime.Milliseconds()}
 	if err != nil {
 		return res, err
@@ -190,26 +190,26 @@ func replay(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, jobID, 
 	if err != nil {
 		return TriggerResult{}, true, err
 	}
-	res := TriggerResult{Replayed: true, Skipped: runstate.Status(run.Status) == runstate.StatusSkipped, Items: int(run.ItemCount),
+	res := TriggerResult{Replayed: true, Skipped: run.Status == runstate.StatusSkipped, Items: int(run.ItemCount),
 		Deduplicated: int(run.ItemsDeduplicated)}
-	if runstate.Status(run.Status) == runstate.StatusPending && run.EnqueuedAt == nil {
+	if run.Status == runstate.StatusPending && run.EnqueuedAt == nil {
 		// The first request recorded the run but did not finish handing its tasks to Redis. Its
 		// fan-out is ours once its lease lapsed; while another process holds it (the first
 		// request still sending, or the reconciler), that process finishes it.
 		took, err := st.TakeFanout(ctx, run.RunID, store.FanoutLeaseDefault, false)
 		if err != nil || !took {
-			res.Run = store.RunRowOf(run)
+			res.Run = run
 			return res, true, err
 		}
 		if res.Enqueued, err = enq.EnqueueRun(ctx, run.RunID); err != nil {
-			res.Run = store.RunRowOf(run)
+			res.Run = run
 			return res, true, fmt.Errorf("finish enqueueing run %s: %w (the run is recorded; retry or let the reconciler finish it)", run.RunID, err)
 		}
 		if run, err = st.GetRun(ctx, run.RunID); err != nil {
 			return res, true, err
 		}
 	}
-	res.Run = store.RunRowOf(run)
+	res.Run = run
 	return res, true, nil
 }
 

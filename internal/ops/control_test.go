@@ -16,6 +16,7 @@ import (
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/ops"
 	"github.com/etlexec/etlexec/internal/redistest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -32,7 +33,7 @@ func setup(t *testing.T) *bundle {
 	b.enq = newEnqueuer(t, b.st, redistest.ConnOpt(t))
 	b.insp = asynq.NewInspector(redistest.ConnOpt(t))
 	t.Cleanup(func() { b.insp.Close() })
-	_, err := b.st.ApplyJobs(t.Context(), []store.JobDefinition{{Job: store.UpsertJob{
+	_, err := b.st.ApplyJobs(t.Context(), []store.JobDefinition{{Job: store.JobSpec{
 		JobID: "regions", Kind: "synthetic", SupportsParams: true, Strategy: "none", CursorPolicy: "run",
 		Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: b.queue, MaxAttempts: 1, TimeoutMs: 10000,
 		RetentionMs: 60000, Enabled: true,
@@ -86,7 +87,7 @@ func TestTriggerIdempotencyKey(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, again.Replayed)
 	require.Equal(t, first.Run.RunID, again.Run.RunID)
-	require.Equal(t, "PENDING", again.Run.Status)
+	require.Equal(t, runstate.StatusPending, again.Run.Status)
 	require.Equal(t, 0, b.pending(t))
 	// Once the lease lapsed (FanoutLeaseDefault), a retry finishes the fan-out itself.
 	_, err = b.st.Pool().Exec(ctx, `UPDATE dw_etl_runs SET fanout_until = now() - interval '1 second' WHERE run_id = $1`, first.Run.RunID)
@@ -96,7 +97,7 @@ func TestTriggerIdempotencyKey(t *testing.T) {
 	require.True(t, again.Replayed)
 	require.Equal(t, first.Run.RunID, again.Run.RunID)
 	require.Equal(t, 2, again.Enqueued, "the retry finishes the fan-out")
-	require.Equal(t, "RUNNING", again.Run.Status)
+	require.Equal(t, runstate.StatusRunning, again.Run.Status)
 	require.Equal(t, 2, b.pending(t))
 	require.Equal(t, 1, b.runCount(t))
 

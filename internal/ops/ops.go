@@ -28,8 +28,8 @@ type CancelResult struct {
 	// see the request in Postgres at their next heartbeat.
 	Signalled int `json:"signalled"`
 	// Finalised is true when nothing was running, so the run ended CANCELLED at once.
-	Finalised bool   `json:"finalised"`
-	Status    string `json:"status"`
+	Finalised bool            `json:"finalised"`
+	Status    runstate.Status `json:"status"`
 }
 
 // Cancel cancels a run: who/when/why recorded, items not yet started CANCELLED and their tasks
@@ -97,10 +97,10 @@ func Rerun(ctx context.Context, st *store.Store, enq *enqueue.Enqueuer, runID uu
 	if err != nil {
 		return res, err
 	}
-	if !runstate.Status(run.Status).Terminal() {
+	if !run.Status.Terminal() {
 		return res, fmt.Errorf("rerun run %s: %w (status %s); cancel it or wait", runID, store.ErrRunNotFinished, run.Status)
 	}
-	if runstate.Status(run.Status) == runstate.StatusSkipped {
+	if run.Status == runstate.StatusSkipped {
 		return res, fmt.Errorf("rerun run %s: a SKIPPED run has no items; trigger the job again", runID)
 	}
 	job, err := st.GetJob(ctx, run.JobID)

@@ -251,7 +251,7 @@ func TestEnqueuerDiedMidFanOut(t *testing.T) {
 	require.Equal(t, "pending", b.taskState(t, runID, 2, 0))
 	got, err := b.st.GetRun(t.Context(), runID)
 	require.NoError(t, err)
-	require.Equal(t, "RUNNING", got.Status)
+	require.Equal(t, runstate.StatusRunning, got.Status)
 	require.NotNil(t, got.EnqueuedAt)
 }
 
@@ -278,7 +278,7 @@ func TestRunTimeout(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	got, err := b.st.GetRun(t.Context(), run.RunID)
 	require.NoError(t, err)
-	require.Equal(t, "FAILED", got.Status, "a run past its run_timeout fails, as docs/state-machine.md says")
+	require.Equal(t, runstate.StatusFailed, got.Status, "a run past its run_timeout fails, as docs/state-machine.md says")
 	require.Contains(t, *got.ErrorMessage, "run timeout")
 	require.EqualValues(t, 3, got.ItemsFailed)
 	var ended string
@@ -327,7 +327,7 @@ func TestUnfinalisedRun(t *testing.T) {
 	require.Equal(t, 1, rep.RunsFinalised)
 	got, err := b.st.GetRun(t.Context(), run.RunID)
 	require.NoError(t, err)
-	require.Equal(t, "SUCCESS", got.Status)
+	require.Equal(t, runstate.StatusSuccess, got.Status)
 }
 
 func TestLeadership(t *testing.T) {
@@ -426,7 +426,7 @@ func TestRerunWhoseFanOutFailed(t *testing.T) {
 	require.NoError(t, err)
 	got, err := b.st.GetRun(t.Context(), run.RunID)
 	require.NoError(t, err)
-	require.Equal(t, "FAILED", got.Status)
+	require.Equal(t, runstate.StatusFailed, got.Status)
 
 	reopened, err := b.st.ReopenForRerun(t.Context(), run.RunID, []int32{1, 2}, 1) // ... and the enqueue never comes
 	require.NoError(t, err)

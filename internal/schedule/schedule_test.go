@@ -56,7 +56,7 @@ func setup(t *testing.T) *bundle {
 // job defines a scheduled job as of t0.
 func (b *bundle) job(t *testing.T, id, spec, overlap string) {
 	t.Helper()
-	_, err := b.st.UpsertJobs(t.Context(), []store.UpsertJob{{
+	_, err := b.st.UpsertJobs(t.Context(), []store.JobSpec{{
 		JobID: id, Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
 		Schedule: &spec, OverlapPolicy: overlap, Queue: b.queue, MaxAttempts: 1, TimeoutMs: 10000,
 		RetentionMs: 60000, Enabled: true,

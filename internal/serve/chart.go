@@ -42,22 +42,22 @@ const (
 )
 
 // runCharts draws the duration and the records written of runs (newest first, as listed).
-func runCharts(runs []store.RunRow) (durations, written barChart) {
+func runCharts(runs []store.Run) (durations, written barChart) {
 	chron := slices.Clone(runs)
 	slices.Reverse(chron)
-	dur := func(r store.RunRow) float64 {
+	dur := func(r store.Run) float64 {
 		if r.DurationMs == nil {
 			return 0
 		}
 		return float64(*r.DurationMs)
 	}
-	rec := func(r store.RunRow) float64 { return float64(r.RecordsWritten) }
+	rec := func(r store.Run) float64 { return float64(r.RecordsWritten) }
 	durations = bars("Duration per run", chron, dur, func(v float64) string { return fmtDuration(int64(v)) })
 	written = bars("Records written per run", chron, rec, func(v float64) string { return fmtInt(int64(v)) })
 	return durations, written
 }
 
-func bars(title string, runs []store.RunRow, value func(store.RunRow) float64, label func(float64) string) barChart {
+func bars(title string, runs []store.Run, value func(store.Run) float64, label func(float64) string) barChart {
 	c := barChart{Title: title, W: chartW, H: chartH, PlotX: chartGutter, PlotY: chartH - chartBottom, Empty: len(runs) == 0}
 	if c.Empty {
 		return c
@@ -83,7 +83,7 @@ func bars(title string, runs []store.RunRow, value func(store.RunRow) float64, l
 		status := r.Status
 		detail := label(v)
 		if r.DurationMs == nil && r.EndedAt == nil {
-			detail = "still " + status
+			detail = "still " + string(status)
 		}
 		c.Bars = append(c.Bars, bar{
 			X: c.PlotX + float64(i)*slot + (slot-w)/2, Y: c.PlotY - h, W: w, H: h,
@@ -174,8 +174,8 @@ func attemptTimeline(runID uuid.UUID, attempts []store.AttemptRow, now time.Time
 			Href: "/runs/" + runID.String() + "?attempt=" + a.AttemptID.String() + "#logs",
 		}
 		row.Title = fmt.Sprintf("attempt #%d · item %d try %d · %s", a.AttemptNo, a.ItemNo, a.ItemAttempt, a.Status)
-		if a.ErrorCategory != "" && a.ErrorCategory != "NONE" {
-			row.Title += " · " + a.ErrorCategory
+		if catShown(a.ErrorCategory) {
+			row.Title += " · " + string(a.ErrorCategory)
 		}
 		row.Title += "\n" + fmtTime(a.StartedAt) + " → "
 		if open {

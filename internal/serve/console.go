@@ -44,7 +44,7 @@ const (
 )
 
 // RerunStatusesDefault are the item statuses a rerun picks when the request names none.
-var RerunStatusesDefault = []string{"FAILED", "CANCELLED"}
+var RerunStatusesDefault = runstate.Strings(runstate.StatusFailed, runstate.StatusCancelled)
 
 // contentSecurityPolicy keeps console pages to the binary's own assets: no inline script or
 // style, no CDN, no framing.
@@ -159,8 +159,6 @@ func statusOf(err error) int {
 type jobsPage struct {
 	base
 	Jobs []store.JobSummary
-	// Paused lists the paused jobs of the page.
-	Paused map[string]bool
 	// Next is the job id the next page starts after; "" on the last page.
 	Next string
 }
@@ -171,20 +169,7 @@ func (c *console) jobs(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), fmt.Errorf("list jobs: %w", err))
 		return
 	}
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.JobID
-	}
-	controls, err := c.s.cfg.Store.JobControls(r.Context(), ids)
-	if err != nil {
-		c.fail(w, r, statusOf(err), err)
-		return
-	}
-	paused := map[string]bool{}
-	for id, ctl := range controls {
-		paused[id] = ctl.Paused
-	}
-	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Paused: paused, Next: next})
+	c.render(w, http.StatusOK, "jobs.html", jobsPage{base: c.base(r, "Jobs"), Jobs: jobs, Next: next})
 }
 
 // ---- one job's runs ----
@@ -196,7 +181,7 @@ type jobPage struct {
 	// TriggerKey is the trigger form's idempotency key: submitting the form twice (a double
 	// click, a retry after a timeout) starts one run.
 	TriggerKey string
-	Runs       []store.RunRow
+	Runs       []store.Run
 	Status     string // the status filter, "" for all
 	Statuses   []string
 	First      bool // this is the newest page
@@ -224,13 +209,8 @@ func (c *console) job(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), err)
 		return
 	}
-	control, err := c.s.cfg.Store.GetJobControl(ctx, jobID)
-	if err != nil {
-		c.fail(w, r, statusOf(err), err)
-		return
-	}
 	p := jobPage{
-		base: c.base(r, "Job "+jobID), Job: job, Control: control, TriggerKey: ops.NewIdempotencyKey(), Runs: page.Items,
+		base: c.base(r, "Job "+jobID), Job: job, Control: job.Control(), TriggerKey: ops.NewIdempotencyKey(), Runs: page.Items,
 		Status: strings.ToUpper(q.Get("status")), Statuses: store.RunStatuses, First: f.After == "",
 	}
 	self := "/jobs/" + url.PathEscape(jobID)
@@ -254,9 +234,9 @@ func (c *console) job(w http.ResponseWriter, r *http.Request) {
 // its running items and reloads once.
 var terminalStatuses = func() string {
 	var out []string
-	for _, s := range store.RunStatuses {
-		if runstate.Status(s).Terminal() {
-			out = append(out, s)
+	for _, s := range runstate.Statuses {
+		if s.Terminal() {
+			out = append(out, string(s))
 		}
 	}
 	return strings.Join(out, " ")
@@ -292,7 +272,7 @@ type runPage struct {
 type kv struct{ Key, Value string }
 
 type legendEntry struct {
-	Status string
+	Status runstate.Status
 	Count  int
 }
 
@@ -321,9 +301,9 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := runPage{base: c.base(r, "Run "+runID.String()), D: d, Metrics: metricsKV(d.Run.Metrics)}
-	p.Active = !runstate.Status(d.Run.Status).Terminal()
+	p.Active = !d.Run.Status.Terminal()
 	p.Terminal = terminalStatuses
-	p.Rerunnable = !p.Active && d.Run.Status != "SKIPPED"
+	p.Rerunnable = !p.Active && d.Run.Status != runstate.StatusSkipped
 	if job, err := st.GetJob(ctx, d.Run.JobID); err == nil {
 		p.Queue = job.Queue
 		p.AsynqmonURL = AsynqmonPath + "/queues/" + url.PathEscape(job.Queue)
@@ -415,7 +395,8 @@ func (c *console) run(w http.ResponseWriter, r *http.Request) {
 		p.LogErr = err.Error()
 		status = http.StatusBadRequest
 	}
-	for _, s := range []string{"FAILED", "CANCELLED", "SKIPPED", "PARTIAL_SUCCESS", "SUCCESS"} {
+	for _, s := range runstate.Strings(runstate.StatusFailed, runstate.StatusCancelled, runstate.StatusSkipped,
+		runstate.StatusPartialSuccess, runstate.StatusSuccess) {
 		p.RerunOpts = append(p.RerunOpts, rerunOpt{Status: s, Checked: slices.Contains(RerunStatusesDefault, s)})
 	}
 	c.render(w, status, "run.html", p)
@@ -452,12 +433,12 @@ func logFilter(runID uuid.UUID, q url.Values) (store.LogFilter, logForm, error) 
 }
 
 func legend(counts []store.CountByStatus) []legendEntry {
-	by := map[string]int{}
+	by := map[runstate.Status]int{}
 	for _, c := range counts {
 		by[c.Status] += c.Count
 	}
 	var out []legendEntry
-	for _, s := range store.RunStatuses {
+	for _, s := range runstate.Statuses {
 		if n := by[s]; n > 0 {
 			out = append(out, legendEntry{Status: s, Count: n})
 		}
@@ -532,7 +513,7 @@ func (c *console) cancel(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, statusOf(err), err)
 		return
 	}
-	c.s.log.Info().Str("run_id", runID.String()).Str("who", who).Str("reason", reason).Str("status", res.Status).
+	c.s.log.Info().Str("run_id", runID.String()).Str("who", who).Str("reason", reason).Str("status", string(res.Status)).
 		Int("items_cancelled", res.ItemsCancelled).Msg("run cancelled from the console")
 	c.respond(w, r, res, actionPage{base: c.base(r, "Cancel run"), RunID: runID, Cancel: &res})
 }
@@ -726,7 +707,7 @@ type histogram struct {
 }
 
 type histBar struct {
-	Status       string
+	Status       runstate.Status
 	Count        int
 	Y, W, LabelX float64
 	Href         string
@@ -750,7 +731,7 @@ func itemHistogram(entries []legendEntry) histogram {
 	for i, e := range entries {
 		w := plot * float64(e.Count) / float64(max(most, 1))
 		h.Bars = append(h.Bars, histBar{Status: e.Status, Count: e.Count, Y: float64(i * histRow), W: max(w, 1),
-			LabelX: histLabelW + max(w, 1) + 6, Href: "?items_status=" + e.Status + "#items"})
+			LabelX: histLabelW + max(w, 1) + 6, Href: "?items_status=" + string(e.Status) + "#items"})
 	}
 	return h
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -29,7 +31,7 @@ var funcs = template.FuncMap{
 	"prettyJSON":  prettyJSON,
 	"itemTitle":   itemTitle,
 	"f":           func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
-	"catShown":    func(c string) bool { return c != "" && c != "NONE" },
+	"catShown":    catShown,
 	"since":       since,
 }
 
@@ -47,9 +49,12 @@ func since(v any) string {
 }
 
 // statusClass is the CSS class of a status badge or mark: SUCCESS → st-success.
-func statusClass(s string) string {
-	return "st-" + strings.ReplaceAll(strings.ToLower(s), "_", "-")
+func statusClass(s runstate.Status) string {
+	return "st-" + strings.ReplaceAll(strings.ToLower(string(s)), "_", "-")
 }
+
+// catShown reports whether an error category is worth showing (not NONE).
+func catShown(c etl.Category) bool { return c != "" && c != etl.CategoryNone }
 
 const timeLayout = "2006-01-02 15:04:05Z"
 
@@ -194,7 +199,7 @@ func prettyJSON(raw json.RawMessage) string {
 func itemTitle(it store.ItemRow) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "item %d · %s", it.ItemNo, it.Status)
-	if it.ErrorCategory != "" && it.ErrorCategory != "NONE" {
+	if catShown(it.ErrorCategory) {
 		fmt.Fprintf(&b, " · %s", it.ErrorCategory)
 	}
 	fmt.Fprintf(&b, "\nparams %s\nattempts %d", clip(compactJSON(it.Params), tooltipMax), it.Attempts)

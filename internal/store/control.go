@@ -16,11 +16,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
-
-// RunRowOf is a run as history shows it (snake_case JSON), for callers holding a Run.
-func RunRowOf(r Run) RunRow { return runRow(r) }
 
 // ---- job policies and lifecycle ----
 
@@ -49,7 +48,7 @@ const (
 
 // JobDefinition is one job as jobs.yaml defines it: how it runs and its policy.
 type JobDefinition struct {
-	Job    UpsertJob
+	Job    JobSpec
 	Policy JobPolicy
 }
 
@@ -103,7 +102,7 @@ func (s *Store) ApplyDefinitions(ctx context.Context, file Definitions, prune bo
 		defs := file.Jobs
 		keep := make([]string, 0, len(defs))
 		for _, d := range defs {
-			ins, err := tx.q.UpsertJob(ctx, d.Job)
+			ins, err := tx.q.UpsertJob(ctx, upsertJobParams(d.Job))
 			if err != nil {
 				return fmt.Errorf("upsert job %q: %w", d.Job.JobID, err)
 			}
@@ -157,23 +156,21 @@ func (s *Store) ApplyDefinitions(ctx context.Context, file Definitions, prune bo
 	return rep, nil
 }
 
-// JobControl is a job's pause state and policies.
-type JobControl struct {
-	JobID       string     `json:"job_id"`
+// JobPause is whether a job is paused, by whom, why and since when.
+type JobPause struct {
 	Paused      bool       `json:"paused"`
 	PausedAt    *time.Time `json:"paused_at"`
 	PausedBy    *string    `json:"paused_by"`
 	PauseReason *string    `json:"pause_reason"`
 	// ResumedAt is when the job was last resumed: cron ticks before it are not fired.
 	ResumedAt *time.Time `json:"resumed_at"`
-	JobPolicy
 }
 
-func jobControl(r sqlcdb.JobControlsRow) JobControl {
-	return JobControl{JobID: r.JobID, Paused: r.Paused, PausedAt: r.PausedAt, PausedBy: r.PausedBy,
-		PauseReason: r.PauseReason, ResumedAt: r.ResumedAt, JobPolicy: JobPolicy{
-			HistoryRetentionMs: r.HistoryRetentionMs, AlertOn: r.AlertOn, ExpectedDurationMs: r.ExpectedDurationMs,
-			CatchupPolicy: r.CatchupPolicy, CatchupLimit: r.CatchupLimit}}
+// JobControl is a job's pause state and policies (Job.Control of the job).
+type JobControl struct {
+	JobID string `json:"job_id"`
+	JobPause
+	JobPolicy
 }
 
 // JobControls loads the control state of the given jobs, keyed by job id (unknown ids are
@@ -185,7 +182,7 @@ func (s *Store) JobControls(ctx context.Context, jobIDs []string) (map[string]Jo
 	}
 	out := make(map[string]JobControl, len(rows))
 	for _, r := range rows {
-		out[r.JobID] = jobControl(r)
+		out[r.JobID] = jobOf(r).Control()
 	}
 	return out, nil
 }
@@ -327,10 +324,10 @@ func IsIdempotencyConflict(err error) bool { return IsUniqueViolation(err, Idemp
 
 // KeyedRun is the run an idempotency key names.
 type KeyedRun struct {
-	Key         string    `json:"key"`
-	RunID       uuid.UUID `json:"run_id"`
-	RequestHash string    `json:"request_hash,omitempty"`
-	Status      string    `json:"status,omitempty"`
+	Key         string          `json:"key"`
+	RunID       uuid.UUID       `json:"run_id"`
+	RequestHash string          `json:"request_hash,omitempty"`
+	Status      runstate.Status `json:"status,omitempty"`
 }
 
 // IdempotencyKey loads the run a job's key names; ErrNotFound when the key is new.
@@ -600,20 +597,20 @@ func (s *Store) WatchRuns(ctx context.Context, since time.Time) (int64, error) {
 // WatchedRun is a watched run whose end the alerter has not handled yet, with what its job
 // says about alerts.
 type WatchedRun struct {
-	RunID          uuid.UUID  `json:"run_id"`
-	JobID          string     `json:"job_id"`
-	Status         string     `json:"status"`
-	DryRun         bool       `json:"dry_run"`
-	Trigger        string     `json:"trigger"`
-	StartedAt      time.Time  `json:"started_at"`
-	EndedAt        *time.Time `json:"ended_at"`
-	DurationMs     *int64     `json:"duration_ms"`
-	ItemCount      int32      `json:"item_count"`
-	ItemsSucceeded int32      `json:"items_succeeded"`
-	ItemsFailed    int32      `json:"items_failed"`
-	ItemsCancelled int32      `json:"items_cancelled"`
-	ErrorCategory  string     `json:"error_category"`
-	ErrorMessage   *string    `json:"error_message"`
+	RunID          uuid.UUID       `json:"run_id"`
+	JobID          string          `json:"job_id"`
+	Status         runstate.Status `json:"status"`
+	DryRun         bool            `json:"dry_run"`
+	Trigger        string          `json:"trigger"`
+	StartedAt      time.Time       `json:"started_at"`
+	EndedAt        *time.Time      `json:"ended_at"`
+	DurationMs     *int64          `json:"duration_ms"`
+	ItemCount      int32           `json:"item_count"`
+	ItemsSucceeded int32           `json:"items_succeeded"`
+	ItemsFailed    int32           `json:"items_failed"`
+	ItemsCancelled int32           `json:"items_cancelled"`
+	ErrorCategory  etl.Category    `json:"error_category"`
+	ErrorMessage   *string         `json:"error_message"`
 	// OpenedAt is when this opening of the run began (its start, or its last rerun);
 	// OverdueAt is when its run_overdue notice was recorded, if it was.
 	OpenedAt  time.Time  `json:"-"`
@@ -662,7 +659,8 @@ func (s *Store) RecordRunEnd(ctx context.Context, r WatchedRun, deliveries []New
 		at = *r.EndedAt
 	}
 	err = s.InTx(ctx, func(tx *Tx) error {
-		n, err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &r.Status})
+		status := string(r.Status) // the run watch's status column is plain text
+		n, err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &status})
 		if err != nil || n == 0 {
 			return err
 		}

@@ -114,7 +114,7 @@ func (s *Store) FinaliseRun(ctx context.Context, runID uuid.UUID) (Finalised, er
 			status := runstate.RunStatus(runstate.Counts{
 				Succeeded: int(c.Succeeded), Failed: int(c.Failed), Skipped: int(c.Skipped), Cancelled: int(c.Cancelled),
 			}, run.CancelRequestedAt != nil, timedOut)
-			if err := runstate.Runs.Check(runstate.Status(run.Status), status); err != nil {
+			if err := runstate.Runs.Check(run.Status, status); err != nil {
 				return err
 			}
 			category := runstate.DominantCategory(toIntCounts(c.FailedBy))
@@ -130,9 +130,9 @@ func (s *Store) FinaliseRun(ctx context.Context, runID uuid.UUID) (Finalised, er
 				m := fmt.Sprintf("%d of %d items failed", c.Failed, run.ItemCount)
 				msg = &m
 			}
-			advance, note := runstate.RunCursors(etl.Strategy(run.Strategy), runstate.CursorPolicy(run.CursorPolicy), run.DryRun, status)
+			advance, note := runstate.RunCursors(run.Strategy, run.CursorPolicy, run.DryRun, status)
 			if advance {
-				n, err := tx.q.AdvanceRunCursors(ctx, sqlcdb.AdvanceRunCursorsParams{JobID: run.JobID, Strategy: run.Strategy, RunID: runID})
+				n, err := tx.q.AdvanceRunCursors(ctx, sqlcdb.AdvanceRunCursorsParams{JobID: run.JobID, Strategy: string(run.Strategy), RunID: runID})
 				if err != nil {
 					return fmt.Errorf("advance cursors: %w", err)
 				}
@@ -140,7 +140,7 @@ func (s *Store) FinaliseRun(ctx context.Context, runID uuid.UUID) (Finalised, er
 				note = fmt.Sprintf("%s: %d", note, n)
 			}
 			if err := tx.q.FinishRun(ctx, sqlcdb.FinishRunParams{
-				Status: string(status), ErrorCategory: string(category), ErrorMessage: msg,
+				Status: status, ErrorCategory: category, ErrorMessage: msg,
 				AttemptCount: int32(c.AttemptsStarted), ItemsSucceeded: int32(c.Succeeded), ItemsFailed: int32(c.Failed),
 				ItemsSkipped: int32(c.Skipped), ItemsCancelled: int32(c.Cancelled), RecordsRead: c.RecordsRead,
 				RecordsWritten: c.RecordsWritten, RecordsDiscarded: c.RecordsDiscarded, PageCount: c.Pages,

@@ -41,7 +41,7 @@ func TestFinaliseOfALargeRunDoesNotBlockItsLogWrites(t *testing.T) {
 	require.NoError(t, err)
 	defer logs.Close()
 
-	_, err = st.UpsertJobs(ctx, []store.UpsertJob{{
+	_, err = st.UpsertJobs(ctx, []store.JobSpec{{
 		JobID: "big", Kind: "test", Strategy: "modified_date", CursorPolicy: "run", Config: json.RawMessage(`{}`),
 		OverlapPolicy: "allow", Queue: "etl", MaxAttempts: 1, TimeoutMs: 1000, Enabled: true,
 	}})

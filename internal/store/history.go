@@ -35,7 +35,7 @@ const (
 
 // The values the schema's CHECK constraints allow, in display order.
 var (
-	RunStatuses     = []string{"PENDING", "RUNNING", "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "SKIPPED", "CANCELLED"}
+	RunStatuses     = runstate.Strings(runstate.Statuses...)
 	ErrorCategories = []string{"API", "DB", "DATA", "SYSTEM", "NONE"}
 	LogLevels       = []string{"trace", "debug", "info", "warn", "error", "fatal", "panic"}
 )
@@ -64,12 +64,12 @@ type Page[T any] struct {
 	Next  string `json:"next,omitempty"`
 }
 
-// RunRow is a run as history shows it.
-type RunRow struct {
+// Run is a run as the store returns it and history shows it (the API's Run).
+type Run struct {
 	RunID             uuid.UUID       `json:"run_id"`
 	JobID             string          `json:"job_id"`
-	Status            string          `json:"status"`
-	ErrorCategory     string          `json:"error_category"`
+	Status            runstate.Status `json:"status"`
+	ErrorCategory     etl.Category    `json:"error_category"`
 	ErrorMessage      *string         `json:"error_message"`
 	DryRun            bool            `json:"dry_run"`
 	Trigger           string          `json:"trigger"`
@@ -101,8 +101,8 @@ type RunRow struct {
 	UpdatedAt         time.Time       `json:"updated_at"`
 }
 
-func runRow(r sqlcdb.DwEtlRun) RunRow {
-	return RunRow{
+func runOf(r sqlcdb.DwEtlRun) Run {
+	return Run{
 		RunID: r.RunID, JobID: r.JobID, Status: r.Status, ErrorCategory: r.ErrorCategory, ErrorMessage: r.ErrorMessage,
 		DryRun: r.DryRun, Trigger: r.Trigger, Params: r.Params, LogicalStart: r.LogicalStart, ScheduledFor: r.ScheduledFor,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, EnqueuedAt: r.EnqueuedAt, EndedAt: r.EndedAt, DurationMs: r.DurationMs,
@@ -131,17 +131,17 @@ type RunFilter struct {
 }
 
 // HistoryRuns lists runs newest first (started_at DESC, run_id DESC).
-func (s *Store) HistoryRuns(ctx context.Context, f RunFilter) (Page[RunRow], error) {
+func (s *Store) HistoryRuns(ctx context.Context, f RunFilter) (Page[Run], error) {
 	limit, err := pageLimit(f.Limit)
 	if err != nil {
-		return Page[RunRow]{}, err
+		return Page[Run]{}, err
 	}
 	statuses, err := oneOf("status", f.Status, RunStatuses, strings.ToUpper)
 	if err != nil {
-		return Page[RunRow]{}, err
+		return Page[Run]{}, err
 	}
 	if f.Since != nil && f.Until != nil && !f.Since.Before(*f.Until) {
-		return Page[RunRow]{}, &FilterError{Param: "since", Value: f.Since.Format(time.RFC3339Nano),
+		return Page[Run]{}, &FilterError{Param: "since", Value: f.Since.Format(time.RFC3339Nano),
 			Reason: "must be before until " + f.Until.Format(time.RFC3339Nano)}
 	}
 	var afterTS *time.Time
@@ -149,7 +149,7 @@ func (s *Store) HistoryRuns(ctx context.Context, f RunFilter) (Page[RunRow], err
 	if f.After != "" {
 		ts, id, err := decodeRunToken(f.After)
 		if err != nil {
-			return Page[RunRow]{}, err
+			return Page[Run]{}, err
 		}
 		afterTS, afterID = &ts, &id
 	}
@@ -170,18 +170,18 @@ func (s *Store) HistoryRuns(ctx context.Context, f RunFilter) (Page[RunRow], err
 	}
 	if err != nil {
 		if f.JobID != "" {
-			return Page[RunRow]{}, fmt.Errorf("list runs of job %q: %w", f.JobID, err)
+			return Page[Run]{}, fmt.Errorf("list runs of job %q: %w", f.JobID, err)
 		}
-		return Page[RunRow]{}, fmt.Errorf("list recent runs: %w", err)
+		return Page[Run]{}, fmt.Errorf("list recent runs: %w", err)
 	}
-	return paginate(rows, limit, runRow, func(r RunRow) string { return encodeRunToken(r.StartedAt, r.RunID) }), nil
+	return paginate(rows, limit, runOf, func(r Run) string { return encodeRunToken(r.StartedAt, r.RunID) }), nil
 }
 
 // CountByStatus is how many rows share a status and error category.
 type CountByStatus struct {
-	Status        string `json:"status"`
-	ErrorCategory string `json:"error_category"`
-	Count         int    `json:"count"`
+	Status        runstate.Status `json:"status"`
+	ErrorCategory etl.Category    `json:"error_category"`
+	Count         int             `json:"count"`
 }
 
 // AttemptSummary rolls up a run's attempts, from its counters.
@@ -222,7 +222,7 @@ type RunningItem struct {
 // run row and its counters (at most ProgressShards rows) and, while items run, from the live
 // workers' held items: O(1) in the run's items.
 type RunDetail struct {
-	Run      RunRow          `json:"run"`
+	Run      Run             `json:"run"`
 	Items    []CountByStatus `json:"items"`
 	Attempts AttemptSummary  `json:"attempts"`
 	// Running lists up to RunningShownMax running items, oldest attempt first.
@@ -245,10 +245,10 @@ func (s *Store) HistoryRun(ctx context.Context, runID uuid.UUID) (RunDetail, err
 	if err != nil {
 		return RunDetail{}, err
 	}
-	d := RunDetail{Run: runRow(r), Items: []CountByStatus{}}
+	d := RunDetail{Run: runOf(r), Items: []CountByStatus{}}
 	add := func(status runstate.Status, cat etl.Category, n int64) {
 		if n > 0 {
-			d.Items = append(d.Items, CountByStatus{Status: string(status), ErrorCategory: string(cat), Count: int(n)})
+			d.Items = append(d.Items, CountByStatus{Status: status, ErrorCategory: cat, Count: int(n)})
 		}
 	}
 	add(runstate.StatusCancelled, etl.CategoryNone, c.Cancelled)
@@ -296,8 +296,8 @@ type ItemRow struct {
 	ItemNo         int32           `json:"item_no"`
 	Params         json.RawMessage `json:"params"`
 	ParamHash      string          `json:"param_hash"`
-	Status         string          `json:"status"`
-	ErrorCategory  string          `json:"error_category"`
+	Status         runstate.Status `json:"status"`
+	ErrorCategory  etl.Category    `json:"error_category"`
 	ErrorMessage   *string         `json:"error_message"`
 	Attempts       int32           `json:"attempts"`
 	LostAttempts   int32           `json:"lost_attempts"`
@@ -316,7 +316,8 @@ type ItemRow struct {
 
 func itemRow(i sqlcdb.HistoryItemsRow) ItemRow {
 	return ItemRow{
-		ItemNo: i.ItemNo, Params: i.Params, ParamHash: i.ParamHash, Status: i.Status, ErrorCategory: i.ErrorCategory,
+		// The status is computed (RUNNING while claimed), so sqlc types it as text.
+		ItemNo: i.ItemNo, Params: i.Params, ParamHash: i.ParamHash, Status: runstate.Status(i.Status), ErrorCategory: i.ErrorCategory,
 		ErrorMessage: i.ErrorMessage, Attempts: i.Attempts, LostAttempts: i.LostAttempts, Generation: i.Generation,
 		NextRetryAt: i.NextRetryAt,
 		StartedAt:   i.StartedAt, EndedAt: i.EndedAt, DurationMs: i.DurationMs, RecordsRead: i.RecordsRead,
@@ -390,8 +391,8 @@ type AttemptRow struct {
 	AttemptNo      int64           `json:"attempt_no"`
 	ItemNo         int32           `json:"item_no"`
 	ItemAttempt    int32           `json:"item_attempt"`
-	Status         string          `json:"status"`
-	ErrorCategory  string          `json:"error_category"`
+	Status         runstate.Status `json:"status"`
+	ErrorCategory  etl.Category    `json:"error_category"`
 	ErrorMessage   *string         `json:"error_message"`
 	ErrorDetail    json.RawMessage `json:"error_detail"`
 	BackoffMs      *int64          `json:"backoff_ms"`
@@ -413,10 +414,7 @@ type AttemptRow struct {
 }
 
 func attemptRow(a sqlcdb.DwEtlRunAttempt) AttemptRow {
-	detail := a.ErrorDetail
-	if len(detail) == 0 {
-		detail = nil
-	}
+	detail := nilIfEmpty(a.ErrorDetail)
 	return AttemptRow{
 		AttemptID: a.AttemptID, AttemptNo: a.AttemptNo, ItemNo: a.ItemNo, ItemAttempt: a.ItemAttempt, Status: a.Status,
 		ErrorCategory: a.ErrorCategory, ErrorMessage: a.ErrorMessage, ErrorDetail: detail, BackoffMs: a.BackoffMs,
@@ -501,7 +499,7 @@ func (s *Store) appendRunning(ctx context.Context, page *Page[AttemptRow], runID
 		return nil
 	}
 	page.Items = append(page.Items, AttemptRow{AttemptID: r.AttemptID, AttemptNo: r.AttemptNo, ItemNo: itemNo,
-		ItemAttempt: r.ItemAttempt, Status: string(runstate.StatusRunning), ErrorCategory: string(etl.CategoryNone),
+		ItemAttempt: r.ItemAttempt, Status: runstate.StatusRunning, ErrorCategory: etl.CategoryNone,
 		StartedAt: r.StartedAt, RecordsRead: r.RecordsRead, RecordsWritten: r.RecordsWritten, PageCount: r.PageCount,
 		Progress: r.Progress, ProgressAt: r.ProgressAt, WorkerID: r.WorkerName, Solo: r.Solo})
 	return nil
@@ -626,19 +624,19 @@ func (s *Store) HistoryLogs(ctx context.Context, f LogFilter) (Page[LogLine], er
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
-// CursorRow is one (job, param set) cursor as history shows it.
-type CursorRow struct {
+// Cursor is one (job, param set) cursor as the store returns it and history shows it.
+type Cursor struct {
 	ParamHash   string          `json:"param_hash"`
 	Params      json.RawMessage `json:"params"`
-	Strategy    string          `json:"strategy"`
+	Strategy    etl.Strategy    `json:"strategy"`
 	CursorValue *time.Time      `json:"cursor_value"`
 	CursorMeta  json.RawMessage `json:"cursor_meta"`
 	LastRunID   *uuid.UUID      `json:"last_run_id"`
 	UpdatedAt   time.Time       `json:"updated_at"`
 }
 
-func cursorRow(c sqlcdb.DwEtlIncrementalCursor) CursorRow {
-	return CursorRow{ParamHash: c.ParamHash, Params: c.Params, Strategy: c.Strategy, CursorValue: c.CursorValue,
+func cursorOf(c sqlcdb.DwEtlIncrementalCursor) Cursor {
+	return Cursor{ParamHash: c.ParamHash, Params: c.Params, Strategy: c.Strategy, CursorValue: c.CursorValue,
 		CursorMeta: c.CursorMeta, LastRunID: c.LastRunID, UpdatedAt: c.UpdatedAt}
 }
 
@@ -651,33 +649,33 @@ type CursorFilter struct {
 
 // HistoryCursors lists a job's cursors, one per param set, in param_hash order. It returns
 // ErrNotFound for an unknown job.
-func (s *Store) HistoryCursors(ctx context.Context, f CursorFilter) (Page[CursorRow], error) {
+func (s *Store) HistoryCursors(ctx context.Context, f CursorFilter) (Page[Cursor], error) {
 	limit, err := pageLimit(f.Limit)
 	if err != nil {
-		return Page[CursorRow]{}, err
+		return Page[Cursor]{}, err
 	}
 	var after string
 	if f.After != "" {
 		b, err := decodeToken(f.After, tokenCursors, -1)
 		if err != nil {
-			return Page[CursorRow]{}, err
+			return Page[Cursor]{}, err
 		}
 		after = string(b)
 	}
 	rows, err := s.q.HistoryCursors(ctx, sqlcdb.HistoryCursorsParams{JobID: f.JobID, AfterParamHash: after, RowLimit: limit + 1})
 	if err != nil {
-		return Page[CursorRow]{}, fmt.Errorf("list cursors of job %q: %w", f.JobID, err)
+		return Page[Cursor]{}, fmt.Errorf("list cursors of job %q: %w", f.JobID, err)
 	}
 	if len(rows) == 0 {
 		ok, err := s.q.HistoryJobExists(ctx, f.JobID)
 		if err != nil {
-			return Page[CursorRow]{}, fmt.Errorf("list cursors of job %q: %w", f.JobID, err)
+			return Page[Cursor]{}, fmt.Errorf("list cursors of job %q: %w", f.JobID, err)
 		}
 		if !ok {
-			return Page[CursorRow]{}, fmt.Errorf("list cursors of job %q: %w", f.JobID, ErrNotFound)
+			return Page[Cursor]{}, fmt.Errorf("list cursors of job %q: %w", f.JobID, ErrNotFound)
 		}
 	}
-	return paginate(rows, limit, cursorRow, func(c CursorRow) string { return encodeToken(tokenCursors, []byte(c.ParamHash)) }), nil
+	return paginate(rows, limit, cursorOf, func(c Cursor) string { return encodeToken(tokenCursors, []byte(c.ParamHash)) }), nil
 }
 
 // ParseTimeBound reads a since/until bound as the CLI and the API accept it: an RFC 3339 time,

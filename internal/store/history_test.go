@@ -16,7 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/dbtest"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 )
 
@@ -176,7 +178,7 @@ func wantRuns(keep func(histRun) bool) []uuid.UUID {
 	return ids
 }
 
-func runIDs(rs []store.RunRow) []uuid.UUID {
+func runIDs(rs []store.Run) []uuid.UUID {
 	ids := make([]uuid.UUID, len(rs))
 	for i, r := range rs {
 		ids[i] = r.RunID
@@ -216,7 +218,7 @@ func TestHistoryRuns(t *testing.T) {
 		require.Equal(t, wantRuns(jobA), runIDs(p.Items))
 		require.Empty(t, p.Next)
 		require.Equal(t, "job_a", p.Items[0].JobID)
-		require.Equal(t, "RUNNING", p.Items[0].Status)
+		require.Equal(t, runstate.StatusRunning, p.Items[0].Status)
 		require.JSONEq(t, `{}`, string(p.Items[0].Params))
 	})
 
@@ -236,7 +238,7 @@ func TestHistoryRuns(t *testing.T) {
 				keep = jobA
 			}
 			for limit := 1; limit <= 4; limit++ {
-				got, pages := allPages(t, func(after string) (store.Page[store.RunRow], error) {
+				got, pages := allPages(t, func(after string) (store.Page[store.Run], error) {
 					return f.st.HistoryRuns(ctx, store.RunFilter{JobID: job, Limit: limit, After: after})
 				})
 				require.Equal(t, wantRuns(keep), runIDs(got), "job %q limit %d", job, limit)
@@ -271,7 +273,7 @@ func TestHistoryRuns(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				got, _ := allPages(t, func(after string) (store.Page[store.RunRow], error) {
+				got, _ := allPages(t, func(after string) (store.Page[store.Run], error) {
 					fl := tc.filter
 					fl.Limit, fl.After = 2, after
 					return f.st.HistoryRuns(ctx, fl)
@@ -333,7 +335,7 @@ func TestHistoryRun(t *testing.T) {
 		d, err := f.st.HistoryRun(ctx, histDetailRun)
 		require.NoError(t, err)
 		require.Equal(t, histDetailRun, d.Run.RunID)
-		require.Equal(t, "FAILED", d.Run.Status)
+		require.Equal(t, runstate.StatusFailed, d.Run.Status)
 		require.Equal(t, []store.CountByStatus{
 			{Status: "FAILED", ErrorCategory: "API", Count: 1},
 			{Status: "FAILED", ErrorCategory: "DB", Count: 1},
@@ -418,8 +420,8 @@ func TestHistoryItems(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, p.Items, 1)
 		it := p.Items[0]
-		require.Equal(t, "FAILED", it.Status)
-		require.Equal(t, "DB", it.ErrorCategory)
+		require.Equal(t, runstate.StatusFailed, it.Status)
+		require.Equal(t, etl.CategoryDB, it.ErrorCategory)
 		require.JSONEq(t, `{"shard":3}`, string(it.Params))
 		require.Equal(t, "cursor held", *it.CursorNote)
 	})
@@ -606,7 +608,7 @@ func TestHistoryCursors(t *testing.T) {
 
 	t.Run("ParamHashOrderInPages", func(t *testing.T) {
 		t.Parallel()
-		got, pages := allPages(t, func(after string) (store.Page[store.CursorRow], error) {
+		got, pages := allPages(t, func(after string) (store.Page[store.Cursor], error) {
 			return f.st.HistoryCursors(ctx, store.CursorFilter{JobID: "job_a", Limit: 2, After: after})
 		})
 		require.Equal(t, 2, pages)

@@ -184,10 +184,10 @@ type endRow struct {
 	AttemptID        uuid.UUID       `json:"attempt_id"`
 	RunID            uuid.UUID       `json:"run_id"`
 	ItemNo           int32           `json:"item_no"`
-	AttemptStatus    string          `json:"attempt_status"`
-	ItemStatus       string          `json:"item_status"`
+	AttemptStatus    runstate.Status `json:"attempt_status"`
+	ItemStatus       runstate.Status `json:"item_status"`
 	Terminal         bool            `json:"terminal"`
-	Category         string          `json:"category"`
+	Category         etl.Category    `json:"category"`
 	Message          *string         `json:"message"`
 	Detail           json.RawMessage `json:"detail,omitempty"`
 	BackoffMs        *int64          `json:"backoff_ms"`
@@ -204,15 +204,15 @@ type endRow struct {
 
 func rowOf(e AttemptEnd) endRow {
 	r := endRow{
-		AttemptID: e.AttemptID, RunID: e.RunID, ItemNo: e.ItemNo, AttemptStatus: string(e.AttemptStatus),
-		ItemStatus: string(e.ItemStatus), Terminal: e.Terminal, Category: string(e.ErrorCategory),
+		AttemptID: e.AttemptID, RunID: e.RunID, ItemNo: e.ItemNo, AttemptStatus: e.AttemptStatus,
+		ItemStatus: e.ItemStatus, Terminal: e.Terminal, Category: e.ErrorCategory,
 		Message: TextPtr(e.ErrorMessage, MessageMax), Detail: JSON(e.ErrorDetail, FieldMax),
 		RecordsRead: e.RecordsRead, RecordsWritten: e.RecordsWritten, RecordsDiscarded: e.RecordsDiscarded,
 		Pages: e.Pages, CursorEnd: e.CursorEnd, CursorEndMeta: JSON(e.CursorEndMeta, FieldMax),
 		CursorNote: TextPtr(e.CursorNote, MessageMax), AdvanceCursor: e.AdvanceCursor, EndedBy: EndedByHolder,
 	}
 	if r.Category == "" {
-		r.Category = string(etl.CategoryNone)
+		r.Category = etl.CategoryNone
 	}
 	if e.Backoff != nil {
 		ms := e.Backoff.Milliseconds()

@@ -96,7 +96,7 @@ type RerunItem struct {
 	ParamHash     string          `json:"param_hash"`
 	Params        json.RawMessage `json:"params"`
 	Status        runstate.Status `json:"status"`
-	ErrorCategory string          `json:"error_category"`
+	ErrorCategory etl.Category    `json:"error_category"`
 	ErrorMessage  *string         `json:"error_message,omitempty"`
 	Attempts      int32           `json:"attempts"`
 	Generation    int32           `json:"generation"`
@@ -119,7 +119,7 @@ func (s *Store) RerunCandidates(ctx context.Context, runID uuid.UUID, f RerunFil
 	}
 	out := make([]RerunItem, len(rows))
 	for i, r := range rows {
-		out[i] = RerunItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, Params: r.Params, Status: runstate.Status(r.Status),
+		out[i] = RerunItem{ItemNo: r.ItemNo, ParamHash: r.ParamHash, Params: r.Params, Status: r.Status,
 			ErrorCategory: r.ErrorCategory, ErrorMessage: r.ErrorMessage, Attempts: r.Attempts, Generation: r.Generation}
 	}
 	return out, nil

@@ -239,7 +239,7 @@ func (s *Store) ItemStates(ctx context.Context, refs []ItemTask) ([]ItemState, e
 	out := make([]ItemState, len(rows))
 	for i, r := range rows {
 		out[i] = ItemState{ItemTask: ItemTask{RunID: r.RunID, ItemNo: r.ItemNo, Generation: r.Generation, NotBefore: r.NextRetryAt},
-			Status: runstate.Status(r.Status), Claimed: r.CurrentAttemptID != nil}
+			Status: r.Status, Claimed: r.CurrentAttemptID != nil}
 	}
 	return out, nil
 }

@@ -261,8 +261,8 @@ func TestFinaliseRunFromCounters(t *testing.T) {
 	require.Equal(t, runstate.StatusPartialSuccess, res.Status)
 	run, err := st.GetRun(t.Context(), runID)
 	require.NoError(t, err)
-	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
-	require.Equal(t, "DB", run.ErrorCategory)
+	require.Equal(t, runstate.StatusPartialSuccess, run.Status)
+	require.Equal(t, etl.CategoryDB, run.ErrorCategory)
 	require.EqualValues(t, 1, run.ItemsSucceeded)
 	require.EqualValues(t, 2, run.AttemptCount)
 	again, err := st.FinaliseRun(t.Context(), runID)
@@ -328,8 +328,8 @@ func TestRunningAttemptLivesOnItsItem(t *testing.T) {
 		}
 	}
 	require.Len(t, seen, 2)
-	require.Equal(t, "FAILED", seen[0].Status)
-	require.Equal(t, "RUNNING", seen[1].Status)
+	require.Equal(t, runstate.StatusFailed, seen[0].Status)
+	require.Equal(t, runstate.StatusRunning, seen[1].Status)
 	require.Equal(t, ids[0], seen[1].AttemptID)
 	require.Equal(t, cs[0].AttemptNo, seen[1].AttemptNo)
 	require.Greater(t, seen[1].AttemptNo, seen[0].AttemptNo)
@@ -348,7 +348,7 @@ func TestRunningAttemptLivesOnItsItem(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, p.Items, 2)
 	got := p.Items[1]
-	require.Equal(t, "SUCCESS", got.Status)
+	require.Equal(t, runstate.StatusSuccess, got.Status)
 	require.Equal(t, cs[0].AttemptNo, got.AttemptNo, "the number drawn at the claim")
 	require.Equal(t, "page 2", *got.Progress, "the last progress message is kept")
 	require.Equal(t, w.Name, *got.WorkerID)

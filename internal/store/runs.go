@@ -16,14 +16,95 @@ import (
 	"github.com/etlexec/etlexec/internal/store/sqlcdb"
 )
 
-// Row types are sqlc's, re-exported so callers never import sqlcdb.
-type (
-	Job        = sqlcdb.DwEtlJob
-	JobSummary = sqlcdb.ListJobsRow
-	Run        = sqlcdb.DwEtlRun
-	Cursor     = sqlcdb.DwEtlIncrementalCursor
-	UpsertJob  = sqlcdb.UpsertJobParams
-)
+// JobSpec is how a job runs, as jobs.yaml defines it: what UpsertJobs writes. A job's pause
+// state and policies are written apart (JobDefinition, PauseJob).
+type JobSpec struct {
+	JobID               string                `json:"job_id"`
+	Kind                string                `json:"kind"`
+	Description         string                `json:"description"`
+	SupportsParams      bool                  `json:"supports_params"`
+	SupportsIncremental bool                  `json:"supports_incremental"`
+	Strategy            etl.Strategy          `json:"strategy"`
+	CursorPolicy        runstate.CursorPolicy `json:"cursor_policy"`
+	Config              json.RawMessage       `json:"config"`
+	ParamSource         json.RawMessage       `json:"param_source"`
+	Schedule            *string               `json:"schedule"`
+	OverlapPolicy       string                `json:"overlap_policy"`
+	Queue               string                `json:"queue"`
+	MaxAttempts         int32                 `json:"max_attempts"`
+	TimeoutMs           int64                 `json:"timeout_ms"`
+	RunTimeoutMs        *int64                `json:"run_timeout_ms"`
+	RetentionMs         int64                 `json:"retention_ms"`
+	Enabled             bool                  `json:"enabled"`
+	// MaxRunningItems is the most items of the job running at once across the fleet; 0 means
+	// no limit.
+	MaxRunningItems int32 `json:"max_running_items"`
+}
+
+// Job is a job as stored: its definition, pause state and policies. Its JSON is the API's Job
+// (snake_case, one level), which the CLI prints too.
+type Job struct {
+	JobSpec
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	JobPause
+	JobPolicy
+}
+
+// Control is the job's pause state and policies.
+func (j Job) Control() JobControl {
+	return JobControl{JobID: j.JobID, JobPause: j.JobPause, JobPolicy: j.JobPolicy}
+}
+
+// JobSummary is a job with its last run, as the job listings (API, CLI, console) show it. The
+// last run's fields are nil for a job that never ran.
+type JobSummary struct {
+	Job
+	LastRunID     *uuid.UUID       `json:"last_run_id"`
+	LastStatus    *runstate.Status `json:"last_status"`
+	LastStartedAt *time.Time       `json:"last_started_at"`
+}
+
+func jobOf(r sqlcdb.DwEtlJob) Job {
+	return Job{
+		JobSpec: JobSpec{JobID: r.JobID, Kind: r.Kind, Description: r.Description, SupportsParams: r.SupportsParams,
+			SupportsIncremental: r.SupportsIncremental, Strategy: r.Strategy, CursorPolicy: r.CursorPolicy,
+			Config: r.Config, ParamSource: nilIfEmpty(r.ParamSource), Schedule: r.Schedule, OverlapPolicy: r.OverlapPolicy,
+			Queue: r.Queue, MaxAttempts: r.MaxAttempts, TimeoutMs: r.TimeoutMs, RunTimeoutMs: r.RunTimeoutMs,
+			RetentionMs: r.RetentionMs, Enabled: r.Enabled, MaxRunningItems: r.MaxRunningItems},
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		JobPause: JobPause{Paused: r.Paused, PausedAt: r.PausedAt, PausedBy: r.PausedBy, PauseReason: r.PauseReason,
+			ResumedAt: r.ResumedAt},
+		JobPolicy: JobPolicy{HistoryRetentionMs: r.HistoryRetentionMs, AlertOn: r.AlertOn,
+			ExpectedDurationMs: r.ExpectedDurationMs, CatchupPolicy: r.CatchupPolicy, CatchupLimit: r.CatchupLimit},
+	}
+}
+
+func jobSummaryOf(r sqlcdb.ListJobsRow) JobSummary {
+	s := JobSummary{Job: jobOf(r.DwEtlJob), LastRunID: r.LastRunID, LastStartedAt: r.LastStartedAt}
+	if r.LastRunID != nil {
+		// The query gives '' for no run (see ListJobs in queries/jobs.sql).
+		s.LastStatus = &r.LastStatus
+	}
+	return s
+}
+
+func upsertJobParams(j JobSpec) sqlcdb.UpsertJobParams {
+	return sqlcdb.UpsertJobParams{JobID: j.JobID, Kind: j.Kind, Description: j.Description,
+		SupportsParams: j.SupportsParams, SupportsIncremental: j.SupportsIncremental, Strategy: j.Strategy,
+		CursorPolicy: j.CursorPolicy, Config: j.Config, ParamSource: j.ParamSource, Schedule: j.Schedule,
+		OverlapPolicy: j.OverlapPolicy, Queue: j.Queue, MaxAttempts: j.MaxAttempts, TimeoutMs: j.TimeoutMs,
+		RunTimeoutMs: j.RunTimeoutMs, RetentionMs: j.RetentionMs, Enabled: j.Enabled, MaxRunningItems: j.MaxRunningItems}
+}
+
+// nilIfEmpty makes an absent JSON value nil, which encodes as null (an empty RawMessage does
+// not encode at all).
+func nilIfEmpty(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
 
 // ErrActiveRun is returned by CreateRun when the job already has an exclusive run that is
 // PENDING or RUNNING; the database's partial unique index decides, so two enqueuers racing
@@ -43,7 +124,7 @@ type NewRun struct {
 	ScheduledFor *time.Time
 	Exclusive    bool
 	// Strategy of the job: last_run items get the logical start as their window end.
-	Strategy string
+	Strategy etl.Strategy
 	// Extras are optional parts written in the same transaction (idempotency key, a backfill
 	// window); see RunExtras.
 	Extras RunExtras
@@ -101,7 +182,7 @@ var itemColumns = []string{"run_id", "item_no", "params", "param_hash", "cursor_
 // a fan-out lease (FanoutLeaseDefault) held by the caller, so the reconciler leaves its fan-out
 // alone until the lease lapses.
 func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (Run, error) {
-	var run Run
+	var run sqlcdb.DwEtlRun
 	if nr.Params == nil {
 		nr.Params = json.RawMessage(`{}`)
 	}
@@ -115,7 +196,7 @@ func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (R
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
 		run, err = tx.q.InsertRun(ctx, sqlcdb.InsertRunParams{
-			RunID: nr.RunID, JobID: nr.JobID, Status: string(runstate.StatusPending), DryRun: nr.DryRun, Trigger: nr.Trigger,
+			RunID: nr.RunID, JobID: nr.JobID, Status: runstate.StatusPending, DryRun: nr.DryRun, Trigger: nr.Trigger,
 			Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: nr.Exclusive,
 			FanoutMs: FanoutLeaseDefault.Milliseconds(),
 		})
@@ -126,7 +207,7 @@ func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (R
 			return fmt.Errorf("insert run: %w", mapErr(err))
 		}
 		var windowEnd *time.Time
-		if nr.Strategy == string(etl.StrategyLastRun) {
+		if nr.Strategy == etl.StrategyLastRun {
 			windowEnd = nr.LogicalStart
 		}
 		runID := pgtype.UUID{Bytes: nr.RunID, Valid: true}
@@ -151,7 +232,7 @@ func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (R
 			if err := tx.q.StartItemsAt(ctx, sqlcdb.StartItemsAtParams{RunID: nr.RunID, WindowStart: nr.Extras.WindowStart}); err != nil {
 				return fmt.Errorf("set the window start: %w", err)
 			}
-		case nr.Strategy == string(etl.StrategyModifiedDate) || nr.Strategy == string(etl.StrategyLastRun):
+		case nr.Strategy == etl.StrategyModifiedDate || nr.Strategy == etl.StrategyLastRun:
 			if err := tx.q.StartItemsAtCursors(ctx, sqlcdb.StartItemsAtCursorsParams{RunID: nr.RunID, JobID: nr.JobID}); err != nil {
 				return fmt.Errorf("read cursors: %w", err)
 			}
@@ -173,7 +254,7 @@ func (s *Store) CreateRunFrom(ctx context.Context, nr NewRun, src ItemSource) (R
 	if err != nil {
 		return Run{}, err
 	}
-	return run, nil
+	return runOf(run), nil
 }
 
 // CreateSkippedRun records a trigger that the overlap policy skipped, with the reason.
@@ -182,7 +263,7 @@ func (s *Store) CreateSkippedRun(ctx context.Context, nr NewRun, reason string) 
 		nr.Params = json.RawMessage(`{}`)
 	}
 	run, err := s.q.InsertRun(ctx, sqlcdb.InsertRunParams{
-		RunID: nr.RunID, JobID: nr.JobID, Status: string(runstate.StatusSkipped), DryRun: nr.DryRun, Trigger: nr.Trigger,
+		RunID: nr.RunID, JobID: nr.JobID, Status: runstate.StatusSkipped, DryRun: nr.DryRun, Trigger: nr.Trigger,
 		Params: nr.Params, LogicalStart: nr.LogicalStart, ScheduledFor: nr.ScheduledFor, Exclusive: false,
 		ErrorMessage: &reason,
 	})
@@ -209,7 +290,7 @@ func (s *Store) GetRun(ctx context.Context, runID uuid.UUID) (Run, error) {
 	if err != nil {
 		return Run{}, fmt.Errorf("get run %s: %w", runID, mapErr(err))
 	}
-	return r, nil
+	return runOf(r), nil
 }
 
 // ActiveRun returns the job's exclusive PENDING/RUNNING run, or ErrNotFound.
@@ -227,7 +308,7 @@ func (s *Store) GetJob(ctx context.Context, jobID string) (Job, error) {
 	if err != nil {
 		return Job{}, fmt.Errorf("get job %q: %w", jobID, mapErr(err))
 	}
-	return j, nil
+	return jobOf(j), nil
 }
 
 // Job listing page sizes.
@@ -245,10 +326,11 @@ func (s *Store) ListJobs(ctx context.Context, after string, limit int) (jobs []J
 		limit = JobsPageDefault
 	}
 	limit = min(limit, JobsPageMax)
-	jobs, err = s.q.ListJobs(ctx, sqlcdb.ListJobsParams{After: after, PageSize: int32(limit + 1)})
+	rows, err := s.q.ListJobs(ctx, sqlcdb.ListJobsParams{After: after, PageSize: int32(limit + 1)})
 	if err != nil {
 		return nil, "", fmt.Errorf("list jobs: %w", err)
 	}
+	jobs = convert(rows, jobSummaryOf)
 	if len(jobs) > limit {
 		jobs = jobs[:limit]
 		next = jobs[limit-1].JobID
@@ -275,15 +357,19 @@ func (s *Store) AllJobs(ctx context.Context) ([]JobSummary, error) {
 
 // ListScheduledJobs lists enabled jobs that have a cron schedule.
 func (s *Store) ListScheduledJobs(ctx context.Context) ([]Job, error) {
-	return s.q.ListScheduledJobs(ctx)
+	rows, err := s.q.ListScheduledJobs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list scheduled jobs: %w", err)
+	}
+	return convert(rows, jobOf), nil
 }
 
 // UpsertJobs writes job definitions all-or-nothing; it reports which were new.
-func (s *Store) UpsertJobs(ctx context.Context, jobs []UpsertJob) (inserted []bool, err error) {
+func (s *Store) UpsertJobs(ctx context.Context, jobs []JobSpec) (inserted []bool, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
 		inserted = inserted[:0]
 		for _, j := range jobs {
-			ins, err := tx.q.UpsertJob(ctx, j)
+			ins, err := tx.q.UpsertJob(ctx, upsertJobParams(j))
 			if err != nil {
 				return fmt.Errorf("upsert job %q: %w", j.JobID, err)
 			}
@@ -296,7 +382,20 @@ func (s *Store) UpsertJobs(ctx context.Context, jobs []UpsertJob) (inserted []bo
 
 // ListCursors lists a job's cursors, newest first.
 func (s *Store) ListCursors(ctx context.Context, jobID string) ([]Cursor, error) {
-	return s.q.ListCursors(ctx, jobID)
+	rows, err := s.q.ListCursors(ctx, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("list cursors of job %q: %w", jobID, err)
+	}
+	return convert(rows, cursorOf), nil
+}
+
+// convert maps sqlc rows to the store's own type with its conversion function.
+func convert[R, T any](rows []R, of func(R) T) []T {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		out[i] = of(r)
+	}
+	return out
 }
 
 // Progress is a live view of a run for progress displays.

@@ -110,13 +110,13 @@ func (r *statusRecorder) want(t *testing.T, step string, changes ...string) {
 // Redis.
 func openRun(t *testing.T, st *store.Store, jobID string, maxAttempts int32, runTimeout *time.Duration, n int) uuid.UUID {
 	t.Helper()
-	job := store.UpsertJob{JobID: jobID, Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
+	job := store.JobSpec{JobID: jobID, Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
 		OverlapPolicy: "allow", Queue: "etl", MaxAttempts: maxAttempts, TimeoutMs: 1000, Enabled: true}
 	if runTimeout != nil {
 		ms := runTimeout.Milliseconds()
 		job.RunTimeoutMs = &ms
 	}
-	_, err := st.UpsertJobs(t.Context(), []store.UpsertJob{job})
+	_, err := st.UpsertJobs(t.Context(), []store.JobSpec{job})
 	require.NoError(t, err)
 	runID := uuid.Must(uuid.NewV7())
 	items := make([]store.NewItem, n)

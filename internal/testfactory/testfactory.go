@@ -39,12 +39,12 @@ type JobOpts struct {
 const TimeoutDefault = 10 * time.Second
 
 // Job upserts a job definition and returns what it wrote.
-func Job(ctx context.Context, tb testing.TB, st *store.Store, opts *JobOpts) store.UpsertJob {
+func Job(ctx context.Context, tb testing.TB, st *store.Store, opts *JobOpts) store.JobSpec {
 	tb.Helper()
 	if opts == nil {
 		opts = &JobOpts{}
 	}
-	j := store.UpsertJob{
+	j := store.JobSpec{
 		JobID: valOr(opts.ID, "job_"+randomHex(4)), Kind: valOr(opts.Kind, "test"),
 		SupportsParams: valOr(opts.SupportsParams, true), Strategy: "none", CursorPolicy: "run",
 		Config: json.RawMessage(`{}`), Schedule: opts.Schedule, OverlapPolicy: "allow",
@@ -54,7 +54,7 @@ func Job(ctx context.Context, tb testing.TB, st *store.Store, opts *JobOpts) sto
 	if opts.RunTimeout != nil {
 		j.RunTimeoutMs = new(opts.RunTimeout.Milliseconds())
 	}
-	if _, err := st.UpsertJobs(ctx, []store.UpsertJob{j}); err != nil {
+	if _, err := st.UpsertJobs(ctx, []store.JobSpec{j}); err != nil {
 		tb.Fatalf("testfactory: upsert job %q: %v", j.JobID, err)
 	}
 	return j

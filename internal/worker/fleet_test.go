@@ -259,7 +259,7 @@ func TestFleetMaxRunningItems(t *testing.T) {
 	}
 	runID := f.trigger("limited", params)
 	run := f.waitRun(runID, 90*time.Second)
-	require.Equal(t, string(runstate.StatusSuccess), run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 
 	ivs := f.attempts(runID)
 	require.Len(t, ivs, items, "a delivery sent back at the limit is no attempt")
@@ -328,7 +328,7 @@ func TestFleetSourceRate(t *testing.T) {
 	begun := time.Now()
 	for _, id := range runs {
 		run := f.waitRun(id, 90*time.Second)
-		require.Equal(t, string(runstate.StatusSuccess), run.Status, "run of %s: %v", run.JobID, run.ErrorMessage)
+		require.Equal(t, runstate.StatusSuccess, run.Status, "run of %s: %v", run.JobID, run.ErrorMessage)
 	}
 	elapsed := time.Since(begun)
 
@@ -380,7 +380,7 @@ func TestFleetWeightedQueues(t *testing.T) {
 	}
 	smallRun := f.trigger("small_hourly", small)
 	run := f.waitRun(smallRun, 60*time.Second)
-	require.Equal(t, string(runstate.StatusSuccess), run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 
 	var settled, startedMeanwhile int
 	require.NoError(t, f.st.Pool().QueryRow(t.Context(),
@@ -390,7 +390,7 @@ func TestFleetWeightedQueues(t *testing.T) {
 	t.Logf("backfill: %d of %d items settled when the small run ended; %d backfill attempts started after the small run was created",
 		settled, len(big), startedMeanwhile)
 	require.Less(t, settled, len(big)/2, "the small run finished while most of the backfill was pending")
-	require.NotEqual(t, string(runstate.StatusSuccess), f.run(bigRun).Status)
+	require.NotEqual(t, runstate.StatusSuccess, f.run(bigRun).Status)
 	// Weight 20:1: the small run's 20 items go first; the backfill items that start meanwhile
 	// are about those already fetched (concurrency + prefetch = 3). Equal weights interleave
 	// about one backfill item per small one (measured with 20 small items: 19 to 29).

@@ -59,7 +59,7 @@ func (c *jobCache) get(ctx context.Context, id string, updatedAt time.Time) (*jo
 	if err != nil {
 		return nil, err
 	}
-	j = &job{ID: row.JobID, Kind: row.Kind, Strategy: etl.Strategy(row.Strategy), CursorPolicy: runstate.CursorPolicy(row.CursorPolicy),
+	j = &job{ID: row.JobID, Kind: row.Kind, Strategy: row.Strategy, CursorPolicy: row.CursorPolicy,
 		Config: row.Config, MaxAttempts: int(row.MaxAttempts), Timeout: time.Duration(row.TimeoutMs) * time.Millisecond,
 		Queue: row.Queue, updatedAt: row.UpdatedAt}
 	var cfg map[string]any

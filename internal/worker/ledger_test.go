@@ -89,7 +89,7 @@ func setupLedger(t *testing.T, foreign bool, maxAttempts int32, runTimeout time.
 		ms := runTimeout.Milliseconds()
 		rt = &ms
 	}
-	_, err = b.st.UpsertJobs(t.Context(), []store.UpsertJob{{JobID: "append", Kind: "append", SupportsParams: true, Strategy: "none",
+	_, err = b.st.UpsertJobs(t.Context(), []store.JobSpec{{JobID: "append", Kind: "append", SupportsParams: true, Strategy: "none",
 		CursorPolicy: "run", Config: raw, OverlapPolicy: "allow", Queue: b.queue, MaxAttempts: maxAttempts, TimeoutMs: 30000,
 		RunTimeoutMs: rt, Enabled: true}})
 	require.NoError(t, err)
@@ -150,7 +150,7 @@ func TestOutcomeCommitsWithTheTarget(t *testing.T) {
 			b := setupLedger(t, foreign, 1, 0)
 			runID := b.trigger(t, map[string]any{"rows": 3}, map[string]any{"rows": 2}, map[string]any{"rows": 4, "fail": "bad row"})
 			run := b.wait(t, runID)
-			require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+			require.Equal(t, runstate.StatusPartialSuccess, run.Status)
 			require.Equal(t, 5, b.rows(t, runID), "the failed item's writes rolled back")
 			require.EqualValues(t, 5, run.RecordsWritten, "records_written counts committed writes only")
 			require.EqualValues(t, 4, run.RecordsDiscarded, "the rolled-back writes stay visible as discarded")
@@ -201,7 +201,7 @@ func TestMarkerSavesASecondCommit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, sent.New)
 	run := b.wait(t, runID)
-	require.Equal(t, "SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 	require.Equal(t, 1, b.rows(t, runID), "exactly one committed row")
 	require.Equal(t, callsBefore, b.calls.Load(), "the handler did not run again")
 	var note string
@@ -223,7 +223,7 @@ func TestRunTimeoutCancelsHandlers(t *testing.T) {
 	b := setupLedger(t, false, 3, 2*time.Second)
 	runID := b.trigger(t, map[string]any{"hang": true, "rows": 1}, map[string]any{"hang": true, "rows": 2})
 	run := b.wait(t, runID)
-	require.Equal(t, "FAILED", run.Status)
+	require.Equal(t, runstate.StatusFailed, run.Status)
 	require.Less(t, run.EndedAt.Sub(*run.DeadlineAt), 3*time.Second, "ended within a few seconds of the deadline")
 	var msgs []string
 	rows, err := b.st.Pool().Query(t.Context(), `SELECT error_message FROM dw_etl_run_attempts WHERE run_id = $1`, runID)

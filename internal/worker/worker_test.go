@@ -117,9 +117,9 @@ func setup(t *testing.T, workers int) *bundle {
 	return &bundle{st: st, enq: enq, queue: q}
 }
 
-func (b *bundle) job(t *testing.T, id, strategy, policy string, maxAttempts int32) {
+func (b *bundle) job(t *testing.T, id string, strategy etl.Strategy, policy runstate.CursorPolicy, maxAttempts int32) {
 	t.Helper()
-	_, err := b.st.UpsertJobs(context.Background(), []store.UpsertJob{{
+	_, err := b.st.UpsertJobs(context.Background(), []store.JobSpec{{
 		JobID: id, Kind: "test", SupportsParams: true, SupportsIncremental: strategy != "none", Strategy: strategy,
 		CursorPolicy: policy, Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: b.queue,
 		MaxAttempts: maxAttempts, TimeoutMs: 10000, RetentionMs: 60000, Enabled: true,
@@ -162,8 +162,8 @@ func TestRunOutcomes(t *testing.T) {
 		require.Equal(t, 2, res.Items)
 		require.Equal(t, 1, res.Deduplicated)
 		run := b.waitRun(t, res.Run.RunID)
-		require.Equal(t, "SUCCESS", run.Status)
-		require.Equal(t, "NONE", run.ErrorCategory)
+		require.Equal(t, runstate.StatusSuccess, run.Status)
+		require.Equal(t, etl.CategoryNone, run.ErrorCategory)
 		require.EqualValues(t, 2, run.ItemsSucceeded)
 		require.EqualValues(t, 15, run.RecordsRead)
 		require.EqualValues(t, 2, run.PageCount)
@@ -178,7 +178,7 @@ func TestRunOutcomes(t *testing.T) {
 		)})
 		require.NoError(t, err)
 		run := b.waitRun(t, res.Run.RunID)
-		require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+		require.Equal(t, runstate.StatusPartialSuccess, run.Status)
 		require.EqualValues(t, 2, run.ItemsSucceeded)
 		require.EqualValues(t, 2, run.ItemsFailed)
 		// item 1: 1 attempt; item 2 (DATA): 1 attempt, never retried; item 3: 3 attempts;
@@ -219,8 +219,8 @@ func TestRunOutcomes(t *testing.T) {
 			map[string]any{"n": 1, "fail": "DATA"}, map[string]any{"n": 2, "fail": "DATA"})})
 		require.NoError(t, err)
 		run := b.waitRun(t, res.Run.RunID)
-		require.Equal(t, "FAILED", run.Status)
-		require.Equal(t, "DATA", run.ErrorCategory)
+		require.Equal(t, runstate.StatusFailed, run.Status)
+		require.Equal(t, etl.CategoryData, run.ErrorCategory)
 	})
 }
 
@@ -246,14 +246,14 @@ func TestCursorsAndDryRun(t *testing.T) {
 	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "inc", DryRun: true, Params: raw(t, good)})
 	require.NoError(t, err)
 	run := b.waitRun(t, res.Run.RunID)
-	require.Equal(t, "SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 	require.Nil(t, cursor("inc", good))
 
 	// Policy run: a failed sibling holds every cursor.
 	res, err = b.enq.Trigger(ctx, enqueue.Request{JobID: "inc", Params: raw(t, good, bad)})
 	require.NoError(t, err)
 	run = b.waitRun(t, res.Run.RunID)
-	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusPartialSuccess, run.Status)
 	require.Nil(t, cursor("inc", good))
 	var note string
 	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT cursor_note FROM dw_etl_runs WHERE run_id = $1`, run.RunID).Scan(&note))
@@ -282,7 +282,7 @@ func TestJobWithoutParams(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	ctx := context.Background()
-	_, err := b.st.UpsertJobs(ctx, []store.UpsertJob{{
+	_, err := b.st.UpsertJobs(ctx, []store.JobSpec{{
 		JobID: "plain", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
 		OverlapPolicy: "skip", Queue: b.queue, MaxAttempts: 1, TimeoutMs: 10000, Enabled: true,
 	}})
@@ -293,7 +293,7 @@ func TestJobWithoutParams(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Items)
 	run := b.waitRun(t, res.Run.RunID)
-	require.Equal(t, "SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 	var params string
 	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT params::text FROM dw_etl_run_items WHERE run_id = $1`, run.RunID).Scan(&params))
 	require.Equal(t, "{}", params)
@@ -309,7 +309,7 @@ func TestRerunFailedItemsThenSuccess(t *testing.T) {
 	res, err := b.enq.Trigger(ctx, enqueue.Request{JobID: "rerun", Params: raw(t, good, flaky)})
 	require.NoError(t, err)
 	run := b.waitRun(t, res.Run.RunID)
-	require.Equal(t, "PARTIAL_SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusPartialSuccess, run.Status)
 	var cursors int
 	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_incremental_cursors WHERE job_id = 'rerun'`).Scan(&cursors))
 	require.Zero(t, cursors, "policy run: no cursor moves while the run is not successful")
@@ -320,12 +320,12 @@ func TestRerunFailedItemsThenSuccess(t *testing.T) {
 	require.EqualValues(t, 2, prev.Items[0].ItemNo)
 	again, err := b.st.GetRun(ctx, run.RunID)
 	require.NoError(t, err)
-	require.Equal(t, "PARTIAL_SUCCESS", again.Status, "preview changes nothing")
+	require.Equal(t, runstate.StatusPartialSuccess, again.Status, "preview changes nothing")
 
 	_, err = ops.Rerun(ctx, b.st, b.enq, run.RunID, store.RerunFilter{}, false)
 	require.NoError(t, err)
 	run = b.waitRun(t, run.RunID)
-	require.Equal(t, "SUCCESS", run.Status)
+	require.Equal(t, runstate.StatusSuccess, run.Status)
 	require.EqualValues(t, 2, run.ItemsSucceeded)
 	require.EqualValues(t, 3, run.AttemptCount)
 	require.NoError(t, b.st.Pool().QueryRow(ctx, `SELECT count(*) FROM dw_etl_incremental_cursors WHERE job_id = 'rerun'`).Scan(&cursors))
@@ -364,7 +364,7 @@ func TestCancelMidRun(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, cres.ItemsCancelled, "the items no attempt holds")
 	run := b.waitRun(t, res.Run.RunID)
-	require.Equal(t, "CANCELLED", run.Status)
+	require.Equal(t, runstate.StatusCancelled, run.Status)
 	require.EqualValues(t, 12, run.ItemsCancelled)
 	require.Equal(t, "tester", *run.CancelledBy)
 	require.Equal(t, "wrong params", *run.CancelReason)
@@ -383,7 +383,7 @@ func TestConcurrentDeliveriesOneSuccess(t *testing.T) {
 	t.Parallel()
 	st := dbtest.Store(t)
 	ctx := context.Background()
-	_, err := st.UpsertJobs(ctx, []store.UpsertJob{{
+	_, err := st.UpsertJobs(ctx, []store.JobSpec{{
 		JobID: "dup", Kind: "test", Strategy: "none", CursorPolicy: "run", Config: json.RawMessage(`{}`),
 		OverlapPolicy: "allow", Queue: "unused", MaxAttempts: 3, TimeoutMs: 10000, Enabled: true,
 	}})

@@ -17,7 +17,6 @@ import (
 	"github.com/etlexec/etlexec/etl"
 	"github.com/etlexec/etlexec/internal/enqueue"
 	"github.com/etlexec/etlexec/internal/redistest"
-	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/etlexec/etlexec/internal/store"
 	"github.com/etlexec/etlexec/internal/worker"
 )
@@ -54,7 +53,7 @@ func Start(t *testing.T, st *store.Store) *Env {
 		t.Fatalf("workertest: new enqueuer: %v", err)
 	}
 	e.enq = enq
-	_, err = st.UpsertJobs(t.Context(), []store.UpsertJob{{
+	_, err = st.UpsertJobs(t.Context(), []store.JobSpec{{
 		JobID: JobID, Kind: "blocking", SupportsParams: true, Strategy: "none", CursorPolicy: "run",
 		Config: json.RawMessage(`{}`), OverlapPolicy: "allow", Queue: q, MaxAttempts: 1, TimeoutMs: 120_000,
 		RetentionMs: 60_000, Enabled: true,
@@ -132,7 +131,7 @@ func (e *Env) WaitRun(t *testing.T, runID uuid.UUID) store.Run {
 		if run, err = e.st.GetRun(t.Context(), runID); err != nil {
 			t.Fatalf("workertest: get run %s: %v", runID, err)
 		}
-		return runstate.Status(run.Status).Terminal()
+		return run.Status.Terminal()
 	})
 	return run
 }

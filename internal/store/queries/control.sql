@@ -19,10 +19,10 @@ UPDATE dw_etl_jobs SET paused = false, resumed_at = CASE WHEN paused THEN now() 
 WHERE job_id = @job_id
 RETURNING paused, paused_at, paused_by, pause_reason, resumed_at;
 
+-- JobControls reads whole job rows: store has one conversion of a job row (the control state
+-- is part of it).
 -- name: JobControls :many
-SELECT job_id, paused, paused_at, paused_by, pause_reason, resumed_at, catchup_policy, catchup_limit,
-  history_retention_ms, alert_on, expected_duration_ms
-FROM dw_etl_jobs WHERE job_id = ANY(@job_ids::text[]);
+SELECT * FROM dw_etl_jobs WHERE job_id = ANY(@job_ids::text[]);
 
 -- JobHistory counts what deleting a job's history removes. Runs are read on
 -- dw_etl_runs_job_started_idx; item and attempt totals come from the runs' own counters.

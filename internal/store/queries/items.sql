@@ -1,6 +1,6 @@
 -- The item ledger: claim → liveness → finish, the statements on a worker's hot path.
 --
--- Lock order (docs/state-machine.md; every statement that waits follows it):
+-- Lock order (docs/development.md; every statement that waits follows it):
 --   run row (FOR NO KEY UPDATE, never FOR UPDATE) → item rows in (run_id, item_no) order →
 --   their attempt rows → progress rows in (run_id, shard) order → cursor rows in
 --   (job_id, param_hash) order.

@@ -19,7 +19,10 @@ RETURNING (xmax = 0)::boolean AS inserted;
 SELECT * FROM dw_etl_jobs WHERE job_id = @job_id;
 
 -- name: ListJobs :many
-SELECT j.*, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
+-- last_status is '' for a job without runs: the runstate.Status override of dw_etl_runs.status
+-- ignores the LEFT JOIN's nullability, so a NULL could not be scanned (store makes '' nil).
+SELECT sqlc.embed(j), r.run_id AS last_run_id, coalesce(r.status, '') AS last_status,
+  r.started_at AS last_started_at
 FROM dw_etl_jobs j
 LEFT JOIN dw_etl_runs r ON r.run_id = (
   SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1

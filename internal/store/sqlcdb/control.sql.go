@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/google/uuid"
 )
 
@@ -318,7 +320,7 @@ type IdempotencyKeysWithPrefixParams struct {
 type IdempotencyKeysWithPrefixRow struct {
 	Key    string
 	RunID  uuid.UUID
-	Status string
+	Status runstate.Status
 }
 
 func (q *Queries) IdempotencyKeysWithPrefix(ctx context.Context, arg IdempotencyKeysWithPrefixParams) ([]IdempotencyKeysWithPrefixRow, error) {
@@ -440,46 +442,51 @@ func (q *Queries) InsertIdempotencyKeyIfAbsent(ctx context.Context, arg InsertId
 }
 
 const jobControls = `-- name: JobControls :many
-SELECT job_id, paused, paused_at, paused_by, pause_reason, resumed_at, catchup_policy, catchup_limit,
-  history_retention_ms, alert_on, expected_duration_ms
-FROM dw_etl_jobs WHERE job_id = ANY($1::text[])
+SELECT job_id, kind, description, supports_params, supports_incremental, strategy, cursor_policy, config, param_source, schedule, overlap_policy, queue, max_attempts, timeout_ms, run_timeout_ms, retention_ms, enabled, created_at, updated_at, paused, paused_at, paused_by, pause_reason, resumed_at, history_retention_ms, alert_on, expected_duration_ms, catchup_policy, catchup_limit, max_running_items FROM dw_etl_jobs WHERE job_id = ANY($1::text[])
 `
 
-type JobControlsRow struct {
-	JobID              string
-	Paused             bool
-	PausedAt           *time.Time
-	PausedBy           *string
-	PauseReason        *string
-	ResumedAt          *time.Time
-	CatchupPolicy      string
-	CatchupLimit       int32
-	HistoryRetentionMs *int64
-	AlertOn            []string
-	ExpectedDurationMs *int64
-}
-
-func (q *Queries) JobControls(ctx context.Context, jobIds []string) ([]JobControlsRow, error) {
+// JobControls reads whole job rows: store has one conversion of a job row (the control state
+// is part of it).
+func (q *Queries) JobControls(ctx context.Context, jobIds []string) ([]DwEtlJob, error) {
 	rows, err := q.db.Query(ctx, jobControls, jobIds)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobControlsRow
+	var items []DwEtlJob
 	for rows.Next() {
-		var i JobControlsRow
+		var i DwEtlJob
 		if err := rows.Scan(
 			&i.JobID,
+			&i.Kind,
+			&i.Description,
+			&i.SupportsParams,
+			&i.SupportsIncremental,
+			&i.Strategy,
+			&i.CursorPolicy,
+			&i.Config,
+			&i.ParamSource,
+			&i.Schedule,
+			&i.OverlapPolicy,
+			&i.Queue,
+			&i.MaxAttempts,
+			&i.TimeoutMs,
+			&i.RunTimeoutMs,
+			&i.RetentionMs,
+			&i.Enabled,
+			&i.CreatedAt,
+			&i.UpdatedAt,
 			&i.Paused,
 			&i.PausedAt,
 			&i.PausedBy,
 			&i.PauseReason,
 			&i.ResumedAt,
-			&i.CatchupPolicy,
-			&i.CatchupLimit,
 			&i.HistoryRetentionMs,
 			&i.AlertOn,
 			&i.ExpectedDurationMs,
+			&i.CatchupPolicy,
+			&i.CatchupLimit,
+			&i.MaxRunningItems,
 		); err != nil {
 			return nil, err
 		}
@@ -997,7 +1004,7 @@ type WatchedRunsRow struct {
 	StartedAt          time.Time
 	OpenedAt           time.Time
 	OverdueAt          *time.Time
-	Status             string
+	Status             runstate.Status
 	EndedAt            *time.Time
 	DurationMs         *int64
 	DryRun             bool
@@ -1006,7 +1013,7 @@ type WatchedRunsRow struct {
 	ItemsSucceeded     int32
 	ItemsFailed        int32
 	ItemsCancelled     int32
-	ErrorCategory      string
+	ErrorCategory      etl.Category
 	ErrorMessage       *string
 	AlertOn            []string
 	ExpectedDurationMs *int64

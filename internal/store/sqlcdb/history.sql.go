@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/etlexec/etlexec/etl"
 	"github.com/google/uuid"
 )
 
@@ -202,7 +203,7 @@ type HistoryItemsRow struct {
 	Params         json.RawMessage
 	ParamHash      string
 	Status         string
-	ErrorCategory  string
+	ErrorCategory  etl.Category
 	ErrorMessage   *string
 	Attempts       int32
 	LostAttempts   int32
@@ -298,7 +299,7 @@ type HistoryItemsByParamHashRow struct {
 	Params         json.RawMessage
 	ParamHash      string
 	Status         string
-	ErrorCategory  string
+	ErrorCategory  etl.Category
 	ErrorMessage   *string
 	Attempts       int32
 	LostAttempts   int32

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/google/uuid"
 )
 
@@ -98,7 +100,8 @@ func (q *Queries) GetSource(ctx context.Context, source string) (DwEtlSource, er
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, j.paused, j.paused_at, j.paused_by, j.pause_reason, j.resumed_at, j.history_retention_ms, j.alert_on, j.expected_duration_ms, j.catchup_policy, j.catchup_limit, j.max_running_items, r.run_id AS last_run_id, r.status AS last_status, r.started_at AS last_started_at
+SELECT j.job_id, j.kind, j.description, j.supports_params, j.supports_incremental, j.strategy, j.cursor_policy, j.config, j.param_source, j.schedule, j.overlap_policy, j.queue, j.max_attempts, j.timeout_ms, j.run_timeout_ms, j.retention_ms, j.enabled, j.created_at, j.updated_at, j.paused, j.paused_at, j.paused_by, j.pause_reason, j.resumed_at, j.history_retention_ms, j.alert_on, j.expected_duration_ms, j.catchup_policy, j.catchup_limit, j.max_running_items, r.run_id AS last_run_id, coalesce(r.status, '') AS last_status,
+  r.started_at AS last_started_at
 FROM dw_etl_jobs j
 LEFT JOIN dw_etl_runs r ON r.run_id = (
   SELECT x.run_id FROM dw_etl_runs x WHERE x.job_id = j.job_id ORDER BY x.started_at DESC LIMIT 1
@@ -114,41 +117,14 @@ type ListJobsParams struct {
 }
 
 type ListJobsRow struct {
-	JobID               string
-	Kind                string
-	Description         string
-	SupportsParams      bool
-	SupportsIncremental bool
-	Strategy            string
-	CursorPolicy        string
-	Config              json.RawMessage
-	ParamSource         json.RawMessage
-	Schedule            *string
-	OverlapPolicy       string
-	Queue               string
-	MaxAttempts         int32
-	TimeoutMs           int64
-	RunTimeoutMs        *int64
-	RetentionMs         int64
-	Enabled             bool
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
-	Paused              bool
-	PausedAt            *time.Time
-	PausedBy            *string
-	PauseReason         *string
-	ResumedAt           *time.Time
-	HistoryRetentionMs  *int64
-	AlertOn             []string
-	ExpectedDurationMs  *int64
-	CatchupPolicy       string
-	CatchupLimit        int32
-	MaxRunningItems     int32
-	LastRunID           *uuid.UUID
-	LastStatus          *string
-	LastStartedAt       *time.Time
+	DwEtlJob      DwEtlJob
+	LastRunID     *uuid.UUID
+	LastStatus    runstate.Status
+	LastStartedAt *time.Time
 }
 
+// last_status is ” for a job without runs: the runstate.Status override of dw_etl_runs.status
+// ignores the LEFT JOIN's nullability, so a NULL could not be scanned (store makes ” nil).
 func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsRow, error) {
 	rows, err := q.db.Query(ctx, listJobs, arg.After, arg.PageSize)
 	if err != nil {
@@ -159,36 +135,36 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]ListJobsR
 	for rows.Next() {
 		var i ListJobsRow
 		if err := rows.Scan(
-			&i.JobID,
-			&i.Kind,
-			&i.Description,
-			&i.SupportsParams,
-			&i.SupportsIncremental,
-			&i.Strategy,
-			&i.CursorPolicy,
-			&i.Config,
-			&i.ParamSource,
-			&i.Schedule,
-			&i.OverlapPolicy,
-			&i.Queue,
-			&i.MaxAttempts,
-			&i.TimeoutMs,
-			&i.RunTimeoutMs,
-			&i.RetentionMs,
-			&i.Enabled,
-			&i.CreatedAt,
-			&i.UpdatedAt,
-			&i.Paused,
-			&i.PausedAt,
-			&i.PausedBy,
-			&i.PauseReason,
-			&i.ResumedAt,
-			&i.HistoryRetentionMs,
-			&i.AlertOn,
-			&i.ExpectedDurationMs,
-			&i.CatchupPolicy,
-			&i.CatchupLimit,
-			&i.MaxRunningItems,
+			&i.DwEtlJob.JobID,
+			&i.DwEtlJob.Kind,
+			&i.DwEtlJob.Description,
+			&i.DwEtlJob.SupportsParams,
+			&i.DwEtlJob.SupportsIncremental,
+			&i.DwEtlJob.Strategy,
+			&i.DwEtlJob.CursorPolicy,
+			&i.DwEtlJob.Config,
+			&i.DwEtlJob.ParamSource,
+			&i.DwEtlJob.Schedule,
+			&i.DwEtlJob.OverlapPolicy,
+			&i.DwEtlJob.Queue,
+			&i.DwEtlJob.MaxAttempts,
+			&i.DwEtlJob.TimeoutMs,
+			&i.DwEtlJob.RunTimeoutMs,
+			&i.DwEtlJob.RetentionMs,
+			&i.DwEtlJob.Enabled,
+			&i.DwEtlJob.CreatedAt,
+			&i.DwEtlJob.UpdatedAt,
+			&i.DwEtlJob.Paused,
+			&i.DwEtlJob.PausedAt,
+			&i.DwEtlJob.PausedBy,
+			&i.DwEtlJob.PauseReason,
+			&i.DwEtlJob.ResumedAt,
+			&i.DwEtlJob.HistoryRetentionMs,
+			&i.DwEtlJob.AlertOn,
+			&i.DwEtlJob.ExpectedDurationMs,
+			&i.DwEtlJob.CatchupPolicy,
+			&i.DwEtlJob.CatchupLimit,
+			&i.DwEtlJob.MaxRunningItems,
 			&i.LastRunID,
 			&i.LastStatus,
 			&i.LastStartedAt,
@@ -301,8 +277,8 @@ type UpsertJobParams struct {
 	Description         string
 	SupportsParams      bool
 	SupportsIncremental bool
-	Strategy            string
-	CursorPolicy        string
+	Strategy            etl.Strategy
+	CursorPolicy        runstate.CursorPolicy
 	Config              json.RawMessage
 	ParamSource         json.RawMessage
 	Schedule            *string

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/google/uuid"
 )
 
@@ -80,7 +82,7 @@ type DwEtlIncrementalCursor struct {
 	JobID       string
 	ParamHash   string
 	Params      json.RawMessage
-	Strategy    string
+	Strategy    etl.Strategy
 	CursorValue *time.Time
 	CursorMeta  json.RawMessage
 	LastRunID   *uuid.UUID
@@ -95,9 +97,9 @@ type DwEtlJob struct {
 	Description         string
 	SupportsParams      bool
 	SupportsIncremental bool
-	Strategy            string
+	Strategy            etl.Strategy
 	// run: cursors move only when the whole run succeeds; item: per succeeded item.
-	CursorPolicy  string
+	CursorPolicy  runstate.CursorPolicy
 	Config        json.RawMessage
 	ParamSource   json.RawMessage
 	Schedule      *string
@@ -151,11 +153,11 @@ type DwEtlRedisEpoch struct {
 type DwEtlRun struct {
 	RunID         uuid.UUID
 	JobID         string
-	Status        string
+	Status        runstate.Status
 	StartedAt     time.Time
 	EndedAt       *time.Time
 	ErrorMessage  *string
-	ErrorCategory string
+	ErrorCategory etl.Category
 	DryRun        bool
 	Trigger       string
 	Params        json.RawMessage
@@ -202,8 +204,8 @@ type DwEtlRunAttempt struct {
 	AttemptNo     int64
 	ItemNo        int32
 	ItemAttempt   int32
-	Status        string
-	ErrorCategory string
+	Status        runstate.Status
+	ErrorCategory etl.Category
 	ErrorMessage  *string
 	ErrorDetail   json.RawMessage
 	BackoffMs     *int64
@@ -239,8 +241,8 @@ type DwEtlRunItem struct {
 	// Hex SHA-256 of the canonical JSON of params.
 	ParamHash string
 	// PENDING until the item settles (SUCCESS, FAILED, CANCELLED, SKIPPED); a PENDING item with current_attempt_id is RUNNING. The claim leaves it alone so that it stays a HOT update.
-	Status        string
-	ErrorCategory string
+	Status        runstate.Status
+	ErrorCategory etl.Category
 	ErrorMessage  *string
 	// Attempts started; the next attempt is attempts + 1.
 	Attempts int32

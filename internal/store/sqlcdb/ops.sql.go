@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/google/uuid"
 )
 
@@ -184,8 +186,8 @@ type RerunCandidatesRow struct {
 	ItemNo        int32
 	ParamHash     string
 	Params        json.RawMessage
-	Status        string
-	ErrorCategory string
+	Status        runstate.Status
+	ErrorCategory etl.Category
 	ErrorMessage  *string
 	Attempts      int32
 	Generation    int32

@@ -9,6 +9,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/google/uuid"
 )
 
@@ -392,7 +393,7 @@ type ItemGenerationsRow struct {
 	RunID            uuid.UUID
 	ItemNo           int32
 	Generation       int32
-	Status           string
+	Status           runstate.Status
 	CurrentAttemptID *uuid.UUID
 	NextRetryAt      *time.Time
 }

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/etlexec/etlexec/etl"
+	"github.com/etlexec/etlexec/internal/runstate"
 	"github.com/google/uuid"
 )
 
@@ -21,7 +23,7 @@ LIMIT 1
 
 type ActiveRunRow struct {
 	RunID  uuid.UUID
-	Status string
+	Status runstate.Status
 }
 
 func (q *Queries) ActiveRun(ctx context.Context, jobID string) (ActiveRunRow, error) {
@@ -70,8 +72,8 @@ WHERE run_id = $14
 `
 
 type FinishRunParams struct {
-	Status           string
-	ErrorCategory    string
+	Status           runstate.Status
+	ErrorCategory    etl.Category
 	ErrorMessage     *string
 	AttemptCount     int32
 	ItemsSucceeded   int32
@@ -167,7 +169,7 @@ RETURNING run_id, job_id, status, started_at, ended_at, error_message, error_cat
 type InsertRunParams struct {
 	RunID        uuid.UUID
 	JobID        string
-	Status       string
+	Status       runstate.Status
 	DryRun       bool
 	Trigger      string
 	Params       json.RawMessage
@@ -243,11 +245,11 @@ FOR NO KEY UPDATE OF r
 type LockRunForFinaliseRow struct {
 	RunID             uuid.UUID
 	JobID             string
-	Status            string
+	Status            runstate.Status
 	StartedAt         time.Time
 	EndedAt           *time.Time
 	ErrorMessage      *string
-	ErrorCategory     string
+	ErrorCategory     etl.Category
 	DryRun            bool
 	Trigger           string
 	Params            json.RawMessage
@@ -276,8 +278,8 @@ type LockRunForFinaliseRow struct {
 	FanoutUntil       *time.Time
 	RecordsDiscarded  int64
 	CursorNote        *string
-	Strategy          string
-	CursorPolicy      string
+	Strategy          etl.Strategy
+	CursorPolicy      runstate.CursorPolicy
 	TimedOut          bool
 }
 
