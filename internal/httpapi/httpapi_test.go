@@ -73,14 +73,18 @@ func setupAPI(t *testing.T) (srv *httptest.Server, attempt uuid.UUID) {
 	return srv, attempt
 }
 
-// get fetches path and decodes the JSON body into out (when not nil); it returns the status.
+// get fetches path, checks the response against the OpenAPI document and decodes the JSON body
+// into out (when not nil); it returns the status.
 func get(t *testing.T, srv *httptest.Server, path string, out any) int {
 	t.Helper()
-	resp, err := http.Get(srv.URL + path)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+path, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
+	checkDocumented(t, documentedRouter(t, srv.URL), req, nil, resp, body)
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"), "%s: %s", path, body)
 	if out != nil {
 		require.NoError(t, json.Unmarshal(body, out), "%s: %s", path, body)
