@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
 
 	"github.com/etlexec/etlexec/internal/redistest"
 )
@@ -128,6 +129,16 @@ func TestBrowserControls(t *testing.T) {
 	if n := one(`SELECT item_count::text FROM dw_etl_runs WHERE run_id = $1`, runID[1]); n != "2" {
 		t.Fatalf("run has %s items, want 2", n)
 	}
+	// The second submit may have been answered (same key, same run) while the first was still
+	// fanning out, the run PENDING until its tasks were in Redis: once it is RUNNING, its page
+	// says so.
+	if got := text("#run-status"); got != "RUNNING" && got != "PENDING" {
+		t.Errorf("run page status %q right after the trigger, want PENDING or RUNNING", got)
+	}
+	require.Eventually(t, func() bool {
+		return one(`SELECT status FROM dw_etl_runs WHERE run_id = $1`, runID[1]) == "RUNNING"
+	}, 20*time.Second, 20*time.Millisecond, "the run never left PENDING")
+	must(chromedp.Do(bctx, chromedp.Navigate(loc), chromedp.WaitVisible(chromedp.CSS("#run-status"))))
 	if got := text("#run-status"); got != "RUNNING" {
 		t.Errorf("run page status %q, want RUNNING", got)
 	}
