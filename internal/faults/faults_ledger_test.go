@@ -253,7 +253,7 @@ func TestFaultFrozenWorker(t *testing.T) {
 	b := e.startWorker("B", shortLeaseEnv()...)
 	e.waitLog(b, leaderMsg, 30*time.Second)
 	a := e.startWorker("A", shortLeaseEnv("ETL_SHUTDOWN_TIMEOUT=30s")...)
-	e.waitLog(a, workerStartingMsg, 30*time.Second)
+	e.waitServing(a, b)
 	// 16 items of 4 pages x 1 s over 16 slots.
 	runID := e.trigger(appending(slowItems("frozen", 16, 4, 1, 1000)), false)
 	e.waitFor("A running 3 items", 30*time.Second, func() bool { return e.attemptsOn(runID, "A", "RUNNING") >= 3 })

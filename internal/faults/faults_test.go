@@ -25,7 +25,7 @@ func TestFaultWorkerKilledMidItem(t *testing.T) {
 	start := time.Now()
 	e := newEnv(t, 10*time.Second)
 	w1 := e.startWorker("w1")
-	e.startWorker("w2")
+	e.waitServing(w1, e.startWorker("w2"))
 	runID := e.trigger(slowItems("kill", 16, 200, 20, 100), false) // ~1s per item
 	e.waitFor("attempts RUNNING on w1", 20*time.Second, func() bool { return e.attemptsOn(runID, "w1", "RUNNING") >= 2 })
 	w1.kill(t)
@@ -184,7 +184,7 @@ func TestFaultDryRunUnderKillAndFlush(t *testing.T) {
 	start := time.Now()
 	e := newEnv(t, 10*time.Second)
 	w1 := e.startWorker("w1")
-	e.startWorker("w2")
+	e.waitServing(w1, e.startWorker("w2"))
 	runID := e.trigger(slowItems("dry", 30, 60, 20, 200), true)
 	e.waitFor("attempts RUNNING on w1", 20*time.Second, func() bool { return e.attemptsOn(runID, "w1", "RUNNING") >= 2 })
 	w1.kill(t)

@@ -367,6 +367,17 @@ func (e *env) serving(insp *asynq.Inspector, w *workerProc) bool {
 	return false
 }
 
+// waitServing waits until every one of ws serves (its asynq server registered in Redis), so
+// that a run triggered next is shared between them: a worker slow to start on a loaded machine
+// would otherwise find the run already taken by the others.
+func (e *env) waitServing(ws ...*workerProc) {
+	e.t.Helper()
+	insp := e.inspector()
+	for _, w := range ws {
+		e.waitFor("worker "+w.id+" to serve", 30*time.Second, func() bool { return e.serving(insp, w) })
+	}
+}
+
 // waitLog waits until the worker's output contains s and returns when that was seen.
 func (e *env) waitLog(w *workerProc, s string, within time.Duration) time.Time {
 	e.t.Helper()
