@@ -659,8 +659,7 @@ func (s *Store) RecordRunEnd(ctx context.Context, r WatchedRun, deliveries []New
 		at = *r.EndedAt
 	}
 	err = s.InTx(ctx, func(tx *Tx) error {
-		status := string(r.Status) // the run watch's status column is plain text
-		n, err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &status})
+		n, err := tx.q.MarkWatchEnded(ctx, sqlcdb.MarkWatchEndedParams{RunID: r.RunID, EndedAt: &at, Status: &r.Status})
 		if err != nil || n == 0 {
 			return err
 		}

@@ -608,7 +608,7 @@ UPDATE dw_etl_run_watch SET ended_at = $1, status = $2 WHERE run_id = $3 AND end
 
 type MarkWatchEndedParams struct {
 	EndedAt *time.Time
-	Status  *string
+	Status  *runstate.Status
 	RunID   uuid.UUID
 }
 

@@ -330,7 +330,7 @@ type DwEtlRunWatch struct {
 	StartedAt time.Time
 	// The end the alerter handled; NULL while the run is open (a rerun clears it).
 	EndedAt *time.Time
-	Status  *string
+	Status  *runstate.Status
 	// When the run_overdue notice was recorded for this opening.
 	OverdueAt *time.Time
 	SeenAt    time.Time
