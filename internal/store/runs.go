@@ -330,12 +330,8 @@ func (s *Store) ListJobs(ctx context.Context, after string, limit int) (jobs []J
 	if err != nil {
 		return nil, "", fmt.Errorf("list jobs: %w", err)
 	}
-	jobs = convert(rows, jobSummaryOf)
-	if len(jobs) > limit {
-		jobs = jobs[:limit]
-		next = jobs[limit-1].JobID
-	}
-	return jobs, next, nil
+	p := paginate(rows, int32(limit), jobSummaryOf, func(j JobSummary) string { return j.JobID })
+	return p.Items, p.Next, nil
 }
 
 // AllJobs lists every job with its last run, page by page.
@@ -378,15 +374,6 @@ func (s *Store) UpsertJobs(ctx context.Context, jobs []JobSpec) (inserted []bool
 		return nil
 	})
 	return inserted, err
-}
-
-// ListCursors lists a job's cursors, newest first.
-func (s *Store) ListCursors(ctx context.Context, jobID string) ([]Cursor, error) {
-	rows, err := s.q.ListCursors(ctx, jobID)
-	if err != nil {
-		return nil, fmt.Errorf("list cursors of job %q: %w", jobID, err)
-	}
-	return convert(rows, cursorOf), nil
 }
 
 // convert maps sqlc rows to the store's own type with its conversion function.

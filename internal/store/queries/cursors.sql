@@ -5,9 +5,6 @@ UPDATE dw_etl_run_items i SET cursor_start = c.cursor_value, cursor_meta = c.cur
 FROM dw_etl_incremental_cursors c
 WHERE i.run_id = @run_id AND c.job_id = @job_id AND c.param_hash = i.param_hash;
 
--- name: ListCursors :many
-SELECT * FROM dw_etl_incremental_cursors WHERE job_id = @job_id ORDER BY cursor_value DESC NULLS LAST, param_hash;
-
 -- StartItemsAt gives a new run's items one window start (a backfill window).
 -- name: StartItemsAt :exec
 UPDATE dw_etl_run_items SET cursor_start = sqlc.narg('window_start')::timestamptz WHERE run_id = @run_id;

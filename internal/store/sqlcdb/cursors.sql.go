@@ -12,39 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const listCursors = `-- name: ListCursors :many
-SELECT job_id, param_hash, params, strategy, cursor_value, cursor_meta, last_run_id, updated_at FROM dw_etl_incremental_cursors WHERE job_id = $1 ORDER BY cursor_value DESC NULLS LAST, param_hash
-`
-
-func (q *Queries) ListCursors(ctx context.Context, jobID string) ([]DwEtlIncrementalCursor, error) {
-	rows, err := q.db.Query(ctx, listCursors, jobID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []DwEtlIncrementalCursor
-	for rows.Next() {
-		var i DwEtlIncrementalCursor
-		if err := rows.Scan(
-			&i.JobID,
-			&i.ParamHash,
-			&i.Params,
-			&i.Strategy,
-			&i.CursorValue,
-			&i.CursorMeta,
-			&i.LastRunID,
-			&i.UpdatedAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const startItemsAt = `-- name: StartItemsAt :exec
 UPDATE dw_etl_run_items SET cursor_start = $1::timestamptz WHERE run_id = $2
 `
